@@ -1,0 +1,129 @@
+"""The ASGI application factory: routes, JSON errors, and a lifespan that runs the hub."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import threading
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from . import __version__
+from .auth import Authenticator, OpenAccess
+from .brokers import Broker, create_broker
+from .errors import HubError
+from .hub import Hub
+from .routes import health, publish, streams
+from .settings import Settings
+from .stream import AbortedStreamFilter
+
+log = logging.getLogger("ssehub")
+
+HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+    503: "unavailable",
+}
+
+
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """The one JSON error shape: ``{"error": {"code": ..., "message": ...}}``."""
+    return JSONResponse({"error": {"code": code, "message": message}}, status, headers=headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Map every error to the JSON error shape with the right status."""
+
+    async def hub_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, HubError)
+        return error_response(exc.status, exc.code, exc.message, exc.headers)
+
+    async def validation_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return error_response(400, "bad_request", f"{where}: {first.get('msg', 'invalid request')}")
+
+    async def http_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        code = HTTP_CODES.get(exc.status_code, "error")
+        return error_response(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
+
+    app.add_exception_handler(HubError, hub_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+
+
+def chain_sigterm(hub: Hub) -> None:
+    """On SIGTERM, end every stream at once so clients reconnect, then let the server stop."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    loop = asyncio.get_running_loop()
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        loop.call_soon_threadsafe(hub.close_all)
+        if callable(previous):
+            previous(signum, frame)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    broker: Broker | None = None,
+    authenticator: Authenticator | None = None,
+) -> FastAPI:
+    """Build the hub's ASGI app; the lifespan starts and stops broker and hub."""
+    settings = settings or Settings()
+    hub = Hub(
+        broker or create_broker(settings),
+        heartbeat_seconds=settings.heartbeat_seconds,
+        retry_ms=settings.retry_ms,
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        logging.getLogger("uvicorn.error").addFilter(AbortedStreamFilter())
+        await hub.start()
+        chain_sigterm(hub)
+        try:
+            yield
+        finally:
+            await hub.close()
+
+    app = FastAPI(
+        title="ssehub",
+        version=__version__,
+        description="Real-time push hub for AI applications over Server-Sent Events.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.hub = hub
+    app.state.authenticator = authenticator or OpenAccess()
+    install_error_handlers(app)
+    for module in (streams, publish, health):
+        app.include_router(module.router)
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """Factory for ``uvicorn --factory`` and ``ssehub serve --workers N``."""
+    return create_app()

@@ -1,0 +1,82 @@
+"""The Broker protocol: the seam between one hub process and the backplane.
+
+A broker assigns event ids, keeps bounded history for resume and delivers every published event
+to the hub of every process through one callback. Ids are ``<epoch>-<seq>``: ``seq`` is one
+sequence over all channels of the backplane, so a stream over many channels or a pattern resumes
+from a single id; ``epoch`` changes when the backplane loses its history, so a resume across that
+loss is told apart from "caught up" and answered with a ``reset``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from ..channels import Selector
+from ..event import Event
+
+EventHandler = Callable[[Event], None]
+
+
+def format_id(epoch: str, seq: int) -> str:
+    """The public event id for a position."""
+    return f"{epoch}-{seq}"
+
+
+def parse_id(event_id: str) -> tuple[str, int] | None:
+    """Split an event id into (epoch, seq); None when it is not one of ours."""
+    epoch, sep, seq = event_id.rpartition("-")
+    if not sep or not epoch or not seq.isascii() or not seq.isdigit() or len(seq) > 19:
+        return None
+    return epoch, int(seq)
+
+
+@dataclass(slots=True)
+class History:
+    """Events after a position, oldest first; ``gap`` when some of them are no longer kept."""
+
+    events: list[Event] = field(default_factory=list)
+    gap: bool = False
+
+
+@runtime_checkable
+class Broker(Protocol):
+    """What the hub needs from a backplane; memory and Redis implement it alike."""
+
+    epoch: str
+
+    async def start(self, on_event: EventHandler) -> None:
+        """Connect and start delivering published events to ``on_event``."""
+
+    async def close(self) -> None:
+        """Stop delivering and release connections."""
+
+    async def publish(self, event: Event, *, idempotency_key: str | None = None) -> Event:
+        """Assign an id, store the event in history and fan it out; returns the stored event.
+
+        With an ``idempotency_key`` seen within the window, returns the first event instead.
+        """
+
+    async def history(self, selector: Selector, after: str, *, limit: int | None = None) -> History:
+        """Kept events of ``selector``'s channels with an id after ``after``, oldest first."""
+
+    async def recent(self, selector: Selector, *, limit: int) -> list[Event]:
+        """The latest ``limit`` kept events of ``selector``'s channels, oldest first."""
+
+    async def head(self) -> str:
+        """The id of the newest event on the backplane (a position a new stream starts from)."""
+
+    async def listen(self, name: str) -> None:
+        """This process has a local subscriber for a channel or pattern."""
+
+    async def unlisten(self, name: str) -> None:
+        """This process no longer has a local subscriber for a channel or pattern."""
+
+
+@runtime_checkable
+class HealthChecker(Protocol):
+    """Optional power of a broker: report whether it can accept events now."""
+
+    async def healthy(self) -> bool:
+        """True when publishes would succeed."""

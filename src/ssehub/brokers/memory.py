@@ -1,0 +1,160 @@
+"""The embedded backplane: one process, bounded history in memory, no outside service."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import secrets
+import time
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+
+from ..channels import Selector, matches
+from ..event import Event
+from .base import EventHandler, History, format_id, parse_id
+
+
+@dataclass(slots=True)
+class ChannelLog:
+    """Kept events of one channel and the highest seq already dropped from them."""
+
+    events: deque[Event] = field(default_factory=deque)
+    trimmed_upto: int = 0
+
+
+class MemoryBroker:
+    """Global sequence, per-channel ring buffers bounded by count and age."""
+
+    def __init__(
+        self,
+        *,
+        history_size: int = 1000,
+        history_ttl: float = 3600.0,
+        idempotency_window: float = 300.0,
+    ) -> None:
+        self.epoch = secrets.token_hex(3)
+        self._history_size = history_size
+        self._history_ttl = history_ttl
+        self._idempotency_window = idempotency_window
+        self._seq = 0
+        self._forgotten_upto = 0
+        self._logs: dict[str, ChannelLog] = {}
+        self._idempotent: OrderedDict[str, tuple[float, Event]] = OrderedDict()
+        self._on_event: EventHandler | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+
+    async def start(self, on_event: EventHandler) -> None:
+        self._on_event = on_event
+        self._sweeper = asyncio.create_task(self._sweep_forever(), name="ssehub-memory-sweeper")
+
+    async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        self._on_event = None
+
+    async def publish(self, event: Event, *, idempotency_key: str | None = None) -> Event:
+        if idempotency_key is not None:
+            first = self._idempotent_hit(idempotency_key)
+            if first is not None:
+                return first
+        self._seq += 1
+        event.seq = self._seq
+        event.id = format_id(self.epoch, self._seq)
+        if self._history_size:
+            log = self._logs.get(event.channel)
+            if log is None:
+                log = self._logs[event.channel] = ChannelLog()
+            log.events.append(event)
+            self._trim(log, time.time())
+        if idempotency_key is not None:
+            self._idempotent[idempotency_key] = (time.monotonic(), event)
+        if self._on_event is not None:
+            self._on_event(event)
+        return event
+
+    async def history(self, selector: Selector, after: str, *, limit: int | None = None) -> History:
+        position = parse_id(after)
+        if position is None or position[0] != self.epoch or position[1] > self._seq:
+            return History(gap=True)
+        after_seq = position[1]
+        now = time.time()
+        result = History()
+        streams = []
+        covered = self._covered(selector)
+        for _name, log in covered:
+            self._trim(log, now)
+            if log.trimmed_upto > after_seq:
+                result.gap = True
+            streams.append([e for e in log.events if e.seq > after_seq])
+        if self._forgotten_upto > after_seq and (
+            selector.patterns or len(covered) < len(selector.channels)
+        ):
+            # A channel this stream may cover expired whole after ``after``: maybe missed events.
+            result.gap = True
+        result.events = list(heapq.merge(*streams, key=lambda e: e.seq))[:limit]
+        return result
+
+    async def recent(self, selector: Selector, *, limit: int) -> list[Event]:
+        now = time.time()
+        streams = []
+        for _name, log in self._covered(selector):
+            self._trim(log, now)
+            streams.append(list(log.events)[-limit:])
+        merged = list(heapq.merge(*streams, key=lambda e: e.seq))
+        return merged[-limit:] if limit else []
+
+    async def head(self) -> str:
+        return format_id(self.epoch, self._seq)
+
+    async def listen(self, name: str) -> None:
+        """Every event reaches the one local hub; nothing to subscribe to."""
+
+    async def unlisten(self, name: str) -> None:
+        """Nothing to release."""
+
+    async def healthy(self) -> bool:
+        return True
+
+    def _covered(self, selector: Selector) -> list[tuple[str, ChannelLog]]:
+        found = [(c, self._logs[c]) for c in selector.channels if c in self._logs]
+        if selector.patterns:
+            found += [
+                (name, log)
+                for name, log in self._logs.items()
+                if name not in selector.channels
+                and any(matches(p, name) for p in selector.patterns)
+            ]
+        return found
+
+    def _trim(self, log: ChannelLog, now: float) -> None:
+        events = log.events
+        oldest = now - self._history_ttl
+        while events and (len(events) > self._history_size or events[0].published_at < oldest):
+            log.trimmed_upto = events.popleft().seq
+
+    def _idempotent_hit(self, key: str) -> Event | None:
+        cutoff = time.monotonic() - self._idempotency_window
+        while self._idempotent:
+            first_key, (stamp, _) = next(iter(self._idempotent.items()))
+            if stamp >= cutoff:
+                break
+            del self._idempotent[first_key]
+        hit = self._idempotent.get(key)
+        return hit[1] if hit else None
+
+    async def _sweep_forever(self) -> None:
+        """Drop expired history so idle channels do not hold memory forever."""
+        interval = min(60.0, max(0.05, self._history_ttl / 10))
+        while True:
+            await asyncio.sleep(interval)
+            now = time.time()
+            for name in list(self._logs):
+                log = self._logs[name]
+                self._trim(log, now)
+                if not log.events:
+                    self._forgotten_upto = max(self._forgotten_upto, log.trimmed_upto)
+                    del self._logs[name]
+            self._idempotent_hit("")

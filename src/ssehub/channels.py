@@ -1,0 +1,88 @@
+"""Channel names, channel patterns and the selectors a stream subscribes with.
+
+A channel name is 1-200 characters from ``A-Z a-z 0-9 _ - . : @ =``. Names starting with
+``$`` are reserved for the hub (``$broadcast``, ``$client:<id>``). A pattern is a name in which
+``*`` matches any run of characters, colons included: ``project:42:*`` covers
+``project:42:stage:rewrite``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from .errors import InvalidChannel
+
+MAX_CHANNEL_LENGTH = 200
+_NAME = re.compile(r"[A-Za-z0-9_\-.:@=]{1,200}")
+_PATTERN = re.compile(r"[A-Za-z0-9_\-.:@=*]{1,200}")
+_RESERVED = re.compile(r"\$[A-Za-z0-9_\-.:@=]{1,199}")
+
+BROADCAST = "$broadcast"
+
+
+def client_channel(client_id: str) -> str:
+    """The reserved channel that reaches one `/connect` client."""
+    return f"$client:{client_id}"
+
+
+def validate_channel(
+    name: str, *, allow_pattern: bool = False, allow_reserved: bool = False
+) -> str:
+    """Return ``name`` if it is a valid channel (or pattern), else raise InvalidChannel."""
+    if _NAME.fullmatch(name):
+        return name
+    if allow_pattern and _PATTERN.fullmatch(name):
+        return name
+    if allow_reserved and _RESERVED.fullmatch(name):
+        return name
+    what = "channel pattern" if allow_pattern else "channel name"
+    raise InvalidChannel(
+        f"invalid {what} {name[:MAX_CHANNEL_LENGTH]!r}: use 1-{MAX_CHANNEL_LENGTH} characters "
+        "from A-Z a-z 0-9 _ - . : @ =" + (" and * as a wildcard" if allow_pattern else "")
+    )
+
+
+def is_pattern(name: str) -> bool:
+    """True when ``name`` contains a wildcard."""
+    return "*" in name
+
+
+@lru_cache(maxsize=4096)
+def compile_pattern(pattern: str) -> re.Pattern[str]:
+    """Compile a ``*`` pattern to an anchored regular expression."""
+    return re.compile(".*".join(re.escape(part) for part in pattern.split("*")), re.DOTALL)
+
+
+def matches(pattern: str, channel: str) -> bool:
+    """True when ``channel`` is covered by ``pattern`` (an exact name covers only itself)."""
+    if "*" not in pattern:
+        return pattern == channel
+    return compile_pattern(pattern).fullmatch(channel) is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Selector:
+    """What one stream listens to: exact channels plus patterns."""
+
+    channels: frozenset[str] = field(default_factory=frozenset)
+    patterns: frozenset[str] = field(default_factory=frozenset)
+
+    @classmethod
+    def of(cls, names: Iterable[str]) -> Selector:
+        """Split names into exact channels and patterns."""
+        names = list(names)
+        return cls(
+            channels=frozenset(n for n in names if not is_pattern(n)),
+            patterns=frozenset(n for n in names if is_pattern(n)),
+        )
+
+    def covers(self, channel: str) -> bool:
+        """True when an event on ``channel`` belongs to this selector."""
+        return channel in self.channels or any(matches(p, channel) for p in self.patterns)
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        yield from sorted(self.channels)
+        yield from sorted(self.patterns)

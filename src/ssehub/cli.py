@@ -1,0 +1,131 @@
+"""The ``ssehub`` command: serve, publish, listen."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+from typing import Annotated, Any
+
+import httpx
+import orjson
+import typer
+
+from .settings import Settings
+
+app = typer.Typer(
+    help="ssehub: a real-time push hub over Server-Sent Events.", no_args_is_help=True
+)
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+UrlOption = Annotated[str, typer.Option("--url", envvar="SSEHUB_URL", help="Hub base URL.")]
+TokenOption = Annotated[
+    str | None, typer.Option("--token", envvar="SSEHUB_TOKEN", help="Bearer token.")
+]
+
+
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    raise SystemExit(0)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address (SSEHUB_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (SSEHUB_PORT).")] = None,
+    workers: Annotated[int, typer.Option(help="Processes sharing the port (needs Redis).")] = 1,
+    demo: Annotated[bool, typer.Option(help="Demo settings, as `make run` uses.")] = False,
+) -> None:
+    """Run the hub with uvicorn (uvloop, httptools); settings come from SSEHUB_* variables."""
+    import os
+
+    import uvicorn
+
+    if demo:
+        os.environ["SSEHUB_DEMO"] = "true"
+    settings = Settings()
+    if workers > 1 and settings.broker_url.startswith("memory:"):
+        typer.echo(
+            "--workers > 1 needs a shared broker: set SSEHUB_BROKER_URL=redis://...", err=True
+        )
+        raise typer.Exit(2)
+    # uvicorn re-raises SIGTERM after a graceful stop; exit 0 then, as service managers expect.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    uvicorn.run(
+        "ssehub.app:app_from_env",
+        factory=True,
+        host=host or settings.host,
+        port=port or settings.port,
+        workers=workers,
+        loop="uvloop",
+        http="httptools",
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) or 1,
+        access_log=False,
+    )
+
+
+@app.command()
+def publish(
+    channel: str,
+    data: Annotated[
+        str, typer.Option(help="JSON payload (plain text is sent as a string).")
+    ] = "null",
+    event: Annotated[str | None, typer.Option(help="Event type.")] = None,
+    idempotency_key: Annotated[str | None, typer.Option(help="Idempotency-Key header.")] = None,
+    url: UrlOption = DEFAULT_URL,
+    token: TokenOption = None,
+) -> None:
+    """Publish one event to CHANNEL and print its id."""
+    try:
+        payload: Any = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        payload = data
+    headers = _auth_headers(token)
+    if idempotency_key:
+        headers["Idempotency-Key"] = idempotency_key
+    response = httpx.post(
+        f"{url.rstrip('/')}/api/v1/publish/{channel}",
+        json={"event": event, "data": payload},
+        headers=headers,
+        timeout=10,
+    )
+    typer.echo(response.text)
+    if response.status_code != 200:
+        raise typer.Exit(1)
+
+
+@app.command()
+def listen(
+    channels: Annotated[list[str], typer.Argument(help="Channels or patterns to stream.")],
+    types: Annotated[str | None, typer.Option(help="Only these event types (a,b).")] = None,
+    last_event_id: Annotated[str | None, typer.Option(help="Resume after this id.")] = None,
+    url: UrlOption = DEFAULT_URL,
+    token: TokenOption = None,
+) -> None:
+    """Print the events of CHANNELS as JSON lines, reconnecting and resuming on drops."""
+    from .client import SSEClient
+
+    params = httpx.QueryParams(
+        [("channel", c) for c in channels] + ([("types", types)] if types else [])
+    )
+    stream_url = f"{url.rstrip('/')}/api/v1/sse/stream?{params}"
+
+    async def run() -> None:
+        client = SSEClient(stream_url, headers=_auth_headers(token), last_event_id=last_event_id)
+        async for item in client:
+            line = {"id": item.id, "event": item.event, "data": item.data}
+            sys.stdout.write(json.dumps(line, ensure_ascii=False) + "\n")
+            sys.stdout.flush()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run())
+
+
+def _auth_headers(token: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,121 @@
+"""The Event and its Server-Sent Events wire encoding.
+
+Framing follows the WHATWG HTML "Server-sent events" section, 9.2.6 "Interpreting an event
+stream": every field is ``name: value`` ended by LF, an event ends with a blank line, and CR,
+LF and CRLF all end a line. An id or event name containing CR or LF could therefore inject new
+fields, so :func:`validate_field` rejects them; data is split on every line end instead.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from .errors import InvalidEvent
+
+_LINE_END = re.compile(r"\r\n|\r|\n")
+MAX_EVENT_NAME = 200
+
+
+def validate_field(name: str, value: str) -> str:
+    """Reject a value that would split or corrupt an SSE frame (CR, LF, NUL)."""
+    if "\r" in value or "\n" in value or "\x00" in value:
+        raise InvalidEvent(f"event {name} must not contain CR, LF or NUL characters")
+    return value
+
+
+def validate_event_name(value: str) -> str:
+    """An event type: non-empty, at most 200 characters, no CR/LF/NUL."""
+    if not value or len(value) > MAX_EVENT_NAME:
+        raise InvalidEvent(f"event name must be 1-{MAX_EVENT_NAME} characters")
+    return validate_field("name", value)
+
+
+def data_to_text(data: Any) -> str:
+    """The text of a ``data:`` field: strings as they are, anything else as compact JSON."""
+    if isinstance(data, str):
+        return data
+    return orjson.dumps(data).decode()
+
+
+def encode_fields(
+    *, id: str | None = None, event: str | None = None, data: str = "", retry: int | None = None
+) -> bytes:
+    """Encode one SSE frame; every line end inside ``data`` starts a new ``data:`` line."""
+    out = []
+    if id is not None:
+        out.append(f"id: {validate_field('id', id)}\n")
+    if event is not None:
+        out.append(f"event: {validate_field('name', event)}\n")
+    if retry is not None:
+        out.append(f"retry: {int(retry)}\n")
+    for line in _LINE_END.split(data):
+        out.append(f"data: {line}\n")
+    out.append("\n")
+    return "".join(out).encode()
+
+
+def encode_comment(text: str = "") -> bytes:
+    """A comment frame (``: text``), ignored by clients; used for heartbeats and padding."""
+    return "".join(f": {line}\n" for line in _LINE_END.split(text)).encode() + b"\n"
+
+
+def encode_retry(retry_ms: int) -> bytes:
+    """A frame that only sets the client's reconnection time."""
+    return f"retry: {int(retry_ms)}\n\n".encode()
+
+
+@dataclass(slots=True)
+class Event:
+    """One published event. ``id`` is assigned by the broker; ``data`` is the wire text."""
+
+    channel: str
+    event: str | None
+    data: str
+    id: str = ""
+    seq: int = 0
+    retry: int | None = None
+    published_at: float = field(default_factory=time.time)
+    _frame: bytes | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def frame(self) -> bytes:
+        """The SSE bytes of this event, encoded once and shared by every subscriber."""
+        if self._frame is None:
+            self._frame = encode_fields(
+                id=self.id or None, event=self.event, data=self.data, retry=self.retry
+            )
+        return self._frame
+
+    @property
+    def type(self) -> str:
+        """The event type a browser dispatches (``message`` when none was given)."""
+        return self.event or "message"
+
+    def to_json(self) -> dict[str, Any]:
+        """The event as the JSON history API returns it (data decoded when it is JSON)."""
+        try:
+            data: Any = orjson.loads(self.data)
+        except orjson.JSONDecodeError:
+            data = self.data
+        return {
+            "id": self.id,
+            "channel": self.channel,
+            "event": self.type,
+            "data": data,
+            "retry": self.retry,
+            "published_at": self.published_at,
+        }
+
+
+def make_event(channel: str, event: str | None, data: Any, *, retry: int | None = None) -> Event:
+    """Build a validated Event (no id yet) from publish input."""
+    if event is not None:
+        validate_event_name(event)
+    if retry is not None and retry < 0:
+        raise InvalidEvent("retry must be a non-negative number of milliseconds")
+    return Event(channel=channel, event=event, data=data_to_text(data), retry=retry)

@@ -1,0 +1,223 @@
+"""The Hub: this process's registry of open streams and the fan-out of broker events to them.
+
+The Hub only knows the Broker protocol. Each event is encoded once (``Event.frame``) and the
+same bytes object is queued on every matching connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from .brokers.base import Broker, parse_id
+from .channels import matches
+from .connection import IDLE, SHUTDOWN, Connection
+from .event import encode_comment, encode_fields
+
+log = logging.getLogger("ssehub.hub")
+
+HEARTBEAT = encode_comment("ping")
+
+
+@dataclass(slots=True)
+class HubStats:
+    """Counters of this process since start."""
+
+    started_at: float = field(default_factory=time.time)
+    total_connections: int = 0
+    events_dispatched: int = 0
+    deliveries: int = 0
+    resumes: int = 0
+    resets: int = 0
+    closed: dict[str, int] = field(default_factory=dict)
+
+
+class Hub:
+    """Channel → connections index, fan-out, resume, heartbeats and shutdown."""
+
+    def __init__(
+        self,
+        broker: Broker,
+        *,
+        heartbeat_seconds: float = 30.0,
+        retry_ms: int | None = 3000,
+        idle_timeout_seconds: float = 0.0,
+    ) -> None:
+        self.broker = broker
+        self.heartbeat_seconds = heartbeat_seconds
+        self.retry_ms = retry_ms
+        self.idle_timeout_seconds = idle_timeout_seconds
+        self.stats = HubStats()
+        self.connections: dict[str, Connection] = {}
+        self._exact: dict[str, set[Connection]] = {}
+        self._patterns: dict[str, set[Connection]] = {}
+        self._pattern_hits: dict[str, tuple[str, ...]] = {}
+        self._ticker: asyncio.Task[None] | None = None
+        self.closing = False
+
+    async def start(self) -> None:
+        """Start the broker's delivery into this hub and the heartbeat ticker."""
+        await self.broker.start(self.dispatch)
+        interval = self._tick_interval()
+        if interval:
+            self._ticker = asyncio.create_task(self._tick_forever(interval), name="ssehub-ticker")
+
+    async def close(self) -> None:
+        """Close every stream, stop the ticker and the broker."""
+        self.close_all(SHUTDOWN)
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+        await self.broker.close()
+
+    def close_all(self, reason: str = SHUTDOWN) -> None:
+        """End every open stream (SIGTERM): writers flush what is queued and finish."""
+        self.closing = True
+        for conn in list(self.connections.values()):
+            conn.close(reason)
+
+    # -- fan-out -------------------------------------------------------------------------------
+
+    def dispatch(self, event: Any) -> None:
+        """Queue one broker event on every local connection that selects its channel."""
+        self.stats.events_dispatched += 1
+        channel = event.channel
+        exact = self._exact.get(channel)
+        hits = self._matching_patterns(channel) if self._patterns else ()
+        if not hits:
+            if not exact:
+                return
+            targets: Any = exact
+        else:
+            targets = set(exact) if exact else set()
+            for pattern in hits:
+                targets |= self._patterns[pattern]
+        self.stats.deliveries += len(targets)
+        for conn in targets:
+            conn.push(event)
+
+    def _matching_patterns(self, channel: str) -> tuple[str, ...]:
+        hits = self._pattern_hits.get(channel)
+        if hits is None:
+            if len(self._pattern_hits) > 10_000:
+                self._pattern_hits.clear()
+            hits = tuple(p for p in self._patterns if matches(p, channel))
+            self._pattern_hits[channel] = hits
+        return hits
+
+    # -- connections ---------------------------------------------------------------------------
+
+    async def open(self, conn: Connection, last_event_id: str | None) -> None:
+        """Register ``conn`` and queue its opening frames: connected, then reset or replay.
+
+        The connection is registered holding live events before history is read, so nothing
+        published meanwhile is missed, and held events already replayed are skipped.
+        """
+        resuming = bool(last_event_id)
+        after = last_event_id if resuming else await self.broker.head()
+        conn.pending = []
+        await self._attach(conn)
+        history = await self.broker.history(conn.selector, after)  # type: ignore[arg-type]
+        if history.gap:
+            after = await self.broker.head()
+            history.events = []
+        opening = {
+            "client_id": conn.client_id,
+            "timestamp": int(time.time()),
+            "channels": list(conn.channel_names),
+            "resumed": resuming and not history.gap,
+        }
+        conn.buffer.append(
+            encode_fields(
+                id=after,
+                event="connected",
+                data=orjson.dumps(opening).decode(),
+                retry=self.retry_ms,
+            )
+        )
+        if history.gap:
+            self.stats.resets += 1
+            notice = {"reason": "history_gap", "last_event_id": last_event_id, "resume_from": after}
+            conn.buffer.append(encode_fields(event="reset", data=orjson.dumps(notice).decode()))
+        elif resuming:
+            self.stats.resumes += 1
+        parsed = parse_id(after)  # type: ignore[arg-type]
+        upto = parsed[1] if parsed else 0
+        for event in history.events:
+            if conn.wants(event):
+                conn.buffer.append(event.frame)
+                conn.messages_sent += 1
+            upto = max(upto, event.seq)
+        conn.go_live(upto)
+
+    async def _attach(self, conn: Connection) -> None:
+        self.connections[conn.client_id] = conn
+        self.stats.total_connections += 1
+        for name in conn.selector.channels:
+            subs = self._exact.get(name)
+            if subs is None:
+                subs = self._exact[name] = set()
+                await self.broker.listen(name)
+            subs.add(conn)
+        for name in conn.selector.patterns:
+            subs = self._patterns.get(name)
+            if subs is None:
+                subs = self._patterns[name] = set()
+                self._pattern_hits.clear()
+                await self.broker.listen(name)
+            subs.add(conn)
+
+    async def detach(self, conn: Connection) -> None:
+        """Unregister a finished connection and release broker interest nobody else needs."""
+        if self.connections.pop(conn.client_id, None) is None:
+            return
+        reason = conn.close_reason or "client_gone"
+        self.stats.closed[reason] = self.stats.closed.get(reason, 0) + 1
+        for index, names in (
+            (self._exact, conn.selector.channels),
+            (self._patterns, conn.selector.patterns),
+        ):
+            for name in names:
+                subs = index.get(name)
+                if subs is None:
+                    continue
+                subs.discard(conn)
+                if not subs:
+                    del index[name]
+                    if index is self._patterns:
+                        self._pattern_hits.clear()
+                    await self.broker.unlisten(name)
+
+    def subscriber_counts(self) -> dict[str, int]:
+        """Local connections per channel and pattern."""
+        counts = {name: len(subs) for name, subs in self._exact.items()}
+        counts.update((name, len(subs)) for name, subs in self._patterns.items())
+        return counts
+
+    # -- heartbeats and idle clients -----------------------------------------------------------
+
+    def _tick_interval(self) -> float:
+        intervals = [s for s in (self.heartbeat_seconds, self.idle_timeout_seconds / 4) if s > 0]
+        return min(intervals) if intervals else 0.0
+
+    async def _tick_forever(self, interval: float) -> None:
+        next_beat = time.monotonic() + self.heartbeat_seconds
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            beat = self.heartbeat_seconds > 0 and now >= next_beat
+            if beat:
+                next_beat = now + self.heartbeat_seconds
+            idle_before = now - self.idle_timeout_seconds if self.idle_timeout_seconds > 0 else None
+            for conn in list(self.connections.values()):
+                if idle_before is not None and conn.last_write < idle_before:
+                    conn.close(IDLE)
+                elif beat:
+                    conn.push_raw(HEARTBEAT)

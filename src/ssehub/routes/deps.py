@@ -1,0 +1,25 @@
+"""Dependencies shared by the routes: the hub, settings and the caller."""
+
+from __future__ import annotations
+
+from fastapi import Request
+from starlette.requests import HTTPConnection
+
+from ..auth import Principal
+from ..hub import Hub
+from ..settings import Settings
+
+
+def get_hub(request: HTTPConnection) -> Hub:
+    """The Hub of this app."""
+    return request.app.state.hub  # type: ignore[no-any-return]
+
+
+def get_settings(request: HTTPConnection) -> Settings:
+    """The Settings of this app."""
+    return request.app.state.settings  # type: ignore[no-any-return]
+
+
+async def get_principal(request: Request) -> Principal:
+    """The authenticated caller (raises Unauthorized)."""
+    return await request.app.state.authenticator.authenticate(request)  # type: ignore[no-any-return]

@@ -1,0 +1,155 @@
+"""Publishing (single and batch) and the JSON history of a channel."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Query
+from pydantic import BaseModel, Field
+
+from ..auth import Principal
+from ..brokers.base import Broker
+from ..channels import Selector, validate_channel
+from ..errors import BadRequest, Forbidden, PayloadTooLarge
+from ..event import Event, make_event
+from ..hub import Hub
+from ..settings import Settings
+from .deps import get_hub, get_principal, get_settings
+
+router = APIRouter(prefix="/api/v1", tags=["publish"])
+
+MAX_BATCH = 1000
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "Invalid channel, event name, id or body."},
+    401: {"description": "Missing or invalid credentials."},
+    403: {"description": "A channel outside the caller's publish rights."},
+    413: {"description": "Event data larger than the configured maximum."},
+    503: {"description": "The broker cannot accept events now; retry."},
+}
+
+
+class PublishBody(BaseModel):
+    """One event to publish; ``data`` is any JSON (a string is sent as it is)."""
+
+    event: str | None = Field(None, description="SSE event type; `message` when omitted.")
+    data: Any = Field(None, description="Payload: a JSON value; strings are sent verbatim.")
+    retry: int | None = Field(None, ge=0, description="Reconnection time to send with it, in ms.")
+
+
+class BatchItem(PublishBody):
+    """One event of a batch, with its channel."""
+
+    channel: str
+
+
+class Published(BaseModel):
+    """Where an event was stored."""
+
+    id: str
+    channel: str
+
+
+class BatchPublished(BaseModel):
+    """Ids of a batch, in request order."""
+
+    events: list[Published]
+
+
+class HistoryPage(BaseModel):
+    """Kept events of a channel after a position."""
+
+    channel: str
+    events: list[dict[str, Any]]
+    last_id: str = Field(description="Pass as `after` to poll for what comes next.")
+    reset: bool = Field(description="True when events after `after` are no longer kept.")
+
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        max_length=200,
+        description="A retried publish with the same key returns the first id.",
+    ),
+]
+
+
+def build_event(principal: Principal, settings: Settings, channel: str, body: PublishBody) -> Event:
+    """Validate rights, size and fields, and return the event to publish."""
+    validate_channel(channel)
+    if not principal.can_publish(channel):
+        raise Forbidden(f"no right to publish to {channel!r}")
+    event = make_event(channel, body.event, body.data, retry=body.retry)
+    if len(event.data.encode()) > settings.max_event_bytes:
+        raise PayloadTooLarge(f"event data exceeds {settings.max_event_bytes} bytes")
+    return event
+
+
+async def publish_one(broker: Broker, event: Event, key: str | None) -> Published:
+    """Publish through the broker and answer with its id."""
+    stored = await broker.publish(event, idempotency_key=key)
+    return Published(id=stored.id, channel=stored.channel)
+
+
+@router.post("/publish/{channel}", responses=ERRORS)
+async def publish(
+    channel: str,
+    body: PublishBody,
+    idempotency_key: IdempotencyKey = None,
+    hub: Hub = Depends(get_hub),
+    settings: Settings = Depends(get_settings),
+    principal: Principal = Depends(get_principal),
+) -> Published:
+    """Publish one event to a channel; every subscriber of the channel receives it."""
+    event = build_event(principal, settings, channel, body)
+    return await publish_one(hub.broker, event, idempotency_key)
+
+
+@router.post("/publish", responses=ERRORS)
+async def publish_batch(
+    items: list[BatchItem],
+    idempotency_key: IdempotencyKey = None,
+    hub: Hub = Depends(get_hub),
+    settings: Settings = Depends(get_settings),
+    principal: Principal = Depends(get_principal),
+) -> BatchPublished:
+    """Publish several events, to one or many channels, in one request (all validated first)."""
+    if not items:
+        raise BadRequest("the batch is empty")
+    if len(items) > MAX_BATCH:
+        raise BadRequest(f"at most {MAX_BATCH} events per batch")
+    events = [build_event(principal, settings, item.channel, item) for item in items]
+    published = []
+    for index, event in enumerate(events):
+        key = f"{idempotency_key}#{index}" if idempotency_key else None
+        published.append(await publish_one(hub.broker, event, key))
+    return BatchPublished(events=published)
+
+
+@router.get("/channels/{channel}/events", tags=["history"], responses=ERRORS)
+async def channel_events(
+    channel: str,
+    after: Annotated[
+        str | None, Query(max_length=256, description="Only events after this id.")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    hub: Hub = Depends(get_hub),
+    principal: Principal = Depends(get_principal),
+) -> HistoryPage:
+    """Kept events of a channel as JSON: for polling fallbacks and debugging."""
+    validate_channel(channel)
+    if not principal.can_subscribe(channel):
+        raise Forbidden(f"no right to subscribe to {channel!r}")
+    selector = Selector.of([channel])
+    broker = hub.broker
+    if after:
+        history = await broker.history(selector, after, limit=limit)
+        events, reset = history.events, history.gap
+        last_id = events[-1].id if events else (await broker.head() if reset else after)
+    else:
+        events, reset = await broker.recent(selector, limit=limit), False
+        last_id = events[-1].id if events else await broker.head()
+    return HistoryPage(
+        channel=channel, events=[e.to_json() for e in events], last_id=last_id, reset=reset
+    )

@@ -1,0 +1,169 @@
+"""SSE endpoints: channel streams and the per-client ``/connect`` stream."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
+
+from ..auth import Principal
+from ..channels import BROADCAST, Selector, client_channel, validate_channel
+from ..connection import Connection
+from ..errors import BadRequest, Forbidden, Unavailable
+from ..hub import Hub
+from ..settings import Settings
+from ..stream import EventStreamResponse
+from .deps import get_hub, get_principal, get_settings
+
+router = APIRouter(prefix="/api/v1/sse", tags=["streams"])
+
+MAX_CHANNELS_PER_STREAM = 100
+
+STREAM_RESPONSES: dict[int | str, dict[str, object]] = {
+    200: {"content": {"text/event-stream": {}}, "description": "An SSE stream."},
+    400: {"description": "Invalid channel, pattern or Last-Event-ID."},
+    401: {"description": "Missing or invalid credentials."},
+    403: {"description": "A channel outside the caller's rights."},
+    503: {"description": "The hub is shutting down or full."},
+}
+
+ChannelsQuery = Annotated[
+    list[str] | None, Query(alias="channel", description="More channels or patterns (repeatable).")
+]
+TypesQuery = Annotated[
+    str | None, Query(description="Comma-separated event types to receive; others are skipped.")
+]
+LastIdQuery = Annotated[
+    str | None,
+    Query(
+        alias="lastEventId",
+        description="Resume after this id (the Last-Event-ID header wins when both are sent).",
+    ),
+]
+
+
+def parse_types(types: str | None) -> frozenset[str] | None:
+    """The ``?types=a,b`` filter as a set (None receives everything)."""
+    if types is None:
+        return None
+    names = frozenset(t.strip() for t in types.split(",") if t.strip())
+    return names or None
+
+
+def resume_id(request: Request, query_id: str | None) -> str | None:
+    """Last-Event-ID from the header (set by EventSource on reconnect) or the query."""
+    value = request.headers.get("last-event-id") or query_id
+    if value is not None and len(value) > 256:
+        raise BadRequest("Last-Event-ID is too long")
+    return value or None
+
+
+async def open_stream(
+    request: Request,
+    *,
+    hub: Hub,
+    settings: Settings,
+    principal: Principal,
+    names: list[str],
+    types: frozenset[str] | None,
+    last_event_id: str | None,
+    client_id: str | None = None,
+) -> EventStreamResponse:
+    """Check, register and start one SSE stream over ``names``."""
+    if hub.closing:
+        raise Unavailable("the hub is shutting down", headers={"Retry-After": "1"})
+    if not names:
+        raise BadRequest("name at least one channel")
+    if len(names) > MAX_CHANNELS_PER_STREAM:
+        raise BadRequest(f"at most {MAX_CHANNELS_PER_STREAM} channels per stream")
+    for name in names:
+        if not name.startswith("$"):
+            validate_channel(name, allow_pattern=True)
+            if not principal.can_subscribe(name):
+                raise Forbidden(f"no right to subscribe to {name!r}")
+    client = request.client
+    conn = Connection(
+        client_id=client_id or str(uuid.uuid4()),
+        selector=Selector.of(names),
+        types=types,
+        max_buffer=settings.subscriber_buffer,
+        user_id=principal.user_id,
+        info={
+            "ip": client.host if client else "",
+            "user_agent": request.headers.get("user-agent", ""),
+        },
+    )
+    await hub.open(conn, last_event_id)
+    return EventStreamResponse(conn, closer=lambda: hub.detach(conn))
+
+
+@router.get("/stream/{channel}", responses=STREAM_RESPONSES, response_model=None)
+async def stream_channel(
+    request: Request,
+    channel: str,
+    extra: ChannelsQuery = None,
+    types: TypesQuery = None,
+    last_event_id: LastIdQuery = None,
+    hub: Hub = Depends(get_hub),
+    settings: Settings = Depends(get_settings),
+    principal: Principal = Depends(get_principal),
+) -> EventStreamResponse:
+    """Stream one channel or pattern (``project:1:stage:*``), plus any ``?channel=`` extras."""
+    names = list(dict.fromkeys([channel, *(extra or [])]))
+    return await open_stream(
+        request,
+        hub=hub,
+        settings=settings,
+        principal=principal,
+        names=names,
+        types=parse_types(types),
+        last_event_id=resume_id(request, last_event_id),
+    )
+
+
+@router.get("/stream", responses=STREAM_RESPONSES, response_model=None)
+async def stream_channels(
+    request: Request,
+    extra: ChannelsQuery = None,
+    types: TypesQuery = None,
+    last_event_id: LastIdQuery = None,
+    hub: Hub = Depends(get_hub),
+    settings: Settings = Depends(get_settings),
+    principal: Principal = Depends(get_principal),
+) -> EventStreamResponse:
+    """Stream several channels and patterns named by repeated ``?channel=`` parameters."""
+    return await open_stream(
+        request,
+        hub=hub,
+        settings=settings,
+        principal=principal,
+        names=list(dict.fromkeys(extra or [])),
+        types=parse_types(types),
+        last_event_id=resume_id(request, last_event_id),
+    )
+
+
+@router.get("/connect", responses=STREAM_RESPONSES, response_model=None)
+async def connect(
+    request: Request,
+    extra: ChannelsQuery = None,
+    types: TypesQuery = None,
+    last_event_id: LastIdQuery = None,
+    hub: Hub = Depends(get_hub),
+    settings: Settings = Depends(get_settings),
+    principal: Principal = Depends(get_principal),
+) -> EventStreamResponse:
+    """A client stream: broadcasts, messages sent to its client id, and any ``?channel=``."""
+    client_id = str(uuid.uuid4())
+    names = [BROADCAST, client_channel(client_id), *dict.fromkeys(extra or [])]
+    return await open_stream(
+        request,
+        hub=hub,
+        settings=settings,
+        principal=principal,
+        names=names,
+        types=parse_types(types),
+        last_event_id=resume_id(request, last_event_id),
+        client_id=client_id,
+    )

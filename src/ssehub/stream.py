@@ -1,0 +1,78 @@
+"""The ASGI response that writes one Connection's frames to the client until it ends."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from .connection import CLIENT_GONE, Connection
+
+ABORT = "ssehub: stream aborted (slow or dead consumer)"
+
+STREAM_HEADERS = {
+    "content-type": "text/event-stream; charset=utf-8",
+    "cache-control": "no-cache",
+    "x-accel-buffering": "no",
+}
+
+
+class EventStreamResponse(Response):
+    """Streams an opened Connection until it closes; ``closer`` unregisters it afterwards."""
+
+    media_type = "text/event-stream"
+
+    def __init__(
+        self,
+        conn: Connection,
+        *,
+        closer: Callable[[], Awaitable[None]],
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(status_code=200)
+        self.conn = conn
+        self.closer = closer
+        self.extra_headers = headers or {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        conn = self.conn
+        task = asyncio.current_task()
+        assert task is not None
+        conn.on_abort(lambda: task.cancel(ABORT))
+        headers = {**STREAM_HEADERS, "x-client-id": conn.client_id, **self.extra_headers}
+        watcher = asyncio.create_task(_watch_disconnect(receive, conn))
+        try:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [(k.encode(), v.encode()) for k, v in headers.items()],
+                }
+            )
+            while (chunk := await conn.next_chunk()) is not None:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                conn.wrote()
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            watcher.cancel()
+            await self.closer()
+
+
+async def _watch_disconnect(receive: Receive, conn: Connection) -> None:
+    """Close the connection as soon as the client goes away."""
+    with contextlib.suppress(Exception):
+        while (await receive())["type"] != "http.disconnect":
+            pass
+    conn.close(CLIENT_GONE)
+
+
+class AbortedStreamFilter(logging.Filter):
+    """Hide uvicorn's traceback for streams the hub aborted on purpose (slow consumers)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not (isinstance(exc, asyncio.CancelledError) and exc.args == (ABORT,))

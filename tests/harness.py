@@ -1,0 +1,229 @@
+"""Test harness: real hub servers on free loopback ports, and SSE readers with timeouts."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+
+from ssehub.app import create_app
+from ssehub.parser import ServerSentEvent, SSEDecoder
+from ssehub.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class RunningHub:
+    """A hub served by uvicorn in this event loop on a loopback port."""
+
+    url: str
+    app: Any
+    server: uvicorn.Server
+
+    @property
+    def hub(self) -> Any:
+        return self.app.state.hub
+
+
+@contextlib.asynccontextmanager
+async def serve_app(app: Any) -> AsyncIterator[RunningHub]:
+    """Serve an ASGI app on a free loopback port inside the running loop."""
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=0, log_level="warning", lifespan="on", http="httptools"
+    )
+    server = uvicorn.Server(config)
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    task = asyncio.create_task(server.serve())
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if task.done():
+            task.result()
+        if time.monotonic() > deadline:
+            raise TimeoutError("test server did not start")
+        await asyncio.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield RunningHub(url=f"http://127.0.0.1:{port}", app=app, server=server)
+    finally:
+        server.should_exit = True
+        app.state.hub.close_all()
+        await asyncio.wait_for(task, 15)
+
+
+@contextlib.asynccontextmanager
+async def running_hub(settings: Settings | None = None, **kwargs: Any) -> AsyncIterator[RunningHub]:
+    """``create_app(settings, **kwargs)`` served on a free port."""
+    async with serve_app(create_app(settings or Settings(), **kwargs)) as running:
+        yield running
+
+
+@dataclass
+class HubProcess:
+    """``ssehub serve`` in a child process, for signal and multi-process tests."""
+
+    url: str
+    port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def terminate(self, timeout: float = 15) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout)
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait(10)
+
+
+def start_hub_process(
+    tmp_path: Path,
+    env: Mapping[str, str] | None = None,
+    *,
+    port: int | None = None,
+    args: list[str] | None = None,
+) -> HubProcess:
+    """Start ``ssehub serve`` on a free port and wait until /healthz answers."""
+    port = port or free_port()
+    log_path = tmp_path / f"hub-{port}-{time.monotonic_ns()}.log"
+    full_env = {**os.environ, **(env or {})}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ssehub.cli", "serve", "--port", str(port), *(args or [])],
+        env=full_env,
+        stdout=log_path.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"hub exited with {process.returncode}: {log_path.read_text()}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                break
+        if time.monotonic() > deadline:
+            process.kill()
+            raise TimeoutError(f"hub did not start: {log_path.read_text()}")
+        time.sleep(0.05)
+    return HubProcess(url=url, port=port, process=process, log_path=log_path)
+
+
+@dataclass
+class StreamReader:
+    """An open SSE response read in the background; events collect in ``events``."""
+
+    response: httpx.Response
+    events: list[ServerSentEvent] = field(default_factory=list)
+    raw: bytearray = field(default_factory=bytearray)
+    closed: asyncio.Event = field(default_factory=asyncio.Event)
+    _changed: asyncio.Event = field(default_factory=asyncio.Event)
+    _task: asyncio.Task[None] | None = None
+
+    @property
+    def data(self) -> list[str]:
+        """Data of the non-`connected` events, in order."""
+        return [e.data for e in self.events if e.event != "connected"]
+
+    def of_type(self, name: str) -> list[ServerSentEvent]:
+        return [e for e in self.events if e.event == name]
+
+    async def _pump(self) -> None:
+        decoder = SSEDecoder()
+        try:
+            async for chunk in self.response.aiter_raw():
+                self.raw.extend(chunk)
+                self.events.extend(decoder.feed(chunk))
+                self._changed.set()
+        except (httpx.HTTPError, asyncio.CancelledError):
+            pass
+        finally:
+            self.closed.set()
+            self._changed.set()
+
+    async def wait_for(self, predicate: Any, timeout: float = 10.0) -> None:
+        """Wait until ``predicate(self)`` is true; TimeoutError after ``timeout`` seconds."""
+        async with asyncio.timeout(timeout):
+            while not predicate(self):
+                if self.closed.is_set():
+                    raise AssertionError(f"stream closed before condition; got {self.events!r}")
+                self._changed.clear()
+                await self._changed.wait()
+
+    async def wait_count(self, n: int, timeout: float = 10.0, *, event: str | None = None) -> None:
+        """Wait until ``n`` non-connected events (or events of type ``event``) arrived."""
+        if event is None:
+            await self.wait_for(lambda r: len(r.data) >= n, timeout)
+        else:
+            await self.wait_for(lambda r: len(r.of_type(event)) >= n, timeout)
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.response.aclose()
+
+
+@contextlib.asynccontextmanager
+async def open_stream(
+    client: httpx.AsyncClient,
+    url: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    connected: bool = True,
+) -> AsyncIterator[StreamReader]:
+    """Open an SSE stream and read it in the background; waits for `connected` by default."""
+    request = client.build_request(
+        "GET", url, headers={"Accept": "text/event-stream", **(headers or {})}
+    )
+    response = await client.send(request, stream=True)
+    if response.status_code != 200:
+        body = await response.aread()
+        await response.aclose()
+        raise AssertionError(f"stream refused: {response.status_code} {body!r}")
+    reader = StreamReader(response)
+    reader._task = asyncio.create_task(reader._pump())
+    try:
+        if connected:
+            await reader.wait_count(1, event="connected")
+        yield reader
+    finally:
+        await reader.aclose()
+
+
+async def publish(
+    client: httpx.AsyncClient,
+    base: str,
+    channel: str,
+    data: Any,
+    event: str | None = None,
+    **kw: Any,
+) -> dict[str, Any]:
+    """POST one event and return the JSON answer (asserting 200)."""
+    response = await client.post(
+        f"{base}/api/v1/publish/{channel}", json={"event": event, "data": data}, **kw
+    )
+    assert response.status_code == 200, response.text
+    return response.json()  # type: ignore[no-any-return]
