@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from . import __version__
 from .auth import Authenticator, OpenAccess
 from .brokers import Broker, create_broker
+from .cluster import ClusterState, MemoryClusterState
 from .errors import HubError
 from .hub import Hub
 from .routes import health, publish, streams
@@ -90,9 +91,11 @@ def create_app(
     *,
     broker: Broker | None = None,
     authenticator: Authenticator | None = None,
+    cluster: ClusterState | None = None,
 ) -> FastAPI:
     """Build the hub's ASGI app; the lifespan starts and stops broker and hub."""
     settings = settings or Settings()
+    cluster = cluster or MemoryClusterState()
     hub = Hub(
         broker or create_broker(settings),
         heartbeat_seconds=settings.heartbeat_seconds,
@@ -102,12 +105,14 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         logging.getLogger("uvicorn.error").addFilter(AbortedStreamFilter())
+        await cluster.start()
         await hub.start()
         chain_sigterm(hub)
         try:
             yield
         finally:
             await hub.close()
+            await cluster.close()
 
     app = FastAPI(
         title="ssehub",
@@ -118,6 +123,7 @@ def create_app(
     app.state.settings = settings
     app.state.hub = hub
     app.state.authenticator = authenticator or OpenAccess()
+    app.state.cluster = cluster
     install_error_handlers(app)
     for module in (streams, publish, health):
         app.include_router(module.router)

@@ -23,9 +23,14 @@ _RESERVED = re.compile(r"\$[A-Za-z0-9_\-.:@=]{1,199}")
 BROADCAST = "$broadcast"
 
 
+CLIENT_PREFIX = "$client:"
+# Event type on a client's channel that the hub holding the client acts on instead of sending.
+DISCONNECT_EVENT = "$disconnect"
+
+
 def client_channel(client_id: str) -> str:
     """The reserved channel that reaches one `/connect` client."""
-    return f"$client:{client_id}"
+    return f"{CLIENT_PREFIX}{client_id}"
 
 
 def validate_channel(
