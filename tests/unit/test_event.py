@@ -1,0 +1,80 @@
+"""The encoder never emits a broken frame and round-trips through the decoder."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ssehub.errors import InvalidEvent
+from ssehub.event import encode_comment, encode_fields, make_event
+from ssehub.parser import SSEDecoder
+
+
+def test_single_line_event_has_every_field() -> None:
+    frame = encode_fields(id="e-1", event="token", data='{"a":1}', retry=3000)
+    assert frame == b'id: e-1\nevent: token\nretry: 3000\ndata: {"a":1}\n\n'
+
+
+@pytest.mark.parametrize("data", ["a\nb", "a\rb", "a\r\nb"])
+def test_every_line_end_in_data_starts_a_new_data_line(data: str) -> None:
+    assert encode_fields(data=data) == b"data: a\ndata: b\n\n"
+
+
+def test_empty_data_still_dispatches() -> None:
+    frame = encode_fields(event="ping", data="")
+    assert frame == b"event: ping\ndata: \n\n"
+    (event,) = SSEDecoder().feed(frame)
+    assert (event.event, event.data) == ("ping", "")
+
+
+@pytest.mark.parametrize("bad", ["a\nb", "a\rb", "a\r\nid: x", "x\x00"])
+def test_id_and_event_with_line_ends_or_nul_are_rejected(bad: str) -> None:
+    with pytest.raises(InvalidEvent):
+        encode_fields(id=bad, data="x")
+    with pytest.raises(InvalidEvent):
+        encode_fields(event=bad, data="x")
+    with pytest.raises(InvalidEvent):
+        make_event("c", bad, "x")
+
+
+def test_comment_frame_is_ignored_by_decoder() -> None:
+    assert encode_comment("ping") == b": ping\n\n"
+    assert SSEDecoder().feed(encode_comment("a\nb")) == []
+
+
+def test_json_data_is_compact_and_strings_verbatim() -> None:
+    assert make_event("c", "t", {"k": [1, 2]}).data == '{"k":[1,2]}'
+    assert make_event("c", "t", "plain text").data == "plain text"
+
+
+_field = st.text(st.characters(blacklist_characters="\r\n\x00"), max_size=30)
+
+
+@given(
+    id=_field,
+    event=_field.filter(bool),
+    data=st.text(max_size=200),
+    retry=st.none() | st.integers(min_value=0, max_value=10**9),
+    cut=st.integers(min_value=0, max_value=400),
+)
+def test_round_trip_through_decoder_in_any_chunking(
+    id: str, event: str, data: str, retry: int | None, cut: int
+) -> None:
+    frame = encode_fields(id=id, event=event, data=data, retry=retry)
+    expected = data.replace("\r\n", "\n").replace("\r", "\n")
+    decoder = SSEDecoder()
+    cut = min(cut, len(frame))
+    events = decoder.feed(frame[:cut]) + decoder.feed(frame[cut:])
+    assert len(events) == 1
+    assert events[0].data == expected
+    assert events[0].event == event
+    assert events[0].id == id
+    assert events[0].retry == retry
+
+
+@given(st.text(max_size=100), st.text(max_size=100))
+def test_data_can_never_inject_fields(before: str, injected: str) -> None:
+    data = f"{before}\nevent: evil\nid: 666\n\n{injected}"
+    events = SSEDecoder().feed(encode_fields(id="1", event="good", data=data))
+    assert [(e.event, e.id) for e in events] == [("good", "1")]
