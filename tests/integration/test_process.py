@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import httpx
+
 from harness import open_stream, start_hub_process
 
 

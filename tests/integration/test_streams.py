@@ -8,8 +8,8 @@ import os
 
 import httpx
 import pytest
-from harness import open_stream, publish, running_hub
 
+from harness import open_stream, publish, running_hub
 from ssehub.settings import Settings
 
 
@@ -92,10 +92,10 @@ async def test_resume_while_publishing_sees_exactly_the_sequence(hub, client) ->
                 last_id = reader.events[0].id  # the connected event's position
             target = min(total, len(seen) + 40)
             await reader.wait_for(
-                lambda r, t=target: len(seen) + len(r.data) >= t or stop.is_set(), 20
+                lambda r, t=target, s=seen: len(s) + len(r.data) >= t or stop.is_set(), 20
             )
             if stop.is_set():
-                await reader.wait_for(lambda r: len(seen) + len(r.data) >= total, 20)
+                await reader.wait_for(lambda r, s=seen: len(s) + len(r.data) >= total, 20)
             got = [e for e in reader.events if e.event != "connected"]
             seen += [e.data for e in got]
             if got:
