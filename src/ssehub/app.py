@@ -16,14 +16,16 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__
-from .auth import Authenticator, OpenAccess
+from .auth import Authenticator, authenticator_from_settings
 from .brokers import Broker, create_broker
 from .cluster import ClusterState, MemoryClusterState
 from .errors import HubError
+from .gate import Gate
 from .hub import Hub
-from .routes import health, publish, streams
+from .routes import admin, health, presence, publish, streams, tickets
 from .settings import Settings
 from .stream import AbortedStreamFilter
+from .tickets import WithTickets
 
 log = logging.getLogger("ssehub")
 
@@ -100,17 +102,21 @@ def create_app(
         broker or create_broker(settings),
         heartbeat_seconds=settings.heartbeat_seconds,
         retry_ms=settings.retry_ms,
+        idle_timeout_seconds=settings.client_timeout_seconds,
     )
+    gate = Gate(settings, cluster, hub)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         logging.getLogger("uvicorn.error").addFilter(AbortedStreamFilter())
         await cluster.start()
         await hub.start()
+        await gate.start()
         chain_sigterm(hub)
         try:
             yield
         finally:
+            await gate.close()
             await hub.close()
             await cluster.close()
 
@@ -122,10 +128,13 @@ def create_app(
     )
     app.state.settings = settings
     app.state.hub = hub
-    app.state.authenticator = authenticator or OpenAccess()
+    app.state.authenticator = WithTickets(
+        authenticator or authenticator_from_settings(settings), cluster
+    )
     app.state.cluster = cluster
+    app.state.gate = gate
     install_error_handlers(app)
-    for module in (streams, publish, health):
+    for module in (streams, publish, health, tickets, admin, presence):
         app.include_router(module.router)
     return app
 

@@ -1,27 +1,47 @@
-"""Who is asking and what they may do: the Principal and the authenticator seam.
+"""Who is asking and what they may do: the Principal, channel rights and the authenticators.
 
-The hub core ships ``OpenAccess`` (every request may read and write every channel), which is
-what the embedded demo runs with; JWT verification plugs in behind the same interface.
+``JWTAuthenticator`` verifies tokens with PyJWT against an algorithm list fixed by settings (a
+token's own ``alg`` header never widens it). ``OpenAccess`` lets everybody do everything: it
+serves the demo and a hub with no key configured, and says so loudly in the log.
 """
 
 from __future__ import annotations
 
+import logging
+import re
 from dataclasses import dataclass, field
-from typing import Protocol
+from pathlib import Path
+from typing import Any, Protocol
 
+import jwt
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from starlette.requests import HTTPConnection
 
-from .channels import matches
+from .channels import matches, validate_channel
+from .errors import Forbidden, HubError, Unauthorized
+from .settings import Settings
+
+log = logging.getLogger("ssehub.auth")
+
+CHALLENGE = 'Bearer realm="ssehub"'
+# A subject is spliced into patterns by ``{sub}``: it must not be able to widen them.
+_SUBJECT = re.compile(r"[A-Za-z0-9_\-.@=]{1,128}")
 
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """An authenticated caller: user id, channel patterns it may read and write, admin flag."""
+    """A caller: user id, channel patterns it may read and write, admin flag.
+
+    ``authenticated`` is False for a caller without credentials (anonymous access), so a
+    refusal can ask for a token (401) instead of forbidding (403).
+    """
 
     user_id: str | None = None
     subscribe: tuple[str, ...] = ()
     publish: tuple[str, ...] = ()
     admin: bool = False
+    authenticated: bool = True
     claims: dict[str, object] = field(default_factory=dict, compare=False, hash=False)
 
     def can_subscribe(self, channel: str) -> bool:
@@ -36,10 +56,36 @@ class Principal:
 def covers(granted: str, requested: str) -> bool:
     """True when every channel ``requested`` can name is also named by ``granted``.
 
-    A requested pattern is covered when the granted one matches it with its ``*`` read as a
-    literal run of characters, which holds for prefix grants like ``project:42:*``.
+    Each ``*`` of ``requested`` becomes a character no literal can match, so only a ``*`` of
+    ``granted`` can absorb it: ``project:*`` covers ``project:1:*``, never the reverse.
     """
-    return matches(granted, requested)
+    return matches(granted, requested.replace("*", "\x00"))
+
+
+def _denied(principal: Principal, message: str) -> HubError:
+    if not principal.authenticated:
+        return Unauthorized(
+            f"a token is required: {message}", headers={"WWW-Authenticate": CHALLENGE}
+        )
+    return Forbidden(message)
+
+
+def require_subscribe(principal: Principal, channel: str) -> None:
+    """Raise 401 (anonymous) or 403 unless ``principal`` may read ``channel``."""
+    if not principal.can_subscribe(channel):
+        raise _denied(principal, f"no right to subscribe to {channel!r}")
+
+
+def require_publish(principal: Principal, channel: str) -> None:
+    """Raise 401 (anonymous) or 403 unless ``principal`` may publish to ``channel``."""
+    if not principal.can_publish(channel):
+        raise _denied(principal, f"no right to publish to {channel!r}")
+
+
+def require_admin(principal: Principal) -> None:
+    """Raise 401 (anonymous) or 403 unless ``principal`` holds the admin right."""
+    if not principal.admin:
+        raise _denied(principal, "the admin API needs an admin token")
 
 
 class Authenticator(Protocol):
@@ -50,9 +96,185 @@ class Authenticator(Protocol):
 
 
 class OpenAccess:
-    """No authentication: everybody may read and write everything (embedded demo, tests)."""
+    """No authentication: everybody may read and write everything (demo, tests)."""
 
     PRINCIPAL = Principal(user_id=None, subscribe=("*",), publish=("*",), admin=True)
 
     async def authenticate(self, request: HTTPConnection) -> Principal:
         return self.PRINCIPAL
+
+
+def invalid_token(reason: str) -> Unauthorized:
+    """401 for a token that was sent but cannot be accepted."""
+    challenge = f'{CHALLENGE}, error="invalid_token", error_description="{reason}"'
+    return Unauthorized(f"invalid token: {reason}", headers={"WWW-Authenticate": challenge})
+
+
+def request_token(request: HTTPConnection, cookie: str) -> str | None:
+    """The token of a request: ``Authorization: Bearer``, ``?access_token=``, or the cookie."""
+    header = request.headers.get("authorization")
+    if header:
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            raise invalid_token("use Authorization: Bearer <token>")
+        return value.strip()
+    return request.query_params.get("access_token") or request.cookies.get(cookie) or None
+
+
+def _patterns(claims: dict[str, Any], name: str, sub: str | None) -> tuple[str, ...]:
+    value = claims.get(name, [])
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
+        raise invalid_token(f"claim {name!r} must be a list of channel patterns")
+    out = []
+    for pattern in value:
+        if "{sub}" in pattern:
+            if sub is None:
+                raise invalid_token(f"claim {name!r} uses {{sub}} but the token has no sub")
+            pattern = pattern.replace("{sub}", sub)
+        try:
+            out.append(validate_channel(pattern, allow_pattern=True))
+        except HubError as exc:
+            raise invalid_token(f"claim {name!r}: {exc.message}") from exc
+    return tuple(out)
+
+
+def principal_from_claims(
+    claims: dict[str, Any], *, admin_claim: str, admin_role: str
+) -> Principal:
+    """The Principal of verified claims: ``sub``, ``subscribe``/``publish`` with ``{sub}``."""
+    sub = claims.get("sub")
+    if sub is not None and (not isinstance(sub, str) or not _SUBJECT.fullmatch(sub)):
+        raise invalid_token("sub must be 1-128 characters from A-Z a-z 0-9 _ - . @ =")
+    granted = claims.get(admin_claim)
+    admin = granted is True or granted == admin_role
+    admin = admin or (isinstance(granted, list) and admin_role in granted)
+    return Principal(
+        user_id=sub,
+        subscribe=_patterns(claims, "subscribe", sub),
+        publish=_patterns(claims, "publish", sub),
+        admin=admin,
+        claims=claims,
+    )
+
+
+def _algorithm_of(key: Any) -> str:
+    if isinstance(key, rsa.RSAPublicKey):
+        return "RS256"
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return "ES256"
+    raise ValueError(f"unsupported public key type {type(key).__name__}: use RSA or EC P-256")
+
+
+class JWTAuthenticator:
+    """Verifies JWTs (HS256 secret, PEM public key, or JWKS file) into Principals."""
+
+    def __init__(self, settings: Settings) -> None:
+        sources = [settings.jwt_secret, settings.jwt_public_key_file, settings.jwt_jwks_file]
+        if sum(s is not None for s in sources) != 1:
+            raise ValueError("configure exactly one of jwt_secret, jwt_public_key_file, jwks")
+        self.settings = settings
+        self._key: Any = None
+        self._jwks: jwt.PyJWKSet | None = None
+        derived: list[str]
+        if settings.jwt_secret is not None:
+            self._key, derived = settings.jwt_secret, ["HS256"]
+        elif settings.jwt_public_key_file is not None:
+            self._key = load_pem_public_key(Path(settings.jwt_public_key_file).read_bytes())
+            derived = [_algorithm_of(self._key)]
+        else:
+            self._jwks = jwt.PyJWKSet.from_json(Path(settings.jwt_jwks_file or "").read_text())
+            derived = sorted({k.algorithm_name for k in self._jwks.keys})
+        self.algorithms = list(settings.jwt_algorithms) or derived
+        if settings.jwt_secret is not None and any(not a.startswith("HS") for a in self.algorithms):
+            raise ValueError("a shared secret only verifies HS* algorithms")
+        if settings.jwt_secret is None and any(a.startswith("HS") for a in self.algorithms):
+            raise ValueError("HS* algorithms need jwt_secret, not a public key (alg confusion)")
+        self.anonymous = Principal(
+            subscribe=tuple(settings.anonymous_subscribe),
+            publish=tuple(settings.anonymous_publish),
+            authenticated=False,
+        )
+
+    async def authenticate(self, request: HTTPConnection) -> Principal:
+        token = request_token(request, self.settings.token_cookie)
+        if token is None:
+            return self.anonymous
+        return self.verify(token)
+
+    def verify(self, token: str) -> Principal:
+        """The Principal of a token, or Unauthorized."""
+        s = self.settings
+        try:
+            claims = jwt.decode(
+                token,
+                self._verification_key(token),
+                algorithms=self.algorithms,
+                audience=s.jwt_audience,
+                issuer=s.jwt_issuer,
+                leeway=s.jwt_leeway_seconds,
+                options={"require": ["exp"], "verify_aud": s.jwt_audience is not None},
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise invalid_token("the token has expired") from exc
+        except jwt.ImmatureSignatureError as exc:
+            raise invalid_token("the token is not valid yet (nbf)") from exc
+        except jwt.InvalidAlgorithmError as exc:
+            raise invalid_token(f"algorithm not allowed (accepted: {self.algorithms})") from exc
+        except jwt.InvalidSignatureError as exc:
+            raise invalid_token("bad signature") from exc
+        except jwt.PyJWTError as exc:
+            raise invalid_token(str(exc).replace('"', "'")) from exc
+        return principal_from_claims(claims, admin_claim=s.admin_claim, admin_role=s.admin_role)
+
+    def _verification_key(self, token: str) -> Any:
+        if self._jwks is None:
+            return self._key
+        try:
+            kid = jwt.get_unverified_header(token).get("kid")
+        except jwt.PyJWTError as exc:
+            raise invalid_token("malformed token") from exc
+        keys = self._jwks.keys
+        for jwk in keys:
+            if jwk.key_id == kid or (kid is None and len(keys) == 1):
+                return jwk.key
+        raise invalid_token(f"unknown key id {kid!r}")
+
+
+def authenticator_from_settings(settings: Settings) -> Authenticator:
+    """JWT when a secret or key is configured, else open access (logged as a WARNING)."""
+    if settings.demo:
+        settings = settings.model_copy(
+            update={"anonymous_subscribe": ["*"], "anonymous_publish": ["*"]}
+        )
+    configured = any(
+        v is not None
+        for v in (settings.jwt_secret, settings.jwt_public_key_file, settings.jwt_jwks_file)
+    )
+    if configured and not settings.open_access:
+        authenticator = JWTAuthenticator(settings)
+        anon = sorted({*settings.anonymous_subscribe, *settings.anonymous_publish})
+        if anon:
+            log.warning(
+                "AUTH IS OFF for channel patterns %s: anyone may read %s and publish %s%s",
+                anon,
+                settings.anonymous_subscribe,
+                settings.anonymous_publish,
+                " (demo mode)" if settings.demo else "",
+            )
+        return authenticator
+    reason = (
+        "demo mode"
+        if settings.demo
+        else (
+            "SSEHUB_OPEN_ACCESS is set"
+            if settings.open_access
+            else "no SSEHUB_JWT_* key configured"
+        )
+    )
+    log.warning(
+        "AUTH IS OFF (%s): anyone may read and publish every channel ['*'] and use the admin API",
+        reason,
+    )
+    return OpenAccess()

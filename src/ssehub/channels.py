@@ -24,8 +24,9 @@ BROADCAST = "$broadcast"
 
 
 CLIENT_PREFIX = "$client:"
-# Event type on a client's channel that the hub holding the client acts on instead of sending.
-DISCONNECT_EVENT = "$disconnect"
+# Hub-to-hub commands: every hub listens here and acts on them; no stream ever receives them.
+CONTROL = "$control"
+DISCONNECT_EVENT = "$disconnect"  # data: the client id to close
 
 
 def client_channel(client_id: str) -> str:
@@ -62,9 +63,14 @@ def compile_pattern(pattern: str) -> re.Pattern[str]:
 
 
 def matches(pattern: str, channel: str) -> bool:
-    """True when ``channel`` is covered by ``pattern`` (an exact name covers only itself)."""
+    """True when ``channel`` is covered by ``pattern`` (an exact name covers only itself).
+
+    A pattern never reaches a reserved ``$`` channel (a client's private messages, commands).
+    """
     if "*" not in pattern:
         return pattern == channel
+    if channel[:1] == "$" and pattern[:1] != "$":
+        return False
     return compile_pattern(pattern).fullmatch(channel) is not None
 
 

@@ -16,8 +16,8 @@ from typing import Any
 import orjson
 
 from .brokers.base import Broker, parse_id
-from .channels import matches
-from .connection import IDLE, SHUTDOWN, Connection
+from .channels import CONTROL, DISCONNECT_EVENT, matches
+from .connection import IDLE, KICKED, SHUTDOWN, Connection
 from .event import encode_comment, encode_fields
 
 log = logging.getLogger("ssehub.hub")
@@ -36,6 +36,9 @@ class HubStats:
     resumes: int = 0
     resets: int = 0
     closed: dict[str, int] = field(default_factory=dict)
+    # Messages and bytes of streams already closed (open ones keep their own counters).
+    closed_messages: int = 0
+    closed_bytes: int = 0
 
 
 class Hub:
@@ -64,6 +67,7 @@ class Hub:
     async def start(self) -> None:
         """Start the broker's delivery into this hub and the heartbeat ticker."""
         await self.broker.start(self.dispatch)
+        await self.broker.listen(CONTROL)
         interval = self._tick_interval()
         if interval:
             self._ticker = asyncio.create_task(self._tick_forever(interval), name="ssehub-ticker")
@@ -89,6 +93,9 @@ class Hub:
         """Queue one broker event on every local connection that selects its channel."""
         self.stats.events_dispatched += 1
         channel = event.channel
+        if channel == CONTROL:
+            self._control(event)
+            return
         exact = self._exact.get(channel)
         hits = self._matching_patterns(channel) if self._patterns else ()
         if not hits:
@@ -102,6 +109,13 @@ class Hub:
         self.stats.deliveries += len(targets)
         for conn in targets:
             conn.push(event)
+
+    def _control(self, event: Any) -> None:
+        """Act on a hub command (``$control``): close a client held by this process."""
+        if event.event == DISCONNECT_EVENT:
+            conn = self.connections.get(event.data)
+            if conn is not None:
+                conn.close(KICKED)
 
     def _matching_patterns(self, channel: str) -> tuple[str, ...]:
         hits = self._pattern_hits.get(channel)
@@ -180,6 +194,8 @@ class Hub:
             return
         reason = conn.close_reason or "client_gone"
         self.stats.closed[reason] = self.stats.closed.get(reason, 0) + 1
+        self.stats.closed_messages += conn.messages_sent
+        self.stats.closed_bytes += conn.bytes_sent
         for index, names in (
             (self._exact, conn.selector.channels),
             (self._patterns, conn.selector.patterns),

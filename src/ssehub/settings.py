@@ -36,5 +36,54 @@ class Settings(BaseSettings):
         3.0, ge=0, description="How long SIGTERM waits for streams to close before forcing it."
     )
 
+    # -- auth (see auth.py) ---------------------------------------------------------------------
+    jwt_secret: str | None = Field(None, description="HS256 shared secret; enables JWT auth.")
+    jwt_public_key_file: str | None = Field(
+        None, description="PEM public key (RSA → RS256, EC P-256 → ES256); enables JWT auth."
+    )
+    jwt_jwks_file: str | None = Field(
+        None, description="JWKS file of public keys, chosen by `kid`; enables JWT auth."
+    )
+    jwt_algorithms: list[str] = Field(
+        default_factory=list,
+        description="Accepted algorithms; empty: HS256 with a secret, else from the key type.",
+    )
+    jwt_audience: str | None = Field(None, description="Required `aud` claim, if set.")
+    jwt_issuer: str | None = Field(None, description="Required `iss` claim, if set.")
+    jwt_leeway_seconds: float = Field(5.0, ge=0, description="Clock skew allowed on exp/nbf.")
+    token_cookie: str = Field("ssehub_token", description="Cookie that may carry the token.")
+    admin_claim: str = Field(
+        "admin", description="Claim granting the admin API: `true`, or a list/string with `admin`."
+    )
+    admin_role: str = Field("admin", description="Value of `admin_claim` that grants admin.")
+    anonymous_subscribe: list[str] = Field(
+        default_factory=list, description="Channel patterns anyone may read without a token."
+    )
+    anonymous_publish: list[str] = Field(
+        default_factory=list, description="Channel patterns anyone may publish to without a token."
+    )
+    open_access: bool = Field(
+        False, description="No auth at all (every caller is admin); also when no key is set."
+    )
+    ticket_ttl_seconds: float = Field(30.0, gt=0, description="Lifetime of a stream ticket.")
+
+    # -- limits ----------------------------------------------------------------------------------
+    max_connections: int = Field(10000, ge=1, description="Concurrent streams of the cluster.")
+    max_connections_per_user: int = Field(5, ge=1, description="Concurrent streams per user.")
+    stream_rate_per_user: float = Field(5.0, ge=0, description="Streams opened/s per user; 0=off.")
+    stream_burst_per_user: int = Field(20, ge=1, description="Burst of stream opens per user.")
+    stream_rate_per_ip: float = Field(0.0, ge=0, description="Streams opened/s per IP; 0=off.")
+    stream_burst_per_ip: int = Field(100, ge=1, description="Burst of stream opens per IP.")
+    publish_rate_per_user: float = Field(100.0, ge=0, description="Publishes/s per user; 0=off.")
+    publish_burst_per_user: int = Field(500, ge=1, description="Burst of publishes per user.")
+    publish_rate_per_ip: float = Field(0.0, ge=0, description="Publishes/s per IP; 0=off.")
+    publish_burst_per_ip: int = Field(1000, ge=1, description="Burst of publishes per IP.")
+    client_timeout_seconds: float = Field(
+        300.0, ge=0, description="Close a stream after this long without a successful write."
+    )
+    presence_events: list[str] = Field(
+        default_factory=list, description="Channel patterns whose streams announce join/leave."
+    )
+
     demo: bool = Field(False, description="Serve the demo settings of `make run`.")
     log_level: str = Field("info", description="Log level of the hub and uvicorn.")

@@ -6,6 +6,8 @@ from fastapi import Request
 from starlette.requests import HTTPConnection
 
 from ..auth import Principal
+from ..cluster import ClusterState
+from ..gate import Gate
 from ..hub import Hub
 from ..settings import Settings
 
@@ -23,3 +25,13 @@ def get_settings(request: HTTPConnection) -> Settings:
 async def get_principal(request: Request) -> Principal:
     """The authenticated caller (raises Unauthorized)."""
     return await request.app.state.authenticator.authenticate(request)  # type: ignore[no-any-return]
+
+
+def get_cluster(request: HTTPConnection) -> ClusterState:
+    """The cross-process state of this app."""
+    return request.app.state.cluster  # type: ignore[no-any-return]
+
+
+def get_gate(request: HTTPConnection) -> Gate:
+    """Admission control (limits, client registry, presence) of this app."""
+    return request.app.state.gate  # type: ignore[no-any-return]

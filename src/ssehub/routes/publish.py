@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query
+from fastapi import APIRouter, Depends, Header, Query, Request
 from pydantic import BaseModel, Field
 
-from ..auth import Principal
+from ..auth import Principal, require_publish, require_subscribe
 from ..brokers.base import Broker
 from ..channels import Selector, validate_channel
-from ..errors import BadRequest, Forbidden, PayloadTooLarge
+from ..errors import BadRequest, PayloadTooLarge
 from ..event import Event, make_event
+from ..gate import client_ip
 from ..hub import Hub
 from ..settings import Settings
 from .deps import get_hub, get_principal, get_settings
@@ -25,6 +26,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "Missing or invalid credentials."},
     403: {"description": "A channel outside the caller's publish rights."},
     413: {"description": "Event data larger than the configured maximum."},
+    429: {"description": "Publishing too fast for this user or address (Retry-After)."},
     503: {"description": "The broker cannot accept events now; retry."},
 }
 
@@ -78,8 +80,7 @@ IdempotencyKey = Annotated[
 def build_event(principal: Principal, settings: Settings, channel: str, body: PublishBody) -> Event:
     """Validate rights, size and fields, and return the event to publish."""
     validate_channel(channel)
-    if not principal.can_publish(channel):
-        raise Forbidden(f"no right to publish to {channel!r}")
+    require_publish(principal, channel)
     event = make_event(channel, body.event, body.data, retry=body.retry)
     if len(event.data.encode()) > settings.max_event_bytes:
         raise PayloadTooLarge(f"event data exceeds {settings.max_event_bytes} bytes")
@@ -94,6 +95,7 @@ async def publish_one(broker: Broker, event: Event, key: str | None) -> Publishe
 
 @router.post("/publish/{channel}", responses=ERRORS)
 async def publish(
+    request: Request,
     channel: str,
     body: PublishBody,
     idempotency_key: IdempotencyKey = None,
@@ -103,11 +105,15 @@ async def publish(
 ) -> Published:
     """Publish one event to a channel; every subscriber of the channel receives it."""
     event = build_event(principal, settings, channel, body)
+    gate = request.app.state.gate
+    await gate.check_rate("publish", principal, client_ip(request))
+    gate.count_publish(channel)
     return await publish_one(hub.broker, event, idempotency_key)
 
 
 @router.post("/publish", responses=ERRORS)
 async def publish_batch(
+    request: Request,
     items: list[BatchItem],
     idempotency_key: IdempotencyKey = None,
     hub: Hub = Depends(get_hub),
@@ -120,8 +126,11 @@ async def publish_batch(
     if len(items) > MAX_BATCH:
         raise BadRequest(f"at most {MAX_BATCH} events per batch")
     events = [build_event(principal, settings, item.channel, item) for item in items]
+    gate = request.app.state.gate
+    await gate.check_rate("publish", principal, client_ip(request))
     published = []
     for index, event in enumerate(events):
+        gate.count_publish(event.channel)
         key = f"{idempotency_key}#{index}" if idempotency_key else None
         published.append(await publish_one(hub.broker, event, key))
     return BatchPublished(events=published)
@@ -139,8 +148,7 @@ async def channel_events(
 ) -> HistoryPage:
     """Kept events of a channel as JSON: for polling fallbacks and debugging."""
     validate_channel(channel)
-    if not principal.can_subscribe(channel):
-        raise Forbidden(f"no right to subscribe to {channel!r}")
+    require_subscribe(principal, channel)
     selector = Selector.of([channel])
     broker = hub.broker
     if after:

@@ -7,10 +7,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 
-from ..auth import Principal
+from ..auth import Principal, require_subscribe
 from ..channels import BROADCAST, Selector, client_channel, validate_channel
 from ..connection import Connection
-from ..errors import BadRequest, Forbidden, Unavailable
+from ..errors import BadRequest, Unavailable
+from ..gate import Gate, client_ip
 from ..hub import Hub
 from ..settings import Settings
 from ..stream import EventStreamResponse
@@ -23,9 +24,10 @@ MAX_CHANNELS_PER_STREAM = 100
 STREAM_RESPONSES: dict[int | str, dict[str, object]] = {
     200: {"content": {"text/event-stream": {}}, "description": "An SSE stream."},
     400: {"description": "Invalid channel, pattern or Last-Event-ID."},
-    401: {"description": "Missing or invalid credentials."},
+    401: {"description": "Missing or invalid credentials, or a used/expired ticket."},
     403: {"description": "A channel outside the caller's rights."},
-    503: {"description": "The hub is shutting down or full."},
+    429: {"description": "Too many streams of this user, or opened too fast (Retry-After)."},
+    503: {"description": "The hub is shutting down or full (Retry-After)."},
 }
 
 ChannelsQuery = Annotated[
@@ -77,25 +79,38 @@ async def open_stream(
         raise BadRequest("name at least one channel")
     if len(names) > MAX_CHANNELS_PER_STREAM:
         raise BadRequest(f"at most {MAX_CHANNELS_PER_STREAM} channels per stream")
+    own = {BROADCAST, client_channel(client_id)} if client_id else set()
+    client_id = client_id or str(uuid.uuid4())
     for name in names:
-        if not name.startswith("$"):
+        if name not in own:  # reserved names only as /connect adds them
             validate_channel(name, allow_pattern=True)
-            if not principal.can_subscribe(name):
-                raise Forbidden(f"no right to subscribe to {name!r}")
-    client = request.client
+            require_subscribe(principal, name)
+    gate: Gate = request.app.state.gate
+    ip = client_ip(request)
+    await gate.check_rate("stream", principal, ip)
     conn = Connection(
-        client_id=client_id or str(uuid.uuid4()),
+        client_id=client_id,
         selector=Selector.of(names),
         types=types,
         max_buffer=settings.subscriber_buffer,
         user_id=principal.user_id,
-        info={
-            "ip": client.host if client else "",
-            "user_agent": request.headers.get("user-agent", ""),
-        },
+        info={"ip": ip, "user_agent": request.headers.get("user-agent", "")},
     )
-    await hub.open(conn, last_event_id)
-    return EventStreamResponse(conn, closer=lambda: hub.detach(conn))
+    await gate.admit(conn)
+    try:
+        await hub.open(conn, last_event_id)
+    except BaseException:
+        await hub.detach(conn)
+        await gate.release(conn)
+        raise
+    await gate.announce(conn, "join")
+
+    async def closer() -> None:
+        await hub.detach(conn)
+        await gate.release(conn)
+        await gate.announce(conn, "leave")
+
+    return EventStreamResponse(conn, closer=closer)
 
 
 @router.get("/stream/{channel}", responses=STREAM_RESPONSES, response_model=None)

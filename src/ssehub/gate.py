@@ -1,0 +1,148 @@
+"""Admission of streams and publishes: rate limits, connection slots, the client registry, presence.
+
+Every check goes through the ClusterState, so limits hold across hub processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import secrets
+
+from starlette.requests import HTTPConnection
+
+from .auth import Principal
+from .channels import matches
+from .cluster import GLOBAL_SCOPE, ClientRecord, ClusterState, user_scope
+from .connection import Connection
+from .errors import TooManyRequests, Unavailable
+from .event import make_event
+from .hub import Hub
+from .settings import Settings
+
+log = logging.getLogger("ssehub.gate")
+
+KEEPALIVE_SECONDS = 10.0
+MAX_COUNTED_CHANNELS = 10_000
+
+
+def client_ip(request: HTTPConnection) -> str:
+    """The peer address of a request (a proxy in front must be trusted separately)."""
+    return request.client.host if request.client else ""
+
+
+def retry_after(seconds: float) -> dict[str, str]:
+    """A ``Retry-After`` header of whole seconds, at least 1."""
+    return {"Retry-After": str(max(1, math.ceil(seconds)))}
+
+
+class Gate:
+    """Decides whether a stream may open or an event may be published, and tracks streams."""
+
+    def __init__(self, settings: Settings, cluster: ClusterState, hub: Hub) -> None:
+        self.settings = settings
+        self.cluster = cluster
+        self.hub = hub
+        self.node = secrets.token_hex(4)
+        self.publishes: dict[str, int] = {}
+        self._keepalive: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Start refreshing this process's client records in the cluster."""
+        self._keepalive = asyncio.create_task(self._keepalive_forever(), name="ssehub-keepalive")
+
+    async def close(self) -> None:
+        """Stop the refresher."""
+        if self._keepalive is not None:
+            self._keepalive.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._keepalive
+
+    async def check_rate(self, kind: str, principal: Principal, ip: str) -> None:
+        """Take a token from the ``kind`` ("stream" or "publish") buckets of user and IP, or 429."""
+        s = self.settings
+        buckets = []
+        if principal.user_id is not None and not principal.admin:
+            rate, burst = getattr(s, f"{kind}_rate_per_user"), getattr(s, f"{kind}_burst_per_user")
+            buckets.append((f"{kind}:user:{principal.user_id}", rate, burst, "user"))
+        if ip:
+            rate, burst = getattr(s, f"{kind}_rate_per_ip"), getattr(s, f"{kind}_burst_per_ip")
+            buckets.append((f"{kind}:ip:{ip}", rate, burst, "address"))
+        for key, rate, burst, who in buckets:
+            if rate <= 0:
+                continue
+            wait = await self.cluster.take_token(key, rate, burst)
+            if wait > 0:
+                raise TooManyRequests(
+                    f"too many {kind} requests from this {who}: limit {rate:g}/s "
+                    f"(burst {burst}); retry in {wait:.1f} s",
+                    headers=retry_after(wait),
+                )
+
+    def count_publish(self, channel: str) -> None:
+        """Count a publish through this process's API (per channel, bounded)."""
+        if channel not in self.publishes and len(self.publishes) >= MAX_COUNTED_CHANNELS:
+            self.publishes.clear()
+        self.publishes[channel] = self.publishes.get(channel, 0) + 1
+
+    async def admit(self, conn: Connection) -> None:
+        """Take a global slot and a per-user slot for ``conn`` and register it, or 503/429."""
+        s = self.settings
+        cid = conn.client_id
+        if not await self.cluster.acquire_slot(GLOBAL_SCOPE, cid, s.max_connections):
+            raise Unavailable(
+                f"the hub is at its limit of {s.max_connections} concurrent streams",
+                headers=retry_after(5),
+            )
+        if conn.user_id is not None and not await self.cluster.acquire_slot(
+            user_scope(conn.user_id), cid, s.max_connections_per_user
+        ):
+            await self.cluster.release_slot(GLOBAL_SCOPE, cid)
+            raise TooManyRequests(
+                f"user {conn.user_id!r} already has {s.max_connections_per_user} open streams "
+                "(the limit); close one first",
+                code="too_many_connections",
+                headers=retry_after(1),
+            )
+        record: ClientRecord = {
+            "client_id": cid,
+            "user_id": conn.user_id,
+            "ip": conn.info.get("ip", ""),
+            "user_agent": conn.info.get("user_agent", ""),
+            "channels": list(conn.channel_names),
+            "connected_at": conn.connected_at,
+            "node": self.node,
+        }
+        await self.cluster.register_client(record)
+
+    async def release(self, conn: Connection) -> None:
+        """Give back the slots of a finished stream and forget it."""
+        cid = conn.client_id
+        await self.cluster.unregister_client(cid)
+        await self.cluster.release_slot(GLOBAL_SCOPE, cid)
+        if conn.user_id is not None:
+            await self.cluster.release_slot(user_scope(conn.user_id), cid)
+
+    def presence_channels(self, conn: Connection) -> list[str]:
+        """Exact channels of ``conn`` that announce join/leave."""
+        patterns = self.settings.presence_events
+        if not patterns:
+            return []
+        return sorted(c for c in conn.selector.channels if any(matches(p, c) for p in patterns))
+
+    async def announce(self, conn: Connection, kind: str) -> None:
+        """Publish ``join`` or ``leave`` for ``conn`` on its presence channels."""
+        for channel in self.presence_channels(conn):
+            data = {"user_id": conn.user_id, "client_id": conn.client_id}
+            try:
+                await self.hub.broker.publish(make_event(channel, kind, data))
+            except Exception:  # a lost presence notice must not break the stream
+                log.warning("could not publish %s on %s", kind, channel, exc_info=True)
+
+    async def _keepalive_forever(self) -> None:
+        while True:
+            await asyncio.sleep(KEEPALIVE_SECONDS)
+            with contextlib.suppress(Exception):
+                await self.cluster.keepalive(list(self.hub.connections))
