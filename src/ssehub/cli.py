@@ -123,6 +123,65 @@ def listen(
         asyncio.run(run())
 
 
+_TTL_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_ttl(text: str) -> int:
+    """Seconds of a duration like ``90``, ``90s``, ``15m``, ``1h`` or ``7d``."""
+    text = text.strip().lower()
+    unit = _TTL_UNITS.get(text[-1:], 0)
+    number = text[:-1] if unit else text
+    if not number.isdigit() or int(number) <= 0:
+        raise typer.BadParameter(f"invalid duration {text!r}: use e.g. 90s, 15m, 1h, 7d")
+    return int(number) * (unit or 1)
+
+
+@app.command()
+def token(
+    sub: Annotated[str, typer.Option(help="User id (`sub`).")],
+    subscribe: Annotated[
+        list[str] | None, typer.Option(help="Readable channel pattern; `{sub}` allowed (repeat).")
+    ] = None,
+    publish: Annotated[
+        list[str] | None, typer.Option(help="Writable channel pattern; `{sub}` allowed (repeat).")
+    ] = None,
+    ttl: Annotated[str, typer.Option(help="Lifetime: 90s, 15m, 1h, 7d.")] = "1h",
+    admin: Annotated[bool, typer.Option(help="Grant the admin API.")] = False,
+    private_key: Annotated[
+        str | None, typer.Option(help="PEM private key (RS256/ES256) instead of the secret.")
+    ] = None,
+) -> None:
+    """Mint a development token signed with SSEHUB_JWT_SECRET (or a private key) and print it."""
+    import time
+    from pathlib import Path
+
+    import jwt
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    settings = Settings()
+    key: Any
+    if private_key:
+        key = load_pem_private_key(Path(private_key).read_bytes(), password=None)
+        algorithm = "ES256" if isinstance(key, ec.EllipticCurvePrivateKey) else "RS256"
+    elif settings.jwt_secret:
+        key, algorithm = settings.jwt_secret, "HS256"
+    else:
+        typer.echo("set SSEHUB_JWT_SECRET (or pass --private-key) to mint tokens", err=True)
+        raise typer.Exit(2)
+    now = int(time.time())
+    claims: dict[str, Any] = {"sub": sub, "iat": now, "exp": now + parse_ttl(ttl)}
+    claims["subscribe"] = list(subscribe or [])
+    claims["publish"] = list(publish or [])
+    if admin:
+        claims[settings.admin_claim] = True
+    if settings.jwt_audience:
+        claims["aud"] = settings.jwt_audience
+    if settings.jwt_issuer:
+        claims["iss"] = settings.jwt_issuer
+    typer.echo(jwt.encode(claims, key, algorithm=algorithm))
+
+
 def _auth_headers(token: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
 
