@@ -18,11 +18,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from . import __version__
 from .auth import Authenticator, authenticator_from_settings
 from .brokers import Broker, create_broker
+from .chat import ChatService
 from .cluster import ClusterState, MemoryClusterState
 from .errors import HubError
 from .gate import Gate
 from .hub import Hub
-from .routes import admin, health, presence, publish, streams, tickets
+from .routes import admin, conversations, health, presence, publish, streams, tickets
 from .settings import Settings
 from .stream import AbortedStreamFilter
 from .tickets import WithTickets
@@ -105,6 +106,7 @@ def create_app(
         idle_timeout_seconds=settings.client_timeout_seconds,
     )
     gate = Gate(settings, cluster, hub)
+    chat = ChatService.from_settings(settings, hub)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -112,10 +114,12 @@ def create_app(
         await cluster.start()
         await hub.start()
         await gate.start()
+        await chat.start()
         chain_sigterm(hub)
         try:
             yield
         finally:
+            await chat.close()
             await gate.close()
             await hub.close()
             await cluster.close()
@@ -133,8 +137,9 @@ def create_app(
     )
     app.state.cluster = cluster
     app.state.gate = gate
+    app.state.chat = chat
     install_error_handlers(app)
-    for module in (streams, publish, health, tickets, admin, presence):
+    for module in (streams, publish, health, tickets, admin, presence, conversations):
         app.include_router(module.router)
     return app
 

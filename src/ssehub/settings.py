@@ -87,3 +87,36 @@ class Settings(BaseSettings):
 
     demo: bool = Field(False, description="Serve the demo settings of `make run`.")
     log_level: str = Field("info", description="Log level of the hub and uvicorn.")
+
+    database_url: str = Field(
+        "sqlite+aiosqlite:///./ssehub.db",
+        description="Conversation store: `sqlite+aiosqlite:///path` or `postgresql+asyncpg://…`.",
+    )
+    database_schema: str | None = Field(
+        None, description="PostgreSQL schema for the chat tables (created when missing)."
+    )
+    database_auto_migrate: bool = Field(
+        True, description="Apply the store's migrations on first use (else `ssehub db upgrade`)."
+    )
+    llm_provider: str = Field(
+        "demo", description="`demo` (built-in canned answers, no key) or `openai` (compatible API)."
+    )
+    llm_base_url: str | None = Field(
+        None, description="OpenAI-compatible base URL (vLLM, Ollama, llama.cpp: `…/v1`)."
+    )
+    llm_api_key: str | None = Field(None, description="API key of the OpenAI-compatible provider.")
+    llm_model: str = Field("gpt-4o-mini", description="Model used when a conversation names none.")
+    llm_timeout_seconds: float = Field(
+        60.0, gt=0, description="Longest wait for the provider's next bytes."
+    )
+    llm_max_retries: int = Field(2, ge=0, description="Provider retries before the stream starts.")
+    demo_pace_seconds: float = Field(
+        0.05, ge=0, description="Delay between the words of the demo provider."
+    )
+    chat_checkpoint_seconds: float = Field(
+        3.0, ge=0, description="At most this often the partial answer is written while streaming."
+    )
+    chat_history_messages: int = Field(
+        50, ge=1, description="Earlier messages of a conversation sent with each new one."
+    )
+    chat_max_message_chars: int = Field(32000, ge=1, description="Longest accepted user message.")

@@ -1,0 +1,301 @@
+"""The chat service: a user message in, the model's answer streamed through the hub and stored.
+
+Every event of a conversation is published on the hub channel ``conversation:{id}`` (seed 004's
+names: ``user_message``, ``ai_response_start``, ``ai_response_chunk``, ``ai_response_complete``,
+``conversation_error``), so streams resume mid-answer with Last-Event-ID like any channel. The
+answer is written once when it ends; while it streams, the partial text is written at most every
+``checkpoint_seconds`` so a crash leaves it recoverable. Each answer ends with exactly one of
+``ai_response_complete`` (status ``complete`` or ``cancelled``) or ``conversation_error``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from .auth import Principal
+from .connection import Connection
+from .errors import Conflict, NotFound, Unauthorized
+from .event import Event, make_event
+from .hub import Hub
+from .llm import ChatMessage, Provider, ProviderError, create_provider
+from .settings import Settings
+from .store import CANCELLED, COMPLETE, ERROR, Conversation, Message, Store
+
+log = logging.getLogger("ssehub.chat")
+
+ANONYMOUS = "anonymous"
+TURN_ENDED = "turn_complete"
+USER_CANCELLED = "cancelled by the user"
+SHUTDOWN = "interrupted: the server shut down"
+
+
+def owner_of(principal: Principal) -> str:
+    """The owner of the caller's conversations: the token's ``sub``, ``anonymous`` with open
+    access; a caller without a token on a hub that verifies tokens gets 401."""
+    if not getattr(principal, "authenticated", True):
+        raise Unauthorized(
+            "a token is required to use conversations",
+            headers={"WWW-Authenticate": 'Bearer realm="ssehub"'},
+        )
+    return principal.user_id or ANONYMOUS
+
+
+def conversation_channel(conversation_id: str) -> str:
+    """The hub channel of a conversation's events."""
+    return f"conversation:{conversation_id}"
+
+
+@dataclass(slots=True)
+class Turn:
+    """One answer being generated: its ids, task and direct listeners (POST streams)."""
+
+    conversation_id: str
+    model: str
+    user_message_id: int = 0
+    message_id: int = 0
+    task: asyncio.Task[None] | None = None
+    listeners: set[Connection] = field(default_factory=set)
+    stop_reason: str = USER_CANCELLED
+
+
+class ChatService:
+    """Runs answers as background tasks, publishes their events and saves them."""
+
+    def __init__(
+        self,
+        store: Store,
+        provider: Provider,
+        hub: Hub,
+        *,
+        default_model: str,
+        checkpoint_seconds: float = 3.0,
+        history_messages: int = 50,
+    ) -> None:
+        self.store = store
+        self.provider = provider
+        self.hub = hub
+        self.default_model = default_model
+        self.checkpoint_seconds = checkpoint_seconds
+        self.history_messages = history_messages
+        self.turns: dict[str, Turn] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Settings, hub: Hub) -> ChatService:
+        """The service the settings describe."""
+        provider = create_provider(
+            settings.llm_provider,
+            base_url=settings.llm_base_url,
+            api_key=settings.llm_api_key,
+            model=settings.llm_model,
+            timeout=settings.llm_timeout_seconds,
+            max_retries=settings.llm_max_retries,
+            demo_pace=settings.demo_pace_seconds,
+        )
+        store = Store(
+            settings.database_url,
+            schema=settings.database_schema,
+            auto_migrate=settings.database_auto_migrate,
+        )
+        model = "demo" if provider.name == "demo" else settings.llm_model
+        return cls(
+            store,
+            provider,
+            hub,
+            default_model=model,
+            checkpoint_seconds=settings.chat_checkpoint_seconds,
+            history_messages=settings.chat_history_messages,
+        )
+
+    async def start(self) -> None:
+        """Prepare the store (it connects on first use)."""
+        await self.store.start()
+
+    async def close(self) -> None:
+        """Stop running answers (saved with status ``error``), then close provider and store."""
+        tasks = []
+        for turn in list(self.turns.values()):
+            if turn.task is not None:
+                turn.stop_reason = SHUTDOWN
+                turn.task.cancel()
+                tasks.append(turn.task)
+        await asyncio.gather(*tasks, return_exceptions=True)
+        closer = getattr(self.provider, "aclose", None)
+        if closer is not None:
+            with contextlib.suppress(Exception):
+                await closer()
+        await self.store.close()
+
+    # -- conversations -------------------------------------------------------------------------
+
+    async def owned(self, conversation_id: str, principal: Principal) -> Conversation:
+        """The caller's conversation; NotFound for unknown ids and other users' conversations."""
+        conversation = None
+        if len(conversation_id) <= 32:
+            conversation = await self.store.get_conversation(conversation_id)
+        if conversation is None or conversation.owner != owner_of(principal):
+            raise NotFound(f"no conversation {conversation_id[:64]!r}")
+        return conversation
+
+    async def delete(self, conversation: Conversation) -> None:
+        """Stop its running answer, then delete the conversation and its messages."""
+        turn = self.turns.get(conversation.id)
+        if turn is not None and turn.task is not None:
+            turn.task.cancel()
+            await asyncio.gather(turn.task, return_exceptions=True)
+        await self.store.delete_conversation(conversation.id)
+
+    # -- answers -------------------------------------------------------------------------------
+
+    async def send(
+        self, conversation: Conversation, content: str, *, listener: Connection | None = None
+    ) -> Turn:
+        """Save the user message, publish it and start the answer in the background."""
+        if conversation.id in self.turns:
+            raise Conflict("an answer is still streaming in this conversation: wait or cancel it")
+        turn = Turn(conversation.id, conversation.model or self.default_model)
+        self.turns[conversation.id] = turn  # reserved before any await: one answer at a time
+        try:
+            history = await self.store.messages(conversation.id, last=self.history_messages)
+            user, answer = await self.store.begin_turn(conversation.id, content, model=turn.model)
+            turn.user_message_id, turn.message_id = user.id, answer.id
+            if listener is not None:
+                turn.listeners.add(listener)
+            await self._publish(turn, "user_message", {"message_id": user.id, "content": content})
+        except BaseException:
+            self.turns.pop(conversation.id, None)
+            raise
+        prompt = build_prompt(conversation, history, content)
+        turn.task = asyncio.create_task(self._run(turn, prompt), name=f"chat-{conversation.id}")
+        return turn
+
+    async def cancel(self, conversation: Conversation) -> dict[str, Any]:
+        """Stop the running answer; its partial text is saved with status ``cancelled``."""
+        turn = self.turns.get(conversation.id)
+        if turn is not None and turn.task is not None:
+            turn.task.cancel()
+            await asyncio.gather(turn.task, return_exceptions=True)
+            return {"cancelled": True, "message_id": turn.message_id}
+        # Answered by another process: it sees the status at its next checkpoint and stops.
+        message = await self.store.end_streaming(conversation.id, CANCELLED, USER_CANCELLED)
+        return {"cancelled": message is not None, "message_id": message.id if message else None}
+
+    async def _run(self, turn: Turn, prompt: list[ChatMessage]) -> None:
+        started = time.monotonic()
+        text = ""
+        status, error, code = COMPLETE, None, None
+        first_token_ms: int | None = None
+        stream = self.provider.stream(prompt, model=turn.model)
+        try:
+            await self._publish(
+                turn,
+                "ai_response_start",
+                {
+                    "message_id": turn.message_id,
+                    "user_message_id": turn.user_message_id,
+                    "model": turn.model,
+                    "provider": self.provider.name,
+                },
+            )
+            saved_at = time.monotonic()
+            async for chunk in stream:
+                if first_token_ms is None:
+                    first_token_ms = int((time.monotonic() - started) * 1000)
+                text += chunk
+                data = {
+                    "message_id": turn.message_id,
+                    "content": chunk,
+                    "accumulated_content": text,
+                }
+                await self._publish(turn, "ai_response_chunk", data)
+                if time.monotonic() - saved_at >= self.checkpoint_seconds:
+                    saved_at = time.monotonic()
+                    if not await self.store.save_answer(turn.message_id, text):
+                        status, error = CANCELLED, USER_CANCELLED
+                        break
+        except asyncio.CancelledError:
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+            status, error = (ERROR, SHUTDOWN) if turn.stop_reason == SHUTDOWN else (CANCELLED, None)
+            code = "interrupted" if status == ERROR else None
+        except ProviderError as exc:
+            status, error, code = ERROR, exc.message, exc.code
+        except Exception as exc:
+            log.exception("answer %s failed", turn.message_id)
+            status, error, code = ERROR, f"internal error: {exc}", "internal_error"
+        finally:
+            with contextlib.suppress(Exception):
+                await stream.aclose()
+        await self._finish(turn, text, status, error, code, started, first_token_ms, stream.usage)
+
+    async def _finish(
+        self,
+        turn: Turn,
+        text: str,
+        status: str,
+        error: str | None,
+        code: str | None,
+        started: float,
+        first_token_ms: int | None,
+        usage: Any,
+    ) -> None:
+        latency_ms = int((time.monotonic() - started) * 1000)
+        tokens = usage.completion_tokens if usage is not None else None
+        try:
+            await self.store.save_answer(
+                turn.message_id,
+                text,
+                only_streaming=False,
+                status=status,
+                error=error if status != CANCELLED else (error or USER_CANCELLED),
+                tokens=tokens,
+                latency_ms=latency_ms,
+                first_token_ms=first_token_ms,
+            )
+            if status == ERROR:
+                payload: dict[str, Any] = {
+                    "message_id": turn.message_id,
+                    "error": error,
+                    "code": code,
+                    "partial_content": text,
+                }
+                await self._publish(turn, "conversation_error", payload)
+            else:
+                payload = {
+                    "message_id": turn.message_id,
+                    "final_content": text,
+                    "status": status,
+                    "tokens": tokens,
+                    "latency_ms": latency_ms,
+                }
+                await self._publish(turn, "ai_response_complete", payload)
+        except Exception:
+            log.exception("could not save or announce the end of answer %s", turn.message_id)
+        finally:
+            for listener in turn.listeners:
+                listener.close(TURN_ENDED)
+            self.turns.pop(turn.conversation_id, None)
+
+    async def _publish(self, turn: Turn, name: str, data: dict[str, Any]) -> Event:
+        event = make_event(conversation_channel(turn.conversation_id), name, data)
+        stored = await self.hub.broker.publish(event)
+        for listener in turn.listeners:
+            listener.push(stored)
+        return stored
+
+
+def build_prompt(
+    conversation: Conversation, history: list[Message], content: str
+) -> list[ChatMessage]:
+    """System prompt, earlier messages with text, then the new user message."""
+    prompt: list[ChatMessage] = []
+    if conversation.system_prompt:
+        prompt.append({"role": "system", "content": conversation.system_prompt})
+    for message in history:
+        if message.content and message.role in ("user", "assistant"):
+            prompt.append({"role": message.role, "content": message.content})  # type: ignore[typeddict-item]
+    prompt.append({"role": "user", "content": content})
+    return prompt

@@ -1,0 +1,42 @@
+"""Language-model providers: a streaming interface, the built-in demo and OpenAI-compatible APIs."""
+
+from __future__ import annotations
+
+from .base import ChatMessage, ChatStream, Provider, ProviderError, Usage
+from .demo import DemoProvider
+from .openai_compat import OpenAICompatProvider
+
+__all__ = [
+    "ChatMessage",
+    "ChatStream",
+    "DemoProvider",
+    "OpenAICompatProvider",
+    "Provider",
+    "ProviderError",
+    "Usage",
+    "create_provider",
+]
+
+
+def create_provider(
+    name: str,
+    *,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    model: str = "gpt-4o-mini",
+    timeout: float = 60.0,
+    max_retries: int = 2,
+    demo_pace: float = 0.05,
+) -> Provider:
+    """The provider named by the settings (``demo`` or ``openai``)."""
+    if name == "demo":
+        return DemoProvider(pace_seconds=demo_pace)
+    if name in ("openai", "openai_compat"):
+        return OpenAICompatProvider(
+            base_url=base_url,
+            api_key=api_key,
+            model=model,
+            timeout=timeout,
+            max_retries=max_retries,
+        )
+    raise ValueError(f"unknown llm provider {name!r}: use 'demo' or 'openai'")

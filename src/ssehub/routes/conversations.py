@@ -1,0 +1,282 @@
+"""Conversations: CRUD, sending messages, the conversation's SSE stream and cancelling."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from pydantic import BaseModel, Field
+from starlette.requests import HTTPConnection
+
+from ..auth import Principal
+from ..channels import Selector
+from ..chat import ChatService, conversation_channel, owner_of
+from ..connection import Connection
+from ..errors import BadRequest
+from ..hub import Hub
+from ..settings import Settings
+from ..store import Conversation, Message
+from ..stream import EventStreamResponse
+from .deps import get_hub, get_principal, get_settings
+from .streams import STREAM_RESPONSES, LastIdQuery, open_stream, resume_id
+
+router = APIRouter(prefix="/api/v1/conversations", tags=["conversations"])
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "Invalid body."},
+    401: {"description": "Missing or invalid credentials."},
+    404: {"description": "No such conversation, or not the caller's."},
+    409: {"description": "An answer is already streaming in this conversation."},
+    503: {"description": "The conversation store is unavailable."},
+}
+
+
+def get_chat(request: HTTPConnection) -> ChatService:
+    """The ChatService of this app."""
+    return request.app.state.chat  # type: ignore[no-any-return]
+
+
+class CreateConversation(BaseModel):
+    """A new conversation; everything optional."""
+
+    title: str | None = Field(None, max_length=200)
+    system_prompt: str | None = Field(None, max_length=32000)
+    model: str | None = Field(
+        None, max_length=200, description="Model for its answers; the configured one if omitted."
+    )
+
+
+class SendMessage(BaseModel):
+    """A user message."""
+
+    content: str = Field(min_length=1)
+
+
+class MessageOut(BaseModel):
+    """A stored message."""
+
+    id: int
+    role: str
+    content: str
+    status: str
+    error: str | None
+    model: str | None
+    tokens: int | None
+    latency_ms: int | None
+    first_token_ms: int | None
+    created_at: datetime
+
+    @classmethod
+    def of(cls, m: Message) -> MessageOut:
+        return cls(
+            id=m.id,
+            role=m.role,
+            content=m.content,
+            status=m.status,
+            error=m.error,
+            model=m.model,
+            tokens=m.tokens,
+            latency_ms=m.latency_ms,
+            first_token_ms=m.first_token_ms,
+            created_at=m.created_at,
+        )
+
+
+class ConversationOut(BaseModel):
+    """A conversation (without its messages)."""
+
+    id: str
+    title: str | None
+    system_prompt: str | None
+    model: str | None
+    channel: str = Field(description="Its hub channel, streamed at `/{id}/stream`.")
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, c: Conversation) -> ConversationOut:
+        return cls(
+            id=c.id,
+            title=c.title,
+            system_prompt=c.system_prompt,
+            model=c.model,
+            channel=conversation_channel(c.id),
+            created_at=c.created_at,
+            updated_at=c.updated_at,
+        )
+
+
+class ConversationDetail(ConversationOut):
+    """A conversation with its messages, oldest first."""
+
+    messages: list[MessageOut]
+
+
+class ConversationList(BaseModel):
+    """The caller's conversations, newest first."""
+
+    conversations: list[ConversationOut]
+
+
+class Accepted(BaseModel):
+    """A message saved and its answer started."""
+
+    conversation_id: str
+    user_message_id: int
+    message_id: int = Field(description="Id of the answer being streamed.")
+    channel: str
+
+
+class Cancelled(BaseModel):
+    """The outcome of a cancel."""
+
+    cancelled: bool = Field(description="False when no answer was streaming.")
+    message_id: int | None
+
+
+def check_content(content: str, settings: Settings) -> str:
+    """Reject blank and oversized messages."""
+    if not content.strip():
+        raise BadRequest("content must not be blank")
+    if len(content) > settings.chat_max_message_chars:
+        raise BadRequest(f"content is longer than {settings.chat_max_message_chars} characters")
+    return content
+
+
+@router.post("", status_code=201, responses=ERRORS)
+async def create_conversation(
+    body: CreateConversation | None = None,
+    chat: ChatService = Depends(get_chat),
+    principal: Principal = Depends(get_principal),
+) -> ConversationOut:
+    """Start a conversation, optionally with a system prompt and a model."""
+    body = body or CreateConversation()
+    conversation = await chat.store.create_conversation(
+        owner_of(principal), title=body.title, system_prompt=body.system_prompt, model=body.model
+    )
+    return ConversationOut.of(conversation)
+
+
+@router.get("", responses=ERRORS)
+async def list_conversations(
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    chat: ChatService = Depends(get_chat),
+    principal: Principal = Depends(get_principal),
+) -> ConversationList:
+    """The caller's own conversations, newest first."""
+    rows = await chat.store.list_conversations(owner_of(principal), limit=limit)
+    return ConversationList(conversations=[ConversationOut.of(c) for c in rows])
+
+
+@router.get("/{conversation_id}", responses=ERRORS)
+async def get_conversation(
+    conversation_id: str,
+    chat: ChatService = Depends(get_chat),
+    principal: Principal = Depends(get_principal),
+) -> ConversationDetail:
+    """One of the caller's conversations with its messages."""
+    conversation = await chat.owned(conversation_id, principal)
+    messages = await chat.store.messages(conversation.id)
+    return ConversationDetail(
+        **ConversationOut.of(conversation).model_dump(),
+        messages=[MessageOut.of(m) for m in messages],
+    )
+
+
+@router.delete("/{conversation_id}", status_code=204, responses=ERRORS)
+async def delete_conversation(
+    conversation_id: str,
+    chat: ChatService = Depends(get_chat),
+    principal: Principal = Depends(get_principal),
+) -> Response:
+    """Delete one of the caller's conversations (stopping its running answer)."""
+    await chat.delete(await chat.owned(conversation_id, principal))
+    return Response(status_code=204)
+
+
+@router.get("/{conversation_id}/stream", responses=STREAM_RESPONSES, response_model=None)
+async def stream_conversation(
+    request: Request,
+    conversation_id: str,
+    last_event_id: LastIdQuery = None,
+    chat: ChatService = Depends(get_chat),
+    hub: Hub = Depends(get_hub),
+    settings: Settings = Depends(get_settings),
+    principal: Principal = Depends(get_principal),
+) -> EventStreamResponse:
+    """The conversation's events (seed 004): resumes mid-answer with Last-Event-ID."""
+    conversation = await chat.owned(conversation_id, principal)
+    channel = conversation_channel(conversation.id)
+    # Owning the conversation is the right to read its channel.
+    reader = dataclasses.replace(principal, subscribe=(channel,), admin=False)
+    return await open_stream(
+        request,
+        hub=hub,
+        settings=settings,
+        principal=reader,
+        names=[channel],
+        types=None,
+        last_event_id=resume_id(request, last_event_id),
+    )
+
+
+@router.post("/{conversation_id}/messages", status_code=202, responses=ERRORS)
+async def send_message(
+    conversation_id: str,
+    body: SendMessage,
+    chat: ChatService = Depends(get_chat),
+    settings: Settings = Depends(get_settings),
+    principal: Principal = Depends(get_principal),
+) -> Accepted:
+    """Save a user message and answer it in the background, on the conversation's stream."""
+    conversation = await chat.owned(conversation_id, principal)
+    turn = await chat.send(conversation, check_content(body.content, settings))
+    return Accepted(
+        conversation_id=conversation.id,
+        user_message_id=turn.user_message_id,
+        message_id=turn.message_id,
+        channel=conversation_channel(conversation.id),
+    )
+
+
+@router.post("/{conversation_id}/messages/stream", responses=ERRORS, response_model=None)
+async def send_message_stream(
+    conversation_id: str,
+    body: SendMessage,
+    chat: ChatService = Depends(get_chat),
+    settings: Settings = Depends(get_settings),
+    principal: Principal = Depends(get_principal),
+) -> EventStreamResponse:
+    """Send a message and receive this answer's events on the POST response (for fetch).
+
+    The events and ids are those of the conversation's stream; the response ends with the
+    answer. Closing it does not stop the answer (use ``/cancel``).
+    """
+    conversation = await chat.owned(conversation_id, principal)
+    content = check_content(body.content, settings)
+    conn = Connection(
+        client_id=str(uuid.uuid4()),
+        selector=Selector.of([conversation_channel(conversation.id)]),
+        max_buffer=settings.subscriber_buffer,
+        user_id=principal.user_id,
+    )
+    turn = await chat.send(conversation, content, listener=conn)
+
+    async def forget() -> None:
+        turn.listeners.discard(conn)
+
+    return EventStreamResponse(conn, closer=forget)
+
+
+@router.post("/{conversation_id}/cancel", responses=ERRORS)
+async def cancel_answer(
+    conversation_id: str,
+    chat: ChatService = Depends(get_chat),
+    principal: Principal = Depends(get_principal),
+) -> Cancelled:
+    """Stop the running answer; its partial text is saved with status `cancelled`."""
+    result = await chat.cancel(await chat.owned(conversation_id, principal))
+    return Cancelled(**result)
