@@ -1,0 +1,486 @@
+"""Run the benchmark scenarios against ssehub and the seed-000 peer, side by side, on loopback.
+
+Every server is a fresh child process per scenario (uvloop + httptools, access log off). The
+load generator and the publisher run in this process on uvloop. Each scenario prints one JSON
+line per target and a Markdown table at the end; ``--save`` writes ``bench/results/<date>.*``.
+
+    python bench/run.py --n 1000 --scenarios hold,broadcast --targets ssehub,peer
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import uvloop
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from loadgen import Swarm, raise_fd_limit  # noqa: E402
+from publisher import Publisher  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+HOST = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class Target:
+    """How to start one server and where its stream and batch-publish endpoints are."""
+
+    name: str
+    command: Callable[[int], list[str]]
+    env: dict[str, str]
+    stream_path: Callable[[str], str]
+    publish_path: str
+
+
+# No auth and no admission limits: the benchmark measures the stream path, not the gate.
+SSEHUB_ENV = {
+    "SSEHUB_LOG_LEVEL": "warning",
+    "SSEHUB_OPEN_ACCESS": "true",
+    "SSEHUB_MAX_CONNECTIONS": "1000000",
+    "SSEHUB_MAX_CONNECTIONS_PER_USER": "1000000",
+    "SSEHUB_STREAM_RATE_PER_USER": "0",
+    "SSEHUB_STREAM_RATE_PER_IP": "0",
+    "SSEHUB_PUBLISH_RATE_PER_USER": "0",
+    "SSEHUB_PUBLISH_RATE_PER_IP": "0",
+}
+
+
+def ssehub_target(name: str, **env: str) -> Target:
+    return Target(
+        name=name,
+        command=lambda port: [sys.executable, "-m", "ssehub.cli", "serve", "--port", str(port)],
+        env={**SSEHUB_ENV, **env},
+        stream_path=lambda ch: f"/api/v1/sse/stream/{ch}",
+        publish_path="/api/v1/publish",
+    )
+
+
+TARGETS = {
+    "ssehub": ssehub_target("ssehub"),
+    "ssehub-asgi": ssehub_target("ssehub-asgi", SSEHUB_FAST_STREAMS="false"),
+    "peer": Target(
+        name="peer",
+        command=lambda port: [
+            *(sys.executable, "-m", "uvicorn", "--app-dir", str(ROOT / "bench" / "peers")),
+            *("seed000:app", "--host", HOST, "--port", str(port)),
+            *("--loop", "uvloop", "--http", "httptools", "--no-access-log"),
+            *("--log-level", "warning"),
+        ],
+        env={},
+        stream_path=lambda ch: f"/sse/{ch}",
+        publish_path="/publish",
+    ),
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Server:
+    """A running server process and its resource counters."""
+
+    target: Target
+    port: int
+    process: subprocess.Popen[bytes]
+    ps: psutil.Process
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    def rss(self) -> int:
+        return int(self.ps.memory_info().rss)
+
+    def cpu(self) -> float:
+        times = self.ps.cpu_times()
+        return float(times.user + times.system)
+
+
+@contextlib.asynccontextmanager
+async def serve(target: Target) -> AsyncIterator[Server]:
+    """Start ``target`` on a free port, wait for /healthz (20 s at most), stop it afterwards."""
+    port = free_port()
+    log = open(RESULTS / f".{target.name}-{port}.log", "wb")  # noqa: SIM115
+    process = subprocess.Popen(
+        target.command(port),
+        env={**os.environ, **target.env},
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    server = Server(target, port, process, psutil.Process(process.pid))
+    try:
+        async with httpx.AsyncClient() as client:
+            for _ in range(400):
+                if process.poll() is not None:
+                    raise RuntimeError(f"{target.name} exited: {process.returncode}")
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await client.get(f"{server.url}/healthz")).status_code == 200:
+                        break
+                await asyncio.sleep(0.05)
+            else:
+                raise TimeoutError(f"{target.name} did not start")
+        yield server
+    finally:
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+        log.close()
+
+
+def percentiles(samples: Any) -> dict[str, float]:
+    """p50/p99/max of latency samples in ms (0 when there are none)."""
+    if not samples:
+        return {"p50_ms": 0.0, "p99_ms": 0.0, "max_ms": 0.0}
+    ordered = sorted(samples)
+    last = len(ordered) - 1
+    return {
+        "p50_ms": round(ordered[last // 2], 1),
+        "p99_ms": round(ordered[min(last, int(last * 0.99))], 1),
+        "max_ms": round(ordered[last], 1),
+    }
+
+
+def expected(swarm: Swarm, before: dict[str, int], after: dict[str, int]) -> int:
+    """Deliveries owed to the open streams for what was published between two counts."""
+    return sum(after.get(s.channel, 0) - before.get(s.channel, 0) for s in swarm.streams)
+
+
+async def drain(swarm: Swarm, want: int, timeout: float) -> None:
+    """Wait (bounded) until ``want`` events arrived or nothing came for a while."""
+    deadline = time.monotonic() + timeout
+    while swarm.totals.received < want and time.monotonic() < deadline:
+        if swarm.totals.last_receive and time.time() - swarm.totals.last_receive > 2.0:
+            break
+        await asyncio.sleep(0.05)
+
+
+def spread(n: int, channels: int, target: Target, prefix: str) -> list[tuple[str, str]]:
+    names = [f"{prefix}{i % channels}" for i in range(n)]
+    return [(target.stream_path(name), name) for name in names]
+
+
+# -- scenarios -----------------------------------------------------------------------------------
+
+
+async def hold(server: Server, swarm: Swarm, args: argparse.Namespace) -> dict[str, Any]:
+    """N idle streams over 100 channels: connect time, failures and server memory per stream."""
+    await asyncio.sleep(0.5)
+    base = server.rss()
+    took = await swarm.open_many(spread(args.n, 100, server.target, "hold"))
+    await asyncio.sleep(1.5)
+    held = swarm.open_count()
+    rss = server.rss()
+    return {
+        "streams": held,
+        "failures": swarm.failures + (args.n - held - swarm.failures),
+        "connect_s": round(took, 2),
+        "connects_per_s": round(args.n / took),
+        "rss_base_mb": round(base / 2**20, 1),
+        "rss_mb": round(rss / 2**20, 1),
+        "kb_per_stream": round((rss - base) / 1024 / max(held, 1), 2),
+    }
+
+
+async def broadcast(server: Server, swarm: Swarm, args: argparse.Namespace) -> dict[str, Any]:
+    """One channel, N subscribers: single broadcasts, then a fixed event rate."""
+    target = server.target
+    await swarm.open_many([(target.stream_path("bcast"), "bcast")] * args.n)
+    pub = Publisher(server.url, target.publish_path)
+    await asyncio.sleep(0.5)
+    swarm.totals.reset_window()
+    for _ in range(5):
+        await pub.send(["bcast"])
+        await asyncio.sleep(0.5)
+    await drain(swarm, 5 * len(swarm.streams), 10)
+    single = percentiles(swarm.totals.latencies_ms)
+    single_loss = 5 * len(swarm.streams) - swarm.totals.received
+    rate = args.broadcast_rate or max(1, 20_000 // args.n)
+    swarm.totals.reset_window()
+    before = pub.counts()
+    start = time.perf_counter()
+    real = await pub.at_rate(["bcast"], rate, args.seconds)
+    owed = expected(swarm, before, pub.counts())
+    await drain(swarm, owed, 15)
+    took = time.perf_counter() - start
+    totals = swarm.totals
+    await pub.close()
+    return {
+        "streams": len(swarm.streams),
+        "single_p99_ms": single["p99_ms"],
+        "single_max_ms": single["max_ms"],
+        "single_loss": single_loss,
+        "events_per_s": round(real, 1),
+        "deliveries_per_s": round(totals.received / took),
+        **percentiles(totals.latencies_ms),
+        "loss": owed - totals.received,
+        "duplicates": totals.duplicates,
+        "dropped_streams": len(swarm.streams) - swarm.open_count(),
+    }
+
+
+async def many_channels(server: Server, swarm: Swarm, args: argparse.Namespace) -> dict[str, Any]:
+    """N subscribers over N/10 channels; raise the rate while p99 < 50 ms and nothing is lost."""
+    channels = max(1, args.n // 10)
+    await swarm.open_many(spread(args.n, channels, server.target, "many"))
+    names = [f"many{i}" for i in range(channels)]
+    pub = Publisher(server.url, server.target.publish_path)
+    per_event = args.n / channels
+    steps, best = [], 0
+    for deliveries in args.rates:
+        swarm.totals.reset_window()
+        before = pub.counts()
+        start = time.perf_counter()
+        real = await pub.at_rate(names, deliveries / per_event, args.seconds)
+        owed = expected(swarm, before, pub.counts())
+        await drain(swarm, owed, 10)
+        took = time.perf_counter() - start
+        totals = swarm.totals
+        step = {
+            "target_per_s": deliveries,
+            "deliveries_per_s": round(totals.received / took),
+            "events_per_s": round(real),
+            **percentiles(totals.latencies_ms),
+            "loss": owed - totals.received,
+            "duplicates": totals.duplicates,
+        }
+        steps.append(step)
+        ok = step["p99_ms"] < 50 and step["loss"] == 0 and real >= 0.9 * deliveries / per_event
+        if not ok:
+            break
+        best = deliveries
+        await asyncio.sleep(0.5)
+    await pub.close()
+    return {
+        "streams": len(swarm.streams),
+        "channels": channels,
+        "best_per_s_p99_under_50ms": best,
+        "steps": steps,
+        "dropped_streams": len(swarm.streams) - swarm.open_count(),
+    }
+
+
+async def token_stream(server: Server, swarm: Swarm, args: argparse.Namespace) -> dict[str, Any]:
+    """500 chat-like streams, one channel each, ``--tokens`` small events each, closed loop."""
+    count = min(500, args.n)
+    names = [f"chat{i}" for i in range(count)]
+    await swarm.open_many([(server.target.stream_path(c), c) for c in names])
+    pub = Publisher(server.url, server.target.publish_path)
+    await asyncio.sleep(0.3)
+    swarm.totals.reset_window()
+    start = time.perf_counter()
+    await pub.rounds(names, args.tokens)
+    owed = count * args.tokens
+    await drain(swarm, owed, 20)
+    took = time.perf_counter() - start
+    totals = swarm.totals
+    await pub.close()
+    return {
+        "streams": len(swarm.streams),
+        "tokens_per_stream": args.tokens,
+        "tokens_per_s": round(totals.received / took),
+        **percentiles(totals.latencies_ms),
+        "loss": owed - totals.received,
+        "duplicates": totals.duplicates,
+    }
+
+
+async def reconnect_storm(server: Server, swarm: Swarm, args: argparse.Namespace) -> dict[str, Any]:
+    """N streams over 100 channels drop at once mid-publish and resume with Last-Event-ID."""
+    names = [f"storm{i}" for i in range(100)]
+    await swarm.open_many(spread(args.n, 100, server.target, "storm"))
+    pub = Publisher(server.url, server.target.publish_path)
+    rate = max(10.0, 10_000 * 100 / args.n)  # about 10k deliveries/s
+    publishing = asyncio.create_task(pub.at_rate(names, rate, 3.0))
+    await asyncio.sleep(1.0)
+    start = time.perf_counter()
+    reconnect_s = await swarm.reopen_all()
+    await publishing
+    final = pub.counts()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if all(s.seen >= final.get(s.channel, 0) for s in swarm.streams):
+            break
+        await asyncio.sleep(0.02)
+    caught_up = time.perf_counter() - start
+    missed = sum(max(0, final.get(s.channel, 0) - s.seen) for s in swarm.streams)
+    await pub.close()
+    return {
+        "streams": len(swarm.streams),
+        "failures": swarm.failures,
+        "reconnect_s": round(reconnect_s, 2),
+        "caught_up_s": round(caught_up, 2),
+        "missed": missed,
+        "duplicates": swarm.totals.duplicates,
+    }
+
+
+SCENARIOS = {
+    "hold": hold,
+    "broadcast": broadcast,
+    "many-channels": many_channels,
+    "token-stream": token_stream,
+    "reconnect-storm": reconnect_storm,
+}
+
+COLUMNS = {
+    "hold": ("streams", "connect_s", "kb_per_stream", "failures"),
+    "broadcast": ("streams", "single_p99_ms", "deliveries_per_s", "p99_ms", "loss", "duplicates"),
+    "many-channels": ("streams", "best_per_s_p99_under_50ms", "dropped_streams"),
+    "token-stream": ("streams", "tokens_per_s", "p99_ms", "loss", "duplicates"),
+    "reconnect-storm": ("streams", "reconnect_s", "caught_up_s", "missed", "duplicates"),
+}
+
+
+async def run_one(name: str, target: Target, args: argparse.Namespace) -> dict[str, Any]:
+    """One scenario against one fresh server; adds CPU seconds of server and load generator."""
+    async with serve(target) as server:
+        swarm = Swarm(HOST, server.port, [f"127.0.0.{i}" for i in range(1, args.sources + 1)])
+        cpu_server, cpu_self = server.cpu(), os.times()
+        try:
+            result = await SCENARIOS[name](server, swarm, args)
+        finally:
+            await swarm.close_all()
+        now = os.times()
+        result["server_cpu_s"] = round(server.cpu() - cpu_server, 2)
+        result["loadgen_cpu_s"] = round(now.user + now.system - cpu_self.user - cpu_self.system, 2)
+        result["server_rss_mb"] = round(server.rss() / 2**20, 1)
+    return {"scenario": name, "target": target.name, "n": args.n, **result}
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """Markdown tables, one per scenario."""
+    out = []
+    for name, cols in COLUMNS.items():
+        mine = [r for r in rows if r["scenario"] == name]
+        if not mine:
+            continue
+        head = ("target", "n", *cols, "server_cpu_s", "loadgen_cpu_s")
+        out.append(f"\n### {name}\n\n| " + " | ".join(head) + " |")
+        out.append("|" + "---|" * len(head))
+        out.extend("| " + " | ".join(str(r.get(c, "")) for c in head) + " |" for r in mine)
+    return "\n".join(out)
+
+
+def environment() -> dict[str, Any]:
+    """Versions and machine, saved beside the figures."""
+    versions = {}
+    for pkg in (
+        "ssehub",
+        "uvicorn",
+        "uvloop",
+        "httptools",
+        "fastapi",
+        "starlette",
+        "sse-starlette",
+    ):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions[pkg] = metadata.version(pkg)
+    return {
+        "python": platform.python_version(),
+        "machine": platform.platform(),
+        "cpus": os.cpu_count(),
+        "cpu_model": next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            "",
+        ),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "load_avg_at_start": os.getloadavg(),
+        "versions": versions,
+    }
+
+
+async def main(args: argparse.Namespace) -> list[dict[str, Any]]:
+    limit = raise_fd_limit()
+    if args.n + 100 > limit:
+        raise SystemExit(f"--n {args.n} needs more than the {limit} file descriptors allowed")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for name in args.scenarios:
+        for target_name in args.targets:
+            row = await run_one(name, TARGETS[target_name], args)
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    return rows
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=1000, help="Streams per scenario.")
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS))
+    parser.add_argument("--targets", default="ssehub,peer")
+    parser.add_argument("--seconds", type=float, default=3.0, help="Length of each rate step.")
+    parser.add_argument("--broadcast-rate", type=float, default=0.0, help="Events/s (broadcast).")
+    parser.add_argument(
+        "--rates",
+        default="10000,20000,40000,60000,80000",
+        help="Deliveries/s steps of many-channels.",
+    )
+    parser.add_argument("--tokens", type=int, default=2000, help="Tokens per chat stream.")
+    parser.add_argument("--sources", type=int, default=1, help="127.0.0.x source addresses.")
+    parser.add_argument("--save", action="store_true", help="Write bench/results/<date>.*")
+    args = parser.parse_args(argv)
+    args.scenarios = [s for s in args.scenarios.split(",") if s]
+    args.targets = [t for t in args.targets.split(",") if t]
+    args.rates = [int(r) for r in args.rates.split(",") if r]
+    for name in args.scenarios:
+        if name not in SCENARIOS:
+            parser.error(f"unknown scenario {name}")
+    for name in args.targets:
+        if name not in TARGETS:
+            parser.error(f"unknown target {name}")
+    return args
+
+
+def save(rows: list[dict[str, Any]], args: argparse.Namespace, env: dict[str, Any]) -> Path:
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H%M")
+    path = RESULTS / f"{stamp}-n{args.n}"
+    command = "python bench/run.py " + " ".join(sys.argv[1:])
+    path.with_suffix(".json").write_text(
+        json.dumps({"command": command, "environment": env, "results": rows}, indent=1)
+    )
+    path.with_suffix(".md").write_text(
+        f"# ssehub benchmark {stamp}\n\n`{command}`\n\n```json\n{json.dumps(env, indent=1)}\n```\n"
+        + table(rows)
+        + "\n"
+    )
+    return path
+
+
+if __name__ == "__main__":
+    arguments = parse_args()
+    env = environment()
+    results = uvloop.run(main(arguments))
+    print(table(results))
+    if arguments.save:
+        print(f"\nsaved {save(results, arguments, env)}.json|md")
