@@ -405,7 +405,8 @@ async function refreshAdmin() {
   clearTimeout(adminTimer);
   let delay = 2000;
   try {
-    const stats = await api('GET', '/api/v1/sse/stats');
+    const body = await api('GET', '/api/v1/sse/stats');
+    const stats = body?.statistics ?? body;
     $('stat-active').textContent = humanCount(stats.active_connections);
     $('stat-messages').textContent = humanCount(stats.total_messages);
     $('stat-bytes').textContent = humanBytes(stats.total_bytes);
