@@ -23,9 +23,11 @@ from .cluster import ClusterState, MemoryClusterState
 from .errors import HubError
 from .gate import Gate
 from .hub import Hub
-from .routes import admin, conversations, health, presence, publish, streams, tickets
+from .routes import admin, conversations, health, presence, projects, publish, streams, tickets
+from .runs import MemoryRuns, publish_event
 from .settings import Settings
 from .stream import AbortedStreamFilter
+from .tasks import create_task_manager
 from .tickets import WithTickets
 
 log = logging.getLogger("ssehub")
@@ -107,12 +109,15 @@ def create_app(
     )
     gate = Gate(settings, cluster, hub)
     chat = ChatService.from_settings(settings, hub)
+    runs = hub.runs = MemoryRuns(publisher_timeout=settings.publisher_timeout_seconds)
+    tasks = create_task_manager(hub, settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         logging.getLogger("uvicorn.error").addFilter(AbortedStreamFilter())
         await cluster.start()
         await hub.start()
+        await runs.start(lambda event: publish_event(hub, event))
         await gate.start()
         await chat.start()
         chain_sigterm(hub)
@@ -121,6 +126,8 @@ def create_app(
         finally:
             await chat.close()
             await gate.close()
+            await tasks.close()
+            await runs.close()
             await hub.close()
             await cluster.close()
 
@@ -138,8 +145,9 @@ def create_app(
     app.state.cluster = cluster
     app.state.gate = gate
     app.state.chat = chat
+    app.state.tasks = tasks
     install_error_handlers(app)
-    for module in (streams, publish, health, tickets, admin, presence, conversations):
+    for module in (streams, publish, health, tickets, admin, presence, conversations, projects):
         app.include_router(module.router)
     return app
 

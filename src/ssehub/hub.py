@@ -18,7 +18,8 @@ import orjson
 from .brokers.base import Broker, parse_id
 from .channels import CONTROL, DISCONNECT_EVENT, matches
 from .connection import IDLE, KICKED, SHUTDOWN, Connection
-from .event import encode_comment, encode_fields
+from .event import Event, encode_comment, encode_fields
+from .runs import RunStore, snapshot_tail
 
 log = logging.getLogger("ssehub.hub")
 
@@ -63,6 +64,7 @@ class Hub:
         self._pattern_hits: dict[str, tuple[str, ...]] = {}
         self._ticker: asyncio.Task[None] | None = None
         self.closing = False
+        self.runs: RunStore | None = None  # project runs: 409 after the end, snapshots
 
     async def start(self) -> None:
         """Start the broker's delivery into this hub and the heartbeat ticker."""
@@ -142,6 +144,11 @@ class Hub:
         if history.gap:
             after = await self.broker.head()
             history.events = []
+        snapshots: list[Event] = []
+        if self.runs is not None and (history.gap or not resuming):
+            snapshots, tail = await snapshot_tail(self.broker, self.runs, conn.selector, after)
+            if snapshots:
+                history.events = tail
         opening = {
             "client_id": conn.client_id,
             "timestamp": int(time.time()),
@@ -162,6 +169,7 @@ class Hub:
             conn.buffer.append(encode_fields(event="reset", data=orjson.dumps(notice).decode()))
         elif resuming:
             self.stats.resumes += 1
+        conn.buffer.extend(snap.frame for snap in snapshots if conn.wants(snap))
         parsed = parse_id(after)  # type: ignore[arg-type]
         upto = parsed[1] if parsed else 0
         for event in history.events:

@@ -85,6 +85,37 @@ class Settings(BaseSettings):
         default_factory=list, description="Channel patterns whose streams announce join/leave."
     )
 
+    stage_channel_prefix: str = Field(
+        "ai_story",
+        description="Prefix of project stage channels: `{prefix}:project:{id}:stage:{name}`.",
+    )
+    anonymous_project_streams: bool = Field(
+        True, description="Serve `/api/v1/sse/projects/...` without credentials (seed 002)."
+    )
+    publisher_timeout_seconds: float = Field(
+        120.0,
+        ge=0,
+        description="A run silent this long ends with `error: publisher_timeout`; 0 off.",
+    )
+    cancel_unwatched_seconds: float = Field(
+        0.0,
+        ge=0,
+        description="Cancel a running task whose stage had no subscriber this long; 0 off.",
+    )
+    celery_broker_url: str = Field(
+        "",
+        description="Run stages on Celery workers via this Redis URL; empty runs them in-process.",
+    )
+    hub_url: str = Field(
+        "http://127.0.0.1:8000", description="Hub that Celery workers publish to over HTTP."
+    )
+    publisher_token: str | None = Field(
+        None, description="Bearer token workers publish with (needs publish rights on stages)."
+    )
+    stage_modules: list[str] = Field(
+        default_factory=list, description="Modules imported at start to register more stages."
+    )
+
     demo: bool = Field(False, description="Serve the demo settings of `make run`.")
     log_level: str = Field("info", description="Log level of the hub and uvicorn.")
 

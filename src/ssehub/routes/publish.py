@@ -8,12 +8,12 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from pydantic import BaseModel, Field
 
 from ..auth import Principal, require_publish, require_subscribe
-from ..brokers.base import Broker
 from ..channels import Selector, validate_channel
 from ..errors import BadRequest, PayloadTooLarge
 from ..event import Event, make_event
 from ..gate import client_ip
 from ..hub import Hub
+from ..runs import publish_event
 from ..settings import Settings
 from .deps import get_hub, get_principal, get_settings
 
@@ -87,9 +87,9 @@ def build_event(principal: Principal, settings: Settings, channel: str, body: Pu
     return event
 
 
-async def publish_one(broker: Broker, event: Event, key: str | None) -> Published:
-    """Publish through the broker and answer with its id."""
-    stored = await broker.publish(event, idempotency_key=key)
+async def publish_one(hub: Hub, event: Event, key: str | None) -> Published:
+    """Publish through the broker (409 after the event's run ended) and answer with its id."""
+    stored = await publish_event(hub, event, key)
     return Published(id=stored.id, channel=stored.channel)
 
 
@@ -108,7 +108,7 @@ async def publish(
     gate = request.app.state.gate
     await gate.check_rate("publish", principal, client_ip(request))
     gate.count_publish(channel)
-    return await publish_one(hub.broker, event, idempotency_key)
+    return await publish_one(hub, event, idempotency_key)
 
 
 @router.post("/publish", responses=ERRORS)
@@ -132,7 +132,7 @@ async def publish_batch(
     for index, event in enumerate(events):
         gate.count_publish(event.channel)
         key = f"{idempotency_key}#{index}" if idempotency_key else None
-        published.append(await publish_one(hub.broker, event, key))
+        published.append(await publish_one(hub, event, key))
     return BatchPublished(events=published)
 
 

@@ -1,0 +1,207 @@
+"""Seed 002's project endpoints: stage streams, execute_stage, task status and cancel."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, Field
+
+from .. import messages
+from ..auth import Principal
+from ..channels import validate_channel
+from ..errors import Forbidden
+from ..hub import Hub
+from ..settings import Settings
+from ..stream import EventStreamResponse
+from ..tasks import TaskManager, get_stage
+from .deps import get_hub, get_principal, get_settings
+from .streams import STREAM_RESPONSES, LastIdQuery, TypesQuery, open_stream, parse_types, resume_id
+
+router = APIRouter(prefix="/api/v1", tags=["projects"])
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "Invalid project id, stage name or body."},
+    401: {"description": "Missing or invalid credentials."},
+    403: {"description": "No right to the project's stage channels."},
+    404: {"description": "Unknown stage or task."},
+}
+
+
+class ExecuteStage(BaseModel):
+    """Which stage to run, with its input."""
+
+    stage_name: str = Field(min_length=1, max_length=100)
+    input_data: dict[str, Any] = Field(default_factory=dict)
+
+
+class StageStarted(BaseModel):
+    """Seed 002's answer: subscribe to ``channel`` to watch the task."""
+
+    task_id: str
+    channel: str
+    message: str
+
+
+def get_tasks(request: Request) -> TaskManager:
+    """The TaskManager of this app."""
+    return request.app.state.tasks  # type: ignore[no-any-return]
+
+
+async def stream_principal(request: Request, settings: Settings, names: list[str]) -> Principal:
+    """Anonymous read of the named project channels when configured, else the caller."""
+    if settings.anonymous_project_streams:
+        return Principal(subscribe=tuple(names))
+    return await get_principal(request)
+
+
+async def _project_stream(
+    request: Request,
+    names: list[str],
+    types: str | None,
+    last_event_id: str | None,
+    hub: Hub,
+    settings: Settings,
+    principal: Principal,
+) -> EventStreamResponse:
+    return await open_stream(
+        request,
+        hub=hub,
+        settings=settings,
+        principal=principal,
+        names=names,
+        types=parse_types(types),
+        last_event_id=resume_id(request, last_event_id),
+    )
+
+
+def _stage_names(settings: Settings, project_id: str, stage_name: str | None) -> list[str]:
+    prefix = settings.stage_channel_prefix
+    if stage_name is None:
+        return [messages.project_pattern(project_id, prefix)]
+    return [messages.stage_channel(project_id, stage_name, prefix)]
+
+
+@router.get(
+    "/sse/projects/{project_id}/stages/{stage_name}/",
+    responses=STREAM_RESPONSES,
+    response_model=None,
+    tags=["streams"],
+)
+async def stage_stream(
+    request: Request,
+    project_id: str,
+    stage_name: str,
+    types: TypesQuery = None,
+    last_event_id: LastIdQuery = None,
+    hub: Hub = Depends(get_hub),
+    settings: Settings = Depends(get_settings),
+) -> EventStreamResponse:
+    """One stage of a project (anonymous when `anonymous_project_streams`)."""
+    names = _stage_names(settings, project_id, stage_name)
+    principal = await stream_principal(request, settings, names)
+    return await _project_stream(request, names, types, last_event_id, hub, settings, principal)
+
+
+@router.get(
+    "/sse/projects/{project_id}/", responses=STREAM_RESPONSES, response_model=None, tags=["streams"]
+)
+async def project_stream(
+    request: Request,
+    project_id: str,
+    types: TypesQuery = None,
+    last_event_id: LastIdQuery = None,
+    hub: Hub = Depends(get_hub),
+    settings: Settings = Depends(get_settings),
+) -> EventStreamResponse:
+    """Every stage of a project (anonymous when `anonymous_project_streams`)."""
+    names = _stage_names(settings, project_id, None)
+    principal = await stream_principal(request, settings, names)
+    return await _project_stream(request, names, types, last_event_id, hub, settings, principal)
+
+
+@router.get(
+    "/sse/projects/{project_id}/stages/{stage_name}/stream/",
+    responses=STREAM_RESPONSES,
+    response_model=None,
+    tags=["streams"],
+)
+async def stage_stream_authenticated(
+    request: Request,
+    project_id: str,
+    stage_name: str,
+    types: TypesQuery = None,
+    last_event_id: LastIdQuery = None,
+    hub: Hub = Depends(get_hub),
+    settings: Settings = Depends(get_settings),
+    principal: Principal = Depends(get_principal),
+) -> EventStreamResponse:
+    """One stage of a project, for an authenticated caller with rights on its channel."""
+    names = _stage_names(settings, project_id, stage_name)
+    return await _project_stream(request, names, types, last_event_id, hub, settings, principal)
+
+
+@router.get(
+    "/sse/projects/{project_id}/stream/",
+    responses=STREAM_RESPONSES,
+    response_model=None,
+    tags=["streams"],
+)
+async def project_stream_authenticated(
+    request: Request,
+    project_id: str,
+    types: TypesQuery = None,
+    last_event_id: LastIdQuery = None,
+    hub: Hub = Depends(get_hub),
+    settings: Settings = Depends(get_settings),
+    principal: Principal = Depends(get_principal),
+) -> EventStreamResponse:
+    """Every stage of a project, for an authenticated caller with rights on its channels."""
+    names = _stage_names(settings, project_id, None)
+    return await _project_stream(request, names, types, last_event_id, hub, settings, principal)
+
+
+@router.post("/projects/{project_id}/execute_stage/", responses=ERRORS)
+async def execute_stage(
+    project_id: str,
+    body: ExecuteStage,
+    settings: Settings = Depends(get_settings),
+    principal: Principal = Depends(get_principal),
+    tasks: TaskManager = Depends(get_tasks),
+) -> StageStarted:
+    """Run a registered stage; its messages stream on the returned channel."""
+    spec = get_stage(body.stage_name)
+    channel = validate_channel(
+        messages.stage_channel(project_id, spec.name, settings.stage_channel_prefix)
+    )
+    if not principal.can_publish(channel):
+        raise Forbidden(f"no right to run stages of project {project_id!r}")
+    info = await tasks.submit(project_id, spec, body.input_data)
+    return StageStarted(task_id=info.task_id, channel=info.channel, message="task started")
+
+
+def _check_task_rights(principal: Principal, channel: str) -> None:
+    if not principal.can_publish(channel):
+        raise Forbidden("no right to this task")
+
+
+@router.get("/tasks/{task_id}", responses=ERRORS)
+async def task_status(
+    task_id: str,
+    principal: Principal = Depends(get_principal),
+    tasks: TaskManager = Depends(get_tasks),
+) -> dict[str, Any]:
+    """State of an executed stage: pending, running, done, error or cancelled."""
+    _check_task_rights(principal, tasks.get(task_id).channel)
+    return await tasks.status(task_id)
+
+
+@router.post("/tasks/{task_id}/cancel", responses=ERRORS)
+async def cancel_task(
+    task_id: str,
+    principal: Principal = Depends(get_principal),
+    tasks: TaskManager = Depends(get_tasks),
+) -> dict[str, Any]:
+    """Stop a task: its run ends with `error: cancelled` and the runner stops the stage."""
+    _check_task_rights(principal, tasks.get(task_id).channel)
+    return await tasks.cancel(task_id)

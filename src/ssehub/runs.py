@@ -1,0 +1,267 @@
+"""Runs: a stage execution on a stage channel, with a terminal state and a running snapshot.
+
+A run opens with the first event of a stage channel (or a ``stage_update`` that starts work
+after the previous run ended) and closes on ``done`` or ``error``; after that the hub answers
+409 to its tokens, progress and final messages. The tracker assembles ``full_text`` and the
+current stage/progress so a late joiner gets one ``snapshot`` event instead of every token, and
+a watchdog ends runs whose publisher went silent with ``error: publisher_timeout``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import orjson
+
+from . import messages
+from .brokers.base import format_id, parse_id
+from .channels import Selector
+from .errors import Conflict
+from .event import Event, make_event
+
+log = logging.getLogger("ssehub.runs")
+
+OPENING_STATUSES = frozenset({"pending", "queued", "started", "running", "processing"})
+SUBMITTED = frozenset({"pending", "queued"})
+MAX_RUNS = 10_000
+
+
+def opening(run: RunState) -> frozenset[str]:
+    """Stage statuses that start the next run after ``run`` ended.
+
+    After a cancel only a new submission (``pending``) does, so a worker that starts a revoked
+    task anyway cannot reopen the run and stops at its first token.
+    """
+    return SUBMITTED if run.status == "cancelled" else OPENING_STATUSES
+
+
+class RunClosed(Conflict):
+    """A publish to a run that already ended (done, error or cancelled)."""
+
+    code = "run_finished"
+
+
+@dataclass(slots=True)
+class RunState:
+    """What a late joiner needs to know about one run."""
+
+    channel: str
+    project_id: str
+    stage: str
+    status: str = "running"
+    stage_status: str | None = None
+    progress: float | int | None = None
+    message: str | None = None
+    current: int | None = None
+    total: int | None = None
+    item_name: str | None = None
+    error: str | None = None
+    parts: list[str] = field(default_factory=list)
+    last_seq: int = 0
+    last_id: str = ""
+    touched: float = field(default_factory=time.monotonic)
+
+    @property
+    def finished(self) -> bool:
+        return self.status != "running"
+
+    @property
+    def full_text(self) -> str:
+        if len(self.parts) > 1:
+            self.parts[:] = ["".join(self.parts)]
+        return self.parts[0] if self.parts else ""
+
+    def snapshot(self) -> dict[str, Any]:
+        """The ``snapshot`` message: assembled text and the current stage/progress."""
+        return {
+            "type": "snapshot",
+            "stage": self.stage,
+            "project_id": self.project_id,
+            "status": self.status,
+            "stage_status": self.stage_status,
+            "progress": self.progress,
+            "message": self.message,
+            "current": self.current,
+            "total": self.total,
+            "item_name": self.item_name,
+            "error": self.error,
+            "full_text": self.full_text,
+            "last_event_id": self.last_id,
+            "timestamp": time.time(),
+        }
+
+
+class RunStore(Protocol):
+    """Run state behind the publish path and ``Hub.open`` (memory now, Redis later)."""
+
+    def check(self, event: Event) -> None:
+        """Raise RunClosed when ``event`` would continue a finished run."""
+
+    def observe(self, event: Event) -> None:
+        """Fold a published event into its run's state."""
+
+    def snapshots(self, selector: Selector) -> list[Event]:
+        """One ``snapshot`` event per known run on ``selector``'s channels."""
+
+    def get(self, channel: str) -> RunState | None:
+        """The latest run of a channel."""
+
+
+def decode(event: Event) -> dict[str, Any] | None:
+    """The JSON object of a stage message, None for anything else."""
+    if (
+        event.event not in messages.STAGE_TYPES
+        or messages.parse_stage_channel(event.channel) is None
+    ):
+        return None
+    try:
+        data = orjson.loads(event.data)
+    except orjson.JSONDecodeError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+class MemoryRuns:
+    """Run state of this process, bounded to the latest ``MAX_RUNS`` runs."""
+
+    def __init__(self, *, publisher_timeout: float = 0.0) -> None:
+        self.publisher_timeout = publisher_timeout
+        self._runs: OrderedDict[str, RunState] = OrderedDict()
+        self._watchdog: asyncio.Task[None] | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    # -- RunStore ------------------------------------------------------------------------------
+
+    def get(self, channel: str) -> RunState | None:
+        return self._runs.get(channel)
+
+    def check(self, event: Event) -> None:
+        run = self._runs.get(event.channel)
+        if run is None or not run.finished or event.event not in messages.STAGE_TYPES:
+            return
+        if event.event == "stage_update":
+            return  # a stage_update may open the next run (see observe)
+        if messages.parse_stage_channel(event.channel) is None:
+            return
+        raise RunClosed(
+            f"the run on {event.channel!r} already ended ({run.status}); start a new run first"
+        )
+
+    def observe(self, event: Event) -> None:
+        data = decode(event)
+        if data is None:
+            return
+        kind = event.event
+        run = self._runs.get(event.channel)
+        if run is None or (
+            run.finished and kind == "stage_update" and data.get("status") in opening(run)
+        ):
+            _, project, stage = messages.parse_stage_channel(event.channel)  # type: ignore[misc]
+            run = RunState(channel=event.channel, project_id=project, stage=stage)
+            self._runs[event.channel] = run
+            while len(self._runs) > MAX_RUNS:
+                self._runs.popitem(last=False)
+        elif run.finished:
+            return
+        self._runs.move_to_end(event.channel)
+        run.last_seq, run.last_id, run.touched = event.seq, event.id, time.monotonic()
+        if kind == "token":
+            if isinstance(data.get("full_text"), str):
+                run.parts[:] = [data["full_text"]]
+            else:
+                run.parts.append(str(data.get("content") or ""))
+        elif kind == "stage_update":
+            run.stage_status = data.get("status")
+            run.progress = data.get("progress")
+            run.message = data.get("message")
+        elif kind == "progress":
+            run.current, run.total = data.get("current"), data.get("total")
+            run.progress, run.item_name = data.get("progress"), data.get("item_name")
+        elif kind == "done":
+            run.status = "done"
+            if isinstance(data.get("full_text"), str):
+                run.parts[:] = [data["full_text"]]
+        elif kind == "error":
+            run.status = "cancelled" if data.get("error") == "cancelled" else "error"
+            run.error = str(data.get("error"))
+
+    def snapshots(self, selector: Selector) -> list[Event]:
+        found = [self._runs[c] for c in selector.channels if c in self._runs]
+        if selector.patterns:
+            found += [
+                run
+                for name, run in self._runs.items()
+                if name not in selector.channels and selector.covers(name)
+            ]
+        out = []
+        for run in found:
+            if not run.last_id:
+                continue
+            event = make_event(run.channel, "snapshot", run.snapshot())
+            event.seq = run.last_seq
+            out.append(event)
+        return out
+
+    # -- publisher timeout ---------------------------------------------------------------------
+
+    async def start(self, publish: Any) -> None:
+        """Start the silent-publisher watchdog; ``publish`` is an async ``(Event) -> Event``."""
+        self.loop = asyncio.get_running_loop()
+        if self.publisher_timeout > 0:
+            self._watchdog = asyncio.create_task(self._watch(publish), name="ssehub-runs")
+
+    async def close(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watchdog
+
+    async def _watch(self, publish: Any) -> None:
+        interval = max(0.05, min(1.0, self.publisher_timeout / 4))
+        while True:
+            await asyncio.sleep(interval)
+            cutoff = time.monotonic() - self.publisher_timeout
+            for run in [r for r in self._runs.values() if not r.finished and r.touched < cutoff]:
+                msg = messages.error(run.stage, run.project_id, "publisher_timeout")
+                try:
+                    await publish(make_event(run.channel, "error", msg))
+                except Exception:  # the broker may be down; try again next tick
+                    log.warning("could not end silent run %s", run.channel, exc_info=True)
+
+
+async def publish_event(hub: Any, event: Event, key: str | None = None) -> Event:
+    """Publish through ``hub.broker`` with the run lifecycle: 409 after the end, then track."""
+    runs: RunStore | None = getattr(hub, "runs", None)
+    if runs is not None:
+        runs.check(event)
+    stored = await hub.broker.publish(event, idempotency_key=key)
+    if runs is not None:
+        runs.observe(stored)
+    return stored
+
+
+async def snapshot_tail(
+    broker: Any, runs: RunStore, selector: Selector, after: str
+) -> tuple[list[Event], list[Event]]:
+    """Snapshots of ``selector``'s runs and the events after them that they do not cover.
+
+    History is read again from the oldest snapshot's position, and each channel skips what its
+    own snapshot already contains, so the client ends with exactly the published text.
+    """
+    snaps = runs.snapshots(selector)
+    if not snaps:
+        return [], []
+    oldest = min(snap.seq for snap in snaps)
+    history = await broker.history(selector, format_id(broker.epoch, oldest))
+    if history.gap:
+        return snaps, []
+    cut = {snap.channel: snap.seq for snap in snaps}
+    parsed = parse_id(after)
+    floor = parsed[1] if parsed else 0
+    return snaps, [e for e in history.events if e.seq > cut.get(e.channel, floor)]

@@ -1,0 +1,33 @@
+"""Stage execution: the ``@stage`` registry, the in-process runner and Celery."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..settings import Settings
+from .registry import STAGES, StageSpec, get_stage, load_modules, stage
+from .runner import CeleryRunner, InProcessRunner, TaskInfo, TaskManager
+
+__all__ = [
+    "STAGES",
+    "CeleryRunner",
+    "InProcessRunner",
+    "StageSpec",
+    "TaskInfo",
+    "TaskManager",
+    "create_task_manager",
+    "get_stage",
+    "load_modules",
+    "stage",
+]
+
+
+def create_task_manager(hub: Any, settings: Settings) -> TaskManager:
+    """Celery when ``celery_broker_url`` is set, else the in-process runner."""
+    load_modules(settings.stage_modules)
+    prefix = settings.stage_channel_prefix
+    if settings.celery_broker_url:
+        from .celery_app import create_celery
+
+        return TaskManager(hub, CeleryRunner(create_celery(settings), prefix), prefix)
+    return TaskManager(hub, InProcessRunner(hub, prefix), prefix)

@@ -1,0 +1,120 @@
+"""execute_stage end to end with the in-process runner, over a real server on loopback."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from harness import RunningHub, open_stream, running_hub
+from ssehub.settings import Settings
+from ssehub.tasks import stage
+
+
+@stage("test_items", queue="image")
+def items_stage(pub: Any, input_data: dict[str, Any]) -> dict[str, Any]:
+    """A sync stage (run in a worker thread) reporting per-item progress."""
+    names = input_data["items"]
+    for index, name in enumerate(names, 1):
+        pub.publish_progress(index, len(names), name)
+    return {"items": len(names)}
+
+
+@pytest.fixture
+async def hub(settings: Settings) -> AsyncIterator[RunningHub]:
+    async with running_hub(settings) as running:
+        yield running
+
+
+def payloads(reader: Any) -> list[dict[str, Any]]:
+    return [json.loads(e.data) for e in reader.events if e.event != "connected"]
+
+
+async def execute(
+    client: httpx.AsyncClient, hub: RunningHub, project: str, stage_name: str, data: dict[str, Any]
+) -> dict[str, Any]:
+    response = await client.post(
+        f"{hub.url}/api/v1/projects/{project}/execute_stage/",
+        json={"stage_name": stage_name, "input_data": data},
+    )
+    assert response.status_code == 200, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+async def test_rewrite_streams_stage_update_tokens_done(
+    client: httpx.AsyncClient, hub: RunningHub
+) -> None:
+    url = f"{hub.url}/api/v1/sse/projects/p1/stages/rewrite/"
+    async with open_stream(client, url) as reader:
+        started = await execute(client, hub, "p1", "rewrite", {"text": "a b c d e", "pace": 0})
+        assert set(started) == {"task_id", "channel", "message"}
+        assert started["channel"] == "ai_story:project:p1:stage:rewrite"
+        await reader.wait_count(1, event="done")
+    kinds = [e.event for e in reader.events if e.event != "connected"]
+    assert kinds[0] == "stage_update" and kinds[-1] == "done"
+    assert set(kinds) == {"stage_update", "token", "done"}
+    msgs = payloads(reader)
+    assert all(m["type"] == e for m, e in zip(msgs, kinds, strict=True))
+    text = "".join(m["content"] for m in msgs if m["type"] == "token")
+    assert text == "a b c d e" == msgs[-1]["full_text"]
+    assert msgs[-1]["metadata"] == {"tokens_used": 5}
+    status = (await client.get(f"{hub.url}/api/v1/tasks/{started['task_id']}")).json()
+    assert status["status"] == "done"
+
+
+async def test_sync_stage_reports_progress_on_project_stream(
+    client: httpx.AsyncClient, hub: RunningHub
+) -> None:
+    async with open_stream(client, f"{hub.url}/api/v1/sse/projects/p2/") as reader:
+        await execute(client, hub, "p2", "test_items", {"items": ["shot 1", "shot 2", "shot 3"]})
+        await reader.wait_count(1, event="done")
+    progress = [json.loads(e.data) for e in reader.of_type("progress")]
+    assert [(p["current"], p["total"], p["progress"], p["item_name"]) for p in progress] == [
+        (1, 3, 33, "shot 1"),
+        (2, 3, 66, "shot 2"),
+        (3, 3, 100, "shot 3"),
+    ]
+    assert json.loads(reader.of_type("done")[0].data)["metadata"] == {"items": 3}
+
+
+async def test_failing_stage_publishes_error(client: httpx.AsyncClient, hub: RunningHub) -> None:
+    async with open_stream(client, f"{hub.url}/api/v1/sse/projects/p3/stages/rewrite/") as reader:
+        started = await execute(
+            client, hub, "p3", "rewrite", {"fail": "API调用失败: 超时", "fail_after": 2, "pace": 0}
+        )
+        await reader.wait_count(1, event="error")
+    error = json.loads(reader.of_type("error")[0].data)
+    assert error["error"] == "RuntimeError: API调用失败: 超时"
+    assert error["retry_count"] == 0
+    tokens = "".join(json.loads(e.data)["content"] for e in reader.of_type("token"))
+    assert tokens == "Once upon"
+    status = (await client.get(f"{hub.url}/api/v1/tasks/{started['task_id']}")).json()
+    assert status["status"] == "error"
+
+
+async def test_cancel_stops_a_running_task(client: httpx.AsyncClient, hub: RunningHub) -> None:
+    async with open_stream(client, f"{hub.url}/api/v1/sse/projects/p4/stages/rewrite/") as reader:
+        started = await execute(client, hub, "p4", "rewrite", {"tokens": 10_000, "pace": 0.01})
+        await reader.wait_count(2, event="token")
+        answer = await client.post(f"{hub.url}/api/v1/tasks/{started['task_id']}/cancel")
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["status"] == "cancelled"
+        await reader.wait_count(1, event="error")
+    assert json.loads(reader.of_type("error")[0].data)["error"] == "cancelled"
+    assert not hub.app.state.tasks.runner._tasks  # the asyncio task is gone
+    assert len(reader.of_type("token")) < 100
+
+
+async def test_unknown_stage_and_task_are_404(client: httpx.AsyncClient, hub: RunningHub) -> None:
+    response = await client.post(
+        f"{hub.url}/api/v1/projects/p5/execute_stage/", json={"stage_name": "nope"}
+    )
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "unknown_stage"
+    response = await client.get(f"{hub.url}/api/v1/tasks/nope")
+    assert response.status_code == 404
+    response = await client.post(f"{hub.url}/api/v1/projects/p5/execute_stage/", json={})
+    assert response.status_code == 400
