@@ -327,7 +327,9 @@ $('stage-form').addEventListener('submit', async (ev) => {
   $('stage-done').hidden = true;
   $('stage-message').textContent = 'subscribing…';
   $('stage-start').disabled = true;
-  const client = manager.open('stage', streamUrl(`${STAGE_PREFIX}${project}:stage:${stage}`), { token });
+  // Seed 002's stage stream: subscribed before the run starts, so no event is missed.
+  const stageUrl = `/api/v1/sse/projects/${encodeURIComponent(project)}/stages/${encodeURIComponent(stage)}/`;
+  const client = manager.open('stage', stageUrl, { token });
   client
     .on('stage_update', (d) => {
       if (d.status) setStageStatus(d.status);
