@@ -23,6 +23,7 @@ from .cluster import ClusterState, MemoryClusterState
 from .errors import HubError
 from .gate import Gate
 from .hub import Hub
+from .observability import install_observability
 from .routes import admin, conversations, health, presence, projects, publish, streams, tickets
 from .runs import MemoryRuns, publish_event
 from .settings import Settings
@@ -56,8 +57,9 @@ def error_response(
 def install_error_handlers(app: FastAPI) -> None:
     """Map every error to the JSON error shape with the right status."""
 
-    async def hub_error(_: Request, exc: Exception) -> JSONResponse:
+    async def hub_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, HubError)
+        request.app.state.metrics.refused(exc.status, exc.code)
         return error_response(exc.status, exc.code, exc.message, exc.headers)
 
     async def validation_error(_: Request, exc: Exception) -> JSONResponse:
@@ -147,6 +149,7 @@ def create_app(
     app.state.chat = chat
     app.state.tasks = tasks
     install_error_handlers(app)
+    install_observability(app)
     for module in (streams, publish, health, tickets, admin, presence, conversations, projects):
         app.include_router(module.router)
     return app

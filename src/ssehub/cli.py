@@ -13,6 +13,7 @@ import httpx
 import orjson
 import typer
 
+from .logs import log_config
 from .settings import Settings
 
 app = typer.Typer(
@@ -61,6 +62,7 @@ def serve(
         loop="uvloop",
         http="httptools",
         log_level=settings.log_level,
+        log_config=log_config(settings.log_format, settings.log_level),
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) or 1,
         access_log=False,
     )

@@ -43,6 +43,7 @@ class Connection:
         "last_write",
         "max_buffer",
         "messages_sent",
+        "oldest_at",
         "pending",
         "selector",
         "types",
@@ -75,6 +76,7 @@ class Connection:
         self.last_write = time.monotonic()
         self.messages_sent = 0
         self.bytes_sent = 0
+        self.oldest_at = 0.0  # publish time of the first live event queued since the last write
         self._waiter: asyncio.Future[None] | None = None
         self._abort: Callable[[], None] | None = None
 
@@ -98,6 +100,8 @@ class Connection:
         ):
             self.close(SLOW_CONSUMER)
             return
+        if not queued:
+            self.oldest_at = event.published_at
         self.buffer.append(event.frame)
         self.messages_sent += 1
         self._wake()

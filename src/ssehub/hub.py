@@ -19,6 +19,7 @@ from .brokers.base import Broker, parse_id
 from .channels import CONTROL, DISCONNECT_EVENT, matches
 from .connection import IDLE, KICKED, SHUTDOWN, Connection
 from .event import Event, encode_comment, encode_fields
+from .metrics import Metrics
 from .runs import RunStore, snapshot_tail
 
 log = logging.getLogger("ssehub.hub")
@@ -52,8 +53,11 @@ class Hub:
         heartbeat_seconds: float = 30.0,
         retry_ms: int | None = 3000,
         idle_timeout_seconds: float = 0.0,
+        metrics: Metrics | None = None,
     ) -> None:
         self.broker = broker
+        self.metrics = metrics or Metrics()
+        self.metrics.watch_broker(broker)
         self.heartbeat_seconds = heartbeat_seconds
         self.retry_ms = retry_ms
         self.idle_timeout_seconds = idle_timeout_seconds
@@ -82,6 +86,7 @@ class Hub:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker
         await self.broker.close()
+        self.metrics.close()
 
     def close_all(self, reason: str = SHUTDOWN) -> None:
         """End every open stream (SIGTERM): writers flush what is queued and finish."""
@@ -109,6 +114,7 @@ class Hub:
             for pattern in hits:
                 targets |= self._patterns[pattern]
         self.stats.deliveries += len(targets)
+        self.metrics.events_delivered.inc(len(targets))
         for conn in targets:
             conn.push(event)
 
@@ -165,10 +171,12 @@ class Hub:
         )
         if history.gap:
             self.stats.resets += 1
+            self.metrics.resets.inc()
             notice = {"reason": "history_gap", "last_event_id": last_event_id, "resume_from": after}
             conn.buffer.append(encode_fields(event="reset", data=orjson.dumps(notice).decode()))
         elif resuming:
             self.stats.resumes += 1
+            self.metrics.resumes.inc()
         conn.buffer.extend(snap.frame for snap in snapshots if conn.wants(snap))
         parsed = parse_id(after)  # type: ignore[arg-type]
         upto = parsed[1] if parsed else 0
@@ -182,6 +190,7 @@ class Hub:
     async def _attach(self, conn: Connection) -> None:
         self.connections[conn.client_id] = conn
         self.stats.total_connections += 1
+        self.metrics.opened(conn)
         for name in conn.selector.channels:
             subs = self._exact.get(name)
             if subs is None:
@@ -202,6 +211,7 @@ class Hub:
             return
         reason = conn.close_reason or "client_gone"
         self.stats.closed[reason] = self.stats.closed.get(reason, 0) + 1
+        self.metrics.closed(conn, reason)
         self.stats.closed_messages += conn.messages_sent
         self.stats.closed_bytes += conn.bytes_sent
         for index, names in (

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -118,6 +120,9 @@ class Settings(BaseSettings):
 
     demo: bool = Field(False, description="Serve the demo settings of `make run`.")
     log_level: str = Field("info", description="Log level of the hub and uvicorn.")
+    log_format: Literal["text", "json"] = Field(
+        "text", description="`json`: one JSON object per log line, with the request id."
+    )
 
     database_url: str = Field(
         "sqlite+aiosqlite:///./ssehub.db",

@@ -45,6 +45,7 @@ class EventStreamResponse(Response):
         conn.on_abort(lambda: task.cancel(ABORT))
         headers = {**STREAM_HEADERS, "x-client-id": conn.client_id, **self.extra_headers}
         watcher = asyncio.create_task(_watch_disconnect(receive, conn))
+        metrics = getattr(getattr(scope.get("app"), "state", None), "metrics", None)
         try:
             await send(
                 {
@@ -54,8 +55,11 @@ class EventStreamResponse(Response):
                 }
             )
             while (chunk := await conn.next_chunk()) is not None:
+                oldest, conn.oldest_at = conn.oldest_at, 0.0
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 conn.wrote()
+                if metrics is not None:
+                    metrics.wrote(len(chunk), oldest)
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             watcher.cancel()
