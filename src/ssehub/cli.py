@@ -188,5 +188,27 @@ def _auth_headers(token: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 
+db_app = typer.Typer(help="The conversation store (SSEHUB_DATABASE_URL).", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply the store's migrations up to the newest (SQLite or PostgreSQL)."""
+    from .store import Store
+
+    settings = Settings()
+    store = Store(settings.database_url, schema=settings.database_schema)
+
+    async def run() -> None:
+        try:
+            await store.migrate()
+        finally:
+            await store.close()
+
+    asyncio.run(run())
+    typer.echo(f"database at head: {settings.database_url}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()
