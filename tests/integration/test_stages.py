@@ -118,3 +118,20 @@ async def test_unknown_stage_and_task_are_404(client: httpx.AsyncClient, hub: Ru
     assert response.status_code == 404
     response = await client.post(f"{hub.url}/api/v1/projects/p5/execute_stage/", json={})
     assert response.status_code == 400
+
+
+async def test_late_joiner_mid_stage_ends_with_exactly_the_answer(
+    client: httpx.AsyncClient, hub: RunningHub
+) -> None:
+    url = f"{hub.url}/api/v1/sse/projects/p6/stages/rewrite/"
+    async with open_stream(client, url) as early:
+        await execute(client, hub, "p6", "rewrite", {"tokens": 300, "pace": 0.005})
+        await early.wait_count(3, event="token")
+        async with open_stream(client, url) as late:
+            await late.wait_count(1, event="done")
+    snap = json.loads(late.of_type("snapshot")[0].data)
+    assert snap["full_text"]
+    tail = "".join(json.loads(e.data)["content"] for e in late.of_type("token"))
+    answer = json.loads(late.of_type("done")[0].data)["full_text"]
+    assert snap["full_text"] + tail == answer
+    assert len(answer.split()) == 300

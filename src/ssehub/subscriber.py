@@ -1,0 +1,267 @@
+"""Subscriber SDK: seed 002's ``subscribe/listen/get_message/unsubscribe``, sync and async.
+
+Messages are the JSON objects publishers sent (``message["type"]`` is the event name), read
+in-process from the hub (a registered stream, with replay and snapshots like any client) or
+over SSE from a remote hub, resuming with Last-Event-ID after a drop.
+``with Subscriber(...)`` gives the blocking API (on a private event loop thread, or on the
+hub's loop in-process); ``async with`` yields an :class:`AsyncSubscriber`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from types import TracebackType
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import orjson
+
+from . import messages
+from .channels import Selector
+from .client import SSEClient
+from .connection import Connection
+from .parser import ServerSentEvent, SSEDecoder
+from .settings import Settings
+
+T = TypeVar("T")
+QUEUE_SIZE = 10_000
+SKIPPED = frozenset({"connected"})
+
+
+def to_message(event: ServerSentEvent) -> dict[str, Any]:
+    """The JSON object of an event (non-objects wrapped), with ``type`` and ``id`` filled in."""
+    try:
+        data: Any = orjson.loads(event.data)
+    except orjson.JSONDecodeError:
+        data = event.data
+    msg = data if isinstance(data, dict) else {"data": data}
+    msg.setdefault("type", event.event)
+    return msg
+
+
+class AsyncSubscriber:
+    """Reads one stage (or every stage) of a project inside an event loop."""
+
+    def __init__(
+        self,
+        project_id: str | int,
+        stage_name: str | None = None,
+        *,
+        hub: Any = None,
+        url: str | None = None,
+        token: str | None = None,
+        prefix: str = messages.DEFAULT_PREFIX,
+        last_event_id: str | None = None,
+    ) -> None:
+        self.project_id = str(project_id)
+        self.stage = stage_name
+        self.hub = hub
+        self.url = (url or Settings().hub_url).rstrip("/") if hub is None else None
+        self.token = token
+        self.channel = (
+            messages.stage_channel(self.project_id, stage_name, prefix)
+            if stage_name
+            else messages.project_pattern(self.project_id, prefix)
+        )
+        self.last_event_id = last_event_id or ""
+        self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(QUEUE_SIZE)
+        self._pump: asyncio.Task[None] | None = None
+        self._ended = asyncio.Event()
+        self._ready = asyncio.Event()
+
+    def _stream_url(self) -> str:
+        base = f"{self.url}/api/v1/sse/projects/{quote(self.project_id, safe='')}/"
+        if self.stage:
+            base += f"stages/{quote(self.stage, safe='')}/"
+        return base + ("stream/" if self.token else "")
+
+    async def subscribe(self, timeout: float = 10.0) -> None:
+        """Start receiving; returns once the stream is open (idempotent)."""
+        if self._pump is None:
+            self._ended.clear()
+            reader = self._read_hub() if self.hub is not None else self._read_remote()
+            self._pump = asyncio.create_task(reader, name=f"subscriber-{self.channel}")
+        if not self._ready.is_set():
+            ready = asyncio.ensure_future(self._ready.wait())
+            await asyncio.wait({ready, self._pump}, timeout=timeout, return_when="FIRST_COMPLETED")
+            ready.cancel()
+            if self._pump.done() and not self._ready.is_set():
+                pump, self._pump = self._pump, None
+                pump.result()  # raises why the stream could not open
+                raise ConnectionError(f"the stream of {self.channel} ended before it opened")
+
+    async def _put(self, event: ServerSentEvent) -> None:
+        if event.id:
+            self.last_event_id = event.id
+        if event.event == "connected":
+            self._ready.set()
+        if event.event not in SKIPPED:
+            await self._queue.put(to_message(event))
+
+    async def _read_hub(self) -> None:
+        try:
+            while not self.hub.closing:
+                conn = Connection(
+                    client_id=f"sdk-{uuid.uuid4()}",
+                    selector=Selector.of([self.channel]),
+                    max_buffer=QUEUE_SIZE,
+                )
+                await self.hub.open(conn, self.last_event_id or None)
+                decoder = SSEDecoder(self.last_event_id)
+                try:
+                    while (chunk := await conn.next_chunk()) is not None:
+                        for event in decoder.feed(chunk):
+                            await self._put(event)
+                finally:
+                    await self.hub.detach(conn)
+        finally:
+            self._ended.set()
+
+    async def _read_remote(self) -> None:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        client = SSEClient(
+            self._stream_url(), headers=headers, last_event_id=self.last_event_id or None
+        )
+        try:
+            async for event in client:
+                await self._put(event)
+        finally:
+            await client.aclose()
+            self._ended.set()
+
+    def get_message(self) -> dict[str, Any] | None:
+        """The next received message, or None when none is waiting (never blocks)."""
+        try:
+            return self._queue.get_nowait()
+        except asyncio.QueueEmpty:
+            return None
+
+    async def next_message(self, timeout: float | None = None) -> dict[str, Any] | None:
+        """Wait up to ``timeout`` seconds for the next message (None on timeout)."""
+        await self.subscribe()
+        try:
+            async with asyncio.timeout(timeout):
+                return await self._queue.get()
+        except TimeoutError:
+            return None
+
+    async def listen(self, timeout: float = 300) -> AsyncIterator[dict[str, Any]]:
+        """Messages until ``done`` or ``error`` of the stage, or ``timeout`` seconds in all.
+
+        A whole-project subscription ends only on timeout (each stage sends its own ``done``).
+        """
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            msg = await self.next_message(left)
+            if msg is None:
+                return
+            yield msg
+            if self.stage and msg.get("type") in messages.TERMINAL_TYPES:
+                return
+
+    async def unsubscribe(self) -> None:
+        """Stop receiving and release the stream."""
+        if self._pump is not None:
+            self._pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._pump
+            self._pump = None
+
+    async def __aenter__(self) -> AsyncSubscriber:
+        await self.subscribe()
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.unsubscribe()
+
+
+class Subscriber:
+    """The blocking face: seed 002's ``with RedisStreamSubscriber(...)`` usage, unchanged."""
+
+    def __init__(self, project_id: str | int, stage_name: str | None = None, **kw: Any) -> None:
+        self._args = (project_id, stage_name)
+        self._kw = kw
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._inner: AsyncSubscriber | None = None
+
+    def _run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        if self._loop is None:
+            hub = self._kw.get("hub")
+            loop = getattr(getattr(hub, "runs", None), "loop", None) if hub is not None else None
+            if loop is None:
+                loop = asyncio.new_event_loop()
+                self._thread = threading.Thread(target=loop.run_forever, daemon=True)
+                self._thread.start()
+            self._loop = loop
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    async def _make(self) -> AsyncSubscriber:
+        return AsyncSubscriber(*self._args, **self._kw)
+
+    def subscribe(self) -> None:
+        """Start receiving."""
+        if self._inner is None:
+            self._inner = self._run(self._make())
+        self._run(self._inner.subscribe())
+
+    def get_message(self) -> dict[str, Any] | None:
+        """The next received message, or None (never blocks)."""
+        if self._inner is None:
+            return None
+        inner = self._inner
+
+        async def take() -> dict[str, Any] | None:
+            return inner.get_message()
+
+        return self._run(take())
+
+    def listen(self, timeout: float = 300) -> Iterator[dict[str, Any]]:
+        """Messages until the stage's ``done``/``error`` or ``timeout`` seconds in all."""
+        self.subscribe()
+        assert self._inner is not None
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            msg = self._run(self._inner.next_message(left))
+            if msg is None:
+                return
+            yield msg
+            if self._inner.stage and msg.get("type") in messages.TERMINAL_TYPES:
+                return
+
+    def unsubscribe(self) -> None:
+        """Stop receiving and release the stream (and the private loop thread)."""
+        if self._inner is not None:
+            self._run(self._inner.unsubscribe())
+            self._inner = None
+        if self._thread is not None and self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(5)
+            self._loop.close()
+            self._thread = self._loop = None
+
+    def __enter__(self) -> Subscriber:
+        self.subscribe()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.unsubscribe()
+
+    async def __aenter__(self) -> AsyncSubscriber:
+        self._async = AsyncSubscriber(*self._args, **self._kw)
+        await self._async.subscribe()
+        return self._async
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self._async.unsubscribe()
