@@ -132,11 +132,14 @@ def test_multiprocess_mode_aggregates_from_the_shared_directory(tmp_path) -> Non
     try:
 
         async def scenario() -> str:
-            async with httpx.AsyncClient(timeout=httpx.Timeout(10, read=None)) as client:
-                async with open_stream(client, f"{hub.url}/api/v1/sse/stream/mp:1") as reader:
-                    await publish(client, hub.url, "mp:1", "hello")
-                    await reader.wait_count(1)
-                    return await scrape(client, hub.url)
+            url = f"{hub.url}/api/v1/sse/stream/mp:1"
+            async with (
+                httpx.AsyncClient(timeout=httpx.Timeout(10, read=None)) as client,
+                open_stream(client, url) as reader,
+            ):
+                await publish(client, hub.url, "mp:1", "hello")
+                await reader.wait_count(1)
+                return await scrape(client, hub.url)
 
         text = asyncio.run(scenario())
         assert value(text, "ssehub_connections_active", family="mp") == 1
