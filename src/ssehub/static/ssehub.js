@@ -135,7 +135,7 @@ export async function readEventStream(response, onEvent, parser = new SSEParser(
     if (done) break;
     for (const event of parser.feed(value)) onEvent(event);
   }
-  for (const event of parser.feed('\n\n')) onEvent(event);
+  // At the end of the stream an incomplete event is discarded, as the spec says.
   return parser;
 }
 
@@ -288,7 +288,8 @@ export class SSEClient {
     if (id) this.lastEventId = id;
     const data = parseData(raw);
     if (type === 'connected' && data && typeof data === 'object') this.clientId = data.client_id;
-    const event = { type, id: id || '', data: raw, channel };
+    const event = { type, id: id || '', data: raw };
+    if (channel) event.channel = channel;
     this._emit(type, data, event);
     this._emit('*', data, event);
   }
