@@ -18,4 +18,9 @@ if [ -z "${SSEHUB_TEST_REDIS_URL:-}" ]; then
     trap 'kill "$(cat "$_ssehub_dir/redis.pid")" 2>/dev/null' EXIT
   fi
 fi
-echo "test services: redis=${SSEHUB_TEST_REDIS_URL:-none}"
+# Chromium for the browser end-to-end tests (tests/e2e): Debian's package when missing and root.
+if [ ! -x /usr/bin/chromium ] && ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 || true
+fi
+_ssehub_chromium=$(command -v chromium 2>/dev/null || echo none)
+echo "test services: redis=${SSEHUB_TEST_REDIS_URL:-none} chromium=${_ssehub_chromium}"
