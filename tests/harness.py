@@ -19,6 +19,7 @@ import httpx
 import uvicorn
 
 from ssehub.app import create_app
+from ssehub.fastpath import http_protocol
 from ssehub.parser import ServerSentEvent, SSEDecoder
 from ssehub.settings import Settings
 
@@ -49,7 +50,12 @@ class RunningHub:
 async def serve_app(app: Any) -> AsyncIterator[RunningHub]:
     """Serve an ASGI app on a free loopback port inside the running loop."""
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=0, log_level="warning", lifespan="on", http="httptools"
+        app,
+        host="127.0.0.1",
+        port=0,
+        log_level="warning",
+        lifespan="on",
+        http=http_protocol(app.state.settings),
     )
     server = uvicorn.Server(config)
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]

@@ -43,6 +43,8 @@ def serve(
 
     import uvicorn
 
+    from .fastpath import http_protocol
+
     if demo:
         os.environ["SSEHUB_DEMO"] = "true"
     settings = Settings()
@@ -60,7 +62,7 @@ def serve(
         port=port or settings.port,
         workers=workers,
         loop="uvloop",
-        http="httptools",
+        http=http_protocol(settings),
         log_level=settings.log_level,
         log_config=log_config(settings.log_format, settings.log_level),
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) or 1,

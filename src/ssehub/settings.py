@@ -33,6 +33,10 @@ class Settings(BaseSettings):
         30.0, ge=0, description="Interval of `: ping` comments on every stream; 0 disables."
     )
     retry_ms: int = Field(3000, ge=0, description="`retry:` sent to clients on connect.")
+    fast_streams: bool = Field(
+        True,
+        description="Write streams from the hub's dispatch on the server protocol (no task each).",
+    )
     max_event_bytes: int = Field(65536, ge=1, description="Largest accepted event payload.")
     shutdown_grace_seconds: float = Field(
         3.0, ge=0, description="How long SIGTERM waits for streams to close before forcing it."

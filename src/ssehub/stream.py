@@ -13,6 +13,8 @@ from starlette.types import Receive, Scope, Send
 from .connection import CLIENT_GONE, Connection
 
 ABORT = "ssehub: stream aborted (slow or dead consumer)"
+# Scope extension of a server that writes streams itself (fastpath.py): ``{"adopt": callable}``.
+EXTENSION = "ssehub.direct"
 
 STREAM_HEADERS = {
     "content-type": "text/event-stream; charset=utf-8",
@@ -40,20 +42,18 @@ class EventStreamResponse(Response):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         conn = self.conn
+        headers = {**STREAM_HEADERS, "x-client-id": conn.client_id, **self.extra_headers}
+        raw_headers = [(k.encode(), v.encode()) for k, v in headers.items()]
+        metrics = getattr(getattr(scope.get("app"), "state", None), "metrics", None)
+        direct = scope.get("extensions", {}).get(EXTENSION)
+        if direct is not None and direct["adopt"](conn, raw_headers, self.closer, metrics):
+            return  # the server's protocol writes this stream from now on (fastpath.py)
         task = asyncio.current_task()
         assert task is not None
         conn.on_abort(lambda: task.cancel(ABORT))
-        headers = {**STREAM_HEADERS, "x-client-id": conn.client_id, **self.extra_headers}
         watcher = asyncio.create_task(_watch_disconnect(receive, conn))
-        metrics = getattr(getattr(scope.get("app"), "state", None), "metrics", None)
         try:
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 200,
-                    "headers": [(k.encode(), v.encode()) for k, v in headers.items()],
-                }
-            )
+            await send({"type": "http.response.start", "status": 200, "headers": raw_headers})
             while (chunk := await conn.next_chunk()) is not None:
                 oldest, conn.oldest_at = conn.oldest_at, 0.0
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
