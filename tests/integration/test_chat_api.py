@@ -141,3 +141,17 @@ async def test_demo_provider_is_the_default(db: dict[str, Any], client: httpx.As
         assert "What are you?" in final
         assert len(payloads(events, "ai_response_chunk")) > 20
         assert (await messages(client, hub.url, cid))[-1]["content"] == final
+
+
+async def test_stream_type_filter(db: dict[str, Any], client: httpx.AsyncClient) -> None:
+    async with chat_hub(db) as hub:
+        cid = await create_conversation(client, hub.url)
+        url = api(hub, f"/{cid}/stream?types=user_message,ai_response_complete")
+        async with open_stream(client, url) as stream:
+            await send(client, hub.url, cid, "Short please")
+            await stream.wait_count(1, event="ai_response_complete")
+        assert [e.event for e in stream.events] == [
+            "connected",
+            "user_message",
+            "ai_response_complete",
+        ]

@@ -21,7 +21,14 @@ from ..settings import Settings
 from ..store import Conversation, Message
 from ..stream import EventStreamResponse
 from .deps import get_hub, get_principal, get_settings
-from .streams import STREAM_RESPONSES, LastIdQuery, open_stream, resume_id
+from .streams import (
+    STREAM_RESPONSES,
+    LastIdQuery,
+    TypesQuery,
+    open_stream,
+    parse_types,
+    resume_id,
+)
 
 router = APIRouter(prefix="/api/v1/conversations", tags=["conversations"])
 
@@ -197,10 +204,15 @@ async def delete_conversation(
     return Response(status_code=204)
 
 
-@router.get("/{conversation_id}/stream", responses=STREAM_RESPONSES, response_model=None)
+@router.get(
+    "/{conversation_id}/stream",
+    responses={**STREAM_RESPONSES, 404: ERRORS[404]},
+    response_model=None,
+)
 async def stream_conversation(
     request: Request,
     conversation_id: str,
+    types: TypesQuery = None,
     last_event_id: LastIdQuery = None,
     chat: ChatService = Depends(get_chat),
     hub: Hub = Depends(get_hub),
@@ -218,7 +230,7 @@ async def stream_conversation(
         settings=settings,
         principal=reader,
         names=[channel],
-        types=None,
+        types=parse_types(types),
         last_event_id=resume_id(request, last_event_id),
     )
 
