@@ -70,6 +70,21 @@ def serve(
     )
 
 
+WORKER_QUEUES = "llm,image,video,default"
+
+
+@app.command()
+def worker(
+    queues: Annotated[str, typer.Option(help="Comma-separated queues.")] = WORKER_QUEUES,
+    pool: Annotated[str, typer.Option(help="Celery pool: solo, threads or prefork.")] = "solo",
+    concurrency: Annotated[int, typer.Option(help="Tasks run at once.")] = 1,
+) -> None:
+    """Run a Celery worker executing stages (needs SSEHUB_CELERY_BROKER_URL)."""
+    from .tasks.celery_app import main, worker_argv
+
+    main(argv=worker_argv(queues, pool, concurrency))
+
+
 @app.command()
 def publish(
     channel: str,

@@ -112,6 +112,9 @@ class Settings(BaseSettings):
         "",
         description="Run stages on Celery workers via this Redis URL; empty runs them in-process.",
     )
+    celery_key_prefix: str = Field(
+        "", description="Prefix of every Redis key Celery uses (several deployments, one Redis)."
+    )
     hub_url: str = Field(
         "http://127.0.0.1:8000", description="Hub that Celery workers publish to over HTTP."
     )

@@ -31,6 +31,10 @@ def create_celery(settings: Settings) -> Celery:
         broker_connection_retry_on_startup=True,
         result_expires=86400,
     )
+    if settings.celery_key_prefix:
+        options = {"global_keyprefix": settings.celery_key_prefix}
+        app.conf.broker_transport_options = options
+        app.conf.result_backend_transport_options = options
     register(app, settings)
     return app
 
