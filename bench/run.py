@@ -16,6 +16,7 @@ import datetime
 import json
 import os
 import platform
+import signal
 import socket
 import subprocess
 import sys
@@ -363,15 +364,38 @@ async def run_one(name: str, target: Target, args: argparse.Namespace) -> dict[s
     async with serve(target) as server:
         swarm = Swarm(HOST, server.port, [f"127.0.0.{i}" for i in range(1, args.sources + 1)])
         cpu_server, cpu_self = server.cpu(), os.times()
+        spy = start_py_spy(server, name, args.py_spy) if args.py_spy else None
         try:
             result = await SCENARIOS[name](server, swarm, args)
         finally:
+            if spy is not None:
+                stop_py_spy(spy)
             await swarm.close_all()
         now = os.times()
         result["server_cpu_s"] = round(server.cpu() - cpu_server, 2)
         result["loadgen_cpu_s"] = round(now.user + now.system - cpu_self.user - cpu_self.system, 2)
         result["server_rss_mb"] = round(server.rss() / 2**20, 1)
     return {"scenario": name, "target": target.name, "n": args.n, **result}
+
+
+def start_py_spy(server: Server, scenario: str, folder: str) -> subprocess.Popen[bytes]:
+    """Sample the server with py-spy (collapsed stacks) while the scenario runs."""
+    out = Path(folder) / f"{scenario}-{server.target.name}.txt"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    command = ["py-spy", "record", "--pid", str(server.process.pid), "--format", "raw"]
+    return subprocess.Popen(
+        [*command, "--rate", "200", "--nonblocking", "-o", str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def stop_py_spy(spy: subprocess.Popen[bytes]) -> None:
+    spy.send_signal(signal.SIGINT)
+    try:
+        spy.wait(20)
+    except subprocess.TimeoutExpired:
+        spy.kill()
 
 
 def table(rows: list[dict[str, Any]]) -> str:
@@ -448,6 +472,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--tokens", type=int, default=2000, help="Tokens per chat stream.")
     parser.add_argument("--sources", type=int, default=1, help="127.0.0.x source addresses.")
+    parser.add_argument("--py-spy", default="", help="Folder for py-spy profiles of the servers.")
     parser.add_argument("--save", action="store_true", help="Write bench/results/<date>.*")
     args = parser.parse_args(argv)
     args.scenarios = [s for s in args.scenarios.split(",") if s]

@@ -48,9 +48,21 @@ class _Flusher:
     def flush(self) -> None:
         dirty, self.dirty = self.dirty, []
         framed: dict[bytes, bytes] = {}  # a broadcast chunk is framed once for all streams
+        # Metrics get one update per app and turn (sum of bytes, oldest event), not per stream.
+        written: dict[Any, list[float]] = {}
         for stream in dirty:
             stream.dirty = False
-            stream.flush(framed)
+            size, oldest = stream.flush(framed)
+            if size and stream.metrics is not None:
+                seen = written.get(stream.metrics)
+                if seen is None:
+                    written[stream.metrics] = [size, oldest]
+                else:
+                    seen[0] += size
+                    if oldest and (not seen[1] or oldest < seen[1]):
+                        seen[1] = oldest
+        for metrics, (size, oldest) in written.items():
+            metrics.wrote(int(size), oldest)
 
 
 _flushers: dict[asyncio.AbstractEventLoop, _Flusher] = {}
@@ -110,7 +122,7 @@ class DirectStreamProtocol(HttpToolsProtocol):
         conn.on_abort(self.transport.abort)
         # The Connection wakes its writer through ``_waiter``; this protocol stands in for it.
         conn._waiter = self  # type: ignore[assignment]
-        self.flush({})
+        self.set_result(None)  # what hub.open queued goes out at the next turn
         return True
 
     # -- the writer the Connection wakes (future-like: ``done`` and ``set_result``) -------------
@@ -123,12 +135,16 @@ class DirectStreamProtocol(HttpToolsProtocol):
             self.dirty = True
             _flusher(self.loop).mark(self)
 
-    def flush(self, framed: dict[bytes, bytes]) -> None:
-        """Write what the Connection queued as one chunk; finish once it is closed."""
+    def flush(self, framed: dict[bytes, bytes]) -> tuple[int, float]:
+        """Write what the Connection queued as one chunk, finish once it is closed.
+
+        Returns the bytes written and the publish time of the oldest live event among them.
+        """
         conn = self.conn
         if conn is None or self.paused:
-            return
+            return 0, 0.0
         buffer = conn.buffer
+        size, oldest = 0, 0.0
         if buffer:
             chunk = b"".join(buffer) if len(buffer) > 1 else buffer[0]
             buffer.clear()
@@ -136,14 +152,13 @@ class DirectStreamProtocol(HttpToolsProtocol):
             data = framed.get(chunk)
             if data is None:
                 data = framed[chunk] = b"%x\r\n%b\r\n" % (len(chunk), chunk)
-            oldest, conn.oldest_at = conn.oldest_at, 0.0
+            size, oldest, conn.oldest_at = len(chunk), conn.oldest_at, 0.0
             self.transport.write(data)
             conn.wrote()
-            if self.metrics is not None:
-                self.metrics.wrote(len(chunk), oldest)
         if conn.closed and not self.transport.is_closing():
             self.transport.write(END)
             self.transport.close()
+        return size, oldest
 
     # -- transport events ----------------------------------------------------------------------
 
