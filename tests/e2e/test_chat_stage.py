@@ -71,3 +71,25 @@ async def test_stage_progress_reaches_100_and_done_shows(
         assert await page.inner_text("#stage-percent") == "100%"
         assert await page.inner_text("#stage-text") == "one two three four five six"
         assert await page.get_attribute("#stage-status", "data-status") == "done"
+
+
+async def test_watch_project_logs_every_stage_of_the_project(
+    page: Page, client: httpx.AsyncClient
+) -> None:
+    async with running_hub(demo_settings()) as hub:
+        await open_demo(page, hub.url, unique_channel())
+        await page.fill("#watch-project", "78")
+        await page.click("#watch-project-btn")
+        await page.wait_for_function(
+            "document.getElementById('channel').value.endsWith('project:78:stage:*')",
+            timeout=5000,
+        )
+        await page.wait_for_selector("#state[data-state=open]")
+        started = await client.post(
+            f"{hub.url}/api/v1/projects/78/execute_stage/",
+            json={"stage_name": "rewrite", "input_data": {"text": "a b c", "pace": 0}},
+        )
+        if started.status_code == 404:
+            pytest.skip("stage execution (issue 5) is not mounted on this hub")
+        await page.wait_for_selector('#log li[data-type="done"]', timeout=5000)
+        assert await page.locator('#log li[data-type="token"]').count() >= 1

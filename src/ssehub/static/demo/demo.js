@@ -5,7 +5,6 @@ const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 const manager = new ConnectionManager();
 const LOG_LIMIT = 500;
-const STAGE_PREFIX = '*project:';
 
 let token = localStorage.getItem('ssehub.token') || params.get('token') || '';
 
@@ -158,10 +157,10 @@ function showState(state) {
   $('state-text').textContent = state;
 }
 
-function connectMain() {
-  const channel = $('channel').value.trim() || 'demo';
+function connectMain(url = null) {
+  let channel = $('channel').value.trim() || 'demo';
   const transport = $('transport').value;
-  const client = manager.open('main', streamUrl(channel), {
+  const client = manager.open('main', url || streamUrl(channel), {
     token,
     transport,
     fallback: 'poll',
@@ -170,6 +169,10 @@ function connectMain() {
   });
   client
     .on('*', logEvent)
+    .on('connected', (data) => {
+      // A project stream names its channels only here (their prefix is the hub's setting).
+      if (url && data?.channels) $('channel').value = channel = data.channels.join(',');
+    })
     .on('statechange', ({ state, previous }) => {
       showState(state);
       if (previous !== state) addEntry(log, 'client', '', `${previous} → ${state} (${client.transport})`);
@@ -181,6 +184,7 @@ function connectMain() {
     .on('fallback', ({ transport: t }) => addEntry(log, 'client', '', `falling back to ${t}`))
     .connect();
   $('pub-channel').value = channel.includes('*') ? $('pub-channel').value : channel;
+  updateCurl();
 }
 
 $('stream-form').addEventListener('submit', (ev) => {
@@ -199,11 +203,28 @@ $('clear-log').addEventListener('click', () => {
   $('log-empty').hidden = false;
 });
 $('watch-project-btn').addEventListener('click', () => {
-  $('channel').value = `${STAGE_PREFIX}${$('watch-project').value.trim() || '1'}:stage:*`;
-  connectMain();
+  // Seed 002's stream of every stage of a project.
+  const project = encodeURIComponent($('watch-project').value.trim() || '1');
+  $('channel').value = `project ${project}: all stages`;
+  connectMain(`/api/v1/sse/projects/${project}/`);
 });
 
 // -- publish ---------------------------------------------------------------------------------
+
+function shellQuote(text) {
+  return `'${text.replace(/'/g, "'\\''")}'`;
+}
+
+function updateCurl() {
+  const channel = $('pub-channel').value.trim() || 'demo';
+  const body = { event: $('pub-event').value.trim() || null, data: parseInput($('pub-data').value) };
+  const auth = token ? ' \\\n  -H "Authorization: Bearer $TOKEN"' : '';
+  $('pub-curl').textContent =
+    `curl -X POST ${location.origin}/api/v1/publish/${channel}${auth} \\\n` +
+    `  -H 'Content-Type: application/json' \\\n  -d ${shellQuote(JSON.stringify(body))}`;
+}
+
+for (const id of ['pub-channel', 'pub-event', 'pub-data']) $(id).addEventListener('input', updateCurl);
 
 $('publish-form').addEventListener('submit', async (ev) => {
   ev.preventDefault();
@@ -456,6 +477,7 @@ function connectInbox() {
 if (params.get('channel')) $('channel').value = params.get('channel');
 if (params.get('transport')) $('transport').value = params.get('transport');
 if (params.get('autoconnect') !== '0') connectMain();
+updateCurl();
 connectInbox();
 refreshAdmin();
 
