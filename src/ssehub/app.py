@@ -24,7 +24,7 @@ from .errors import HubError
 from .gate import Gate
 from .hub import Hub
 from .observability import install_observability
-from .routes import admin, conversations, health, presence, projects, publish, streams, tickets
+from .routes import admin, conversations, health, presence, projects, publish, streams, tickets, ui
 from .runs import MemoryRuns, publish_event
 from .settings import Settings
 from .stream import AbortedStreamFilter
@@ -152,6 +152,7 @@ def create_app(
     install_observability(app)
     for module in (streams, publish, health, tickets, admin, presence, conversations, projects):
         app.include_router(module.router)
+    ui.mount(app)
     return app
 
 
