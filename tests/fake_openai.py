@@ -56,11 +56,6 @@ class FakeOpenAI:
         self.changed.set()
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
-            return
         body = b""
         while True:
             message = await receive()
@@ -171,7 +166,7 @@ async def _frames(model: str, request: dict[str, Any], gone: asyncio.Event) -> A
 async def fake_openai() -> AsyncIterator[FakeOpenAI]:
     """Serve a FakeOpenAI on a free loopback port in the running loop."""
     fake = FakeOpenAI()
-    config = uvicorn.Config(fake, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+    config = uvicorn.Config(fake, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
     server = uvicorn.Server(config)
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     task = asyncio.create_task(server.serve())

@@ -15,6 +15,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from .auth import Principal
@@ -25,6 +26,7 @@ from .hub import Hub
 from .llm import ChatMessage, Provider, ProviderError, create_provider
 from .settings import Settings
 from .store import CANCELLED, COMPLETE, ERROR, Conversation, Message, Store
+from .store.models import now
 
 log = logging.getLogger("ssehub.chat")
 
@@ -32,6 +34,7 @@ ANONYMOUS = "anonymous"
 TURN_ENDED = "turn_complete"
 USER_CANCELLED = "cancelled by the user"
 SHUTDOWN = "interrupted: the server shut down"
+ABANDONED = "interrupted: the answer stopped being written (the server stopped or crashed)"
 
 
 def owner_of(principal: Principal) -> str:
@@ -75,6 +78,7 @@ class ChatService:
         default_model: str,
         checkpoint_seconds: float = 3.0,
         history_messages: int = 50,
+        stale_seconds: float = 70.0,
     ) -> None:
         self.store = store
         self.provider = provider
@@ -82,6 +86,7 @@ class ChatService:
         self.default_model = default_model
         self.checkpoint_seconds = checkpoint_seconds
         self.history_messages = history_messages
+        self.stale_seconds = stale_seconds
         self.turns: dict[str, Turn] = {}
 
     @classmethod
@@ -109,6 +114,8 @@ class ChatService:
             default_model=model,
             checkpoint_seconds=settings.chat_checkpoint_seconds,
             history_messages=settings.chat_history_messages,
+            # A live answer gets a chunk within the timeout and is saved soon after one.
+            stale_seconds=settings.chat_checkpoint_seconds + settings.llm_timeout_seconds + 5,
         )
 
     async def start(self) -> None:
@@ -160,6 +167,9 @@ class ChatService:
         turn = Turn(conversation.id, conversation.model or self.default_model)
         self.turns[conversation.id] = turn  # reserved before any await: one answer at a time
         try:
+            await self._end_abandoned(conversation.id)
+            if await self.store.streaming_answer(conversation.id) is not None:
+                raise Conflict("another process is still answering in this conversation")
             history = await self.store.messages(conversation.id, last=self.history_messages)
             user, answer = await self.store.begin_turn(conversation.id, content, model=turn.model)
             turn.user_message_id, turn.message_id = user.id, answer.id
@@ -172,6 +182,15 @@ class ChatService:
         prompt = build_prompt(conversation, history, content)
         turn.task = asyncio.create_task(self._run(turn, prompt), name=f"chat-{conversation.id}")
         return turn
+
+    async def reap(self, conversation_id: str) -> None:
+        """End, as interrupted, an answer that no process has written for ``stale_seconds``."""
+        if conversation_id not in self.turns:
+            await self._end_abandoned(conversation_id)
+
+    async def _end_abandoned(self, conversation_id: str) -> None:
+        idle_before = now() - timedelta(seconds=self.stale_seconds)
+        await self.store.end_streaming(conversation_id, ERROR, ABANDONED, idle_before=idle_before)
 
     async def cancel(self, conversation: Conversation) -> dict[str, Any]:
         """Stop the running answer; its partial text is saved with status ``cancelled``."""

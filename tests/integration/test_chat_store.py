@@ -7,17 +7,18 @@ import os
 import sqlite3
 import sys
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, update
 
 from chat_support import chat_hub, create_conversation, database, messages, payloads, send
 from fake_openai import ANSWER, FakeOpenAI, fake_openai
 from harness import open_stream
-from ssehub.store import Store
+from ssehub.store import Message, Store
 
 
 @pytest.fixture
@@ -51,7 +52,7 @@ async def test_the_answer_is_written_once_at_completion(
         writes: list[str] = []
 
         def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-            if statement.lstrip().upper().startswith("UPDATE MESSAGES"):
+            if statement.lstrip().upper().startswith("UPDATE MESSAGES SET CONTENT"):
                 writes.append(statement)
 
         engine = hub.app.state.chat.store.engine
@@ -184,3 +185,43 @@ async def test_store_queries(kind: str, tmp_path: Path) -> None:
             assert await store.messages(first.id) == []
         finally:
             await store.close()
+
+
+async def test_an_answer_left_streaming_by_a_crash_is_recovered(
+    db: dict[str, Any], client: httpx.AsyncClient
+) -> None:
+    store = Store(db["database_url"])
+    await store.start()
+    conversation = await store.create_conversation("anonymous")
+    _, answer = await store.begin_turn(conversation.id, "question", model="demo")
+    await store.save_answer(answer.id, "partial text")
+    async with store.session() as session:  # the last checkpoint, long ago
+        old = datetime.now(UTC) - timedelta(hours=1)
+        await session.execute(update(Message).values(updated_at=old))
+    await store.close()
+
+    async with chat_hub(db) as hub:
+        stored = (await messages(client, hub.url, conversation.id))[-1]
+        assert (stored["status"], stored["content"]) == ("error", "partial text")
+        assert stored["error"].startswith("interrupted")
+        async with open_stream(client, stream_url(hub.url, conversation.id)) as stream:
+            await send(client, hub.url, conversation.id, "Again")
+            await stream.wait_count(1, event="ai_response_complete")
+
+
+async def test_one_answer_at_a_time_across_processes(
+    db: dict[str, Any], fake: FakeOpenAI, client: httpx.AsyncClient
+) -> None:
+    async with chat_hub(db, fake) as runner, chat_hub(db, fake) as other:
+        cid = await create_conversation(client, runner.url, model="slow")
+        async with open_stream(client, stream_url(runner.url, cid)) as stream:
+            await send(client, runner.url, cid, "Go")
+            await stream.wait_count(1, event="ai_response_chunk")
+            url = f"{other.url}/api/v1/conversations/{cid}/messages"
+            response = await client.post(url, json={"content": "Me too"})
+            assert response.status_code == 409
+            assert "another process" in response.json()["error"]["message"]
+            # A live answer is not mistaken for an abandoned one.
+            assert (await messages(client, other.url, cid))[-1]["status"] == "streaming"
+            await client.post(f"{runner.url}/api/v1/conversations/{cid}/cancel")
+            await stream.wait_count(1, event="ai_response_complete")

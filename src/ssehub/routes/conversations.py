@@ -186,6 +186,7 @@ async def get_conversation(
 ) -> ConversationDetail:
     """One of the caller's conversations with its messages."""
     conversation = await chat.owned(conversation_id, principal)
+    await chat.reap(conversation.id)
     messages = await chat.store.messages(conversation.id)
     return ConversationDetail(
         **ConversationOut.of(conversation).model_dump(),

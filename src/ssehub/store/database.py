@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import re
 from collections.abc import AsyncIterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -201,17 +202,36 @@ class Store:
             result = await session.execute(query)
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
-    async def end_streaming(self, conversation_id: str, status: str, error: str) -> Message | None:
-        """End the conversation's ``streaming`` answer as it stands (no process is writing it)."""
-        query = (
-            update(Message)
-            .where(Message.conversation_id == conversation_id, Message.status == STREAMING)
-            .values(status=status, error=error, updated_at=now())
-            .returning(Message.id)
+    async def end_streaming(
+        self,
+        conversation_id: str,
+        status: str,
+        error: str,
+        *,
+        idle_before: datetime | None = None,
+    ) -> Message | None:
+        """End the conversation's ``streaming`` answer with its saved text (only one not written
+        since ``idle_before`` when given); returns it, or None when there was none."""
+        query = update(Message).where(
+            Message.conversation_id == conversation_id, Message.status == STREAMING
         )
+        if idle_before is not None:
+            query = query.where(Message.updated_at < idle_before)
+        query = query.values(status=status, error=error, updated_at=now()).returning(Message.id)
         async with self.session() as session:
             ids = list((await session.scalars(query)).all())
         return await self.get_message(ids[-1]) if ids else None
+
+    async def streaming_answer(self, conversation_id: str) -> Message | None:
+        """The conversation's answer still marked ``streaming``, if any."""
+        query = (
+            select(Message)
+            .where(Message.conversation_id == conversation_id, Message.status == STREAMING)
+            .order_by(Message.id.desc())
+            .limit(1)
+        )
+        async with self.session() as session:
+            return (await session.scalars(query)).first()
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
