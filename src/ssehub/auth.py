@@ -172,24 +172,24 @@ class JWTAuthenticator:
 
     def __init__(self, settings: Settings) -> None:
         sources = [settings.jwt_secret, settings.jwt_public_key_file, settings.jwt_jwks_file]
-        if sum(s is not None for s in sources) != 1:
+        if sum(bool(s) for s in sources) != 1:
             raise ValueError("configure exactly one of jwt_secret, jwt_public_key_file, jwks")
         self.settings = settings
         self._key: Any = None
         self._jwks: jwt.PyJWKSet | None = None
         derived: list[str]
-        if settings.jwt_secret is not None:
+        if settings.jwt_secret:
             self._key, derived = settings.jwt_secret, ["HS256"]
-        elif settings.jwt_public_key_file is not None:
+        elif settings.jwt_public_key_file:
             self._key = load_pem_public_key(Path(settings.jwt_public_key_file).read_bytes())
             derived = [_algorithm_of(self._key)]
         else:
             self._jwks = jwt.PyJWKSet.from_json(Path(settings.jwt_jwks_file or "").read_text())
             derived = sorted({k.algorithm_name for k in self._jwks.keys})
         self.algorithms = list(settings.jwt_algorithms) or derived
-        if settings.jwt_secret is not None and any(not a.startswith("HS") for a in self.algorithms):
+        if settings.jwt_secret and any(not a.startswith("HS") for a in self.algorithms):
             raise ValueError("a shared secret only verifies HS* algorithms")
-        if settings.jwt_secret is None and any(a.startswith("HS") for a in self.algorithms):
+        if not settings.jwt_secret and any(a.startswith("HS") for a in self.algorithms):
             raise ValueError("HS* algorithms need jwt_secret, not a public key (alg confusion)")
         self.anonymous = Principal(
             subscribe=tuple(settings.anonymous_subscribe),
@@ -248,10 +248,7 @@ def authenticator_from_settings(settings: Settings) -> Authenticator:
         settings = settings.model_copy(
             update={"anonymous_subscribe": ["*"], "anonymous_publish": ["*"]}
         )
-    configured = any(
-        v is not None
-        for v in (settings.jwt_secret, settings.jwt_public_key_file, settings.jwt_jwks_file)
-    )
+    configured = any((settings.jwt_secret, settings.jwt_public_key_file, settings.jwt_jwks_file))
     if configured and not settings.open_access:
         authenticator = JWTAuthenticator(settings)
         anon = sorted({*settings.anonymous_subscribe, *settings.anonymous_publish})

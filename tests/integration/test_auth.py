@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import sys
 
 import pytest
 
-from harness import open_stream, publish, running_hub
+from harness import open_stream, publish, running_hub, start_hub_process
 from ssehub.settings import Settings
 from tokens import SECRET, KeyPair, bearer, claims, expect_error, forge, hs256
 
@@ -256,3 +258,30 @@ async def test_ticket_expires(client) -> None:
         await asyncio.sleep(0.3)  # past the ticket's lifetime
         response = await client.get(stream_url(hub, f"news?ticket={ticket}"))
         expect_error(response, 401, "unauthorized", "expired")
+
+
+async def test_serve_demo_logs_that_auth_is_off(tmp_path) -> None:
+    process = start_hub_process(tmp_path, {"SSEHUB_JWT_SECRET": ""}, args=["--demo"])  # "" = unset
+    try:
+        log = process.log()
+        assert "AUTH IS OFF (demo mode)" in log
+        assert "['*']" in log
+    finally:
+        assert process.terminate() == 0
+
+
+async def test_token_command_mints_a_working_token(hub, client) -> None:
+    env = {**os.environ, "SSEHUB_JWT_SECRET": SECRET}
+    args = ["--sub", "alice", "--subscribe", "user:{sub}:*", "--publish", "user:{sub}:*"]
+    minted = await asyncio.create_subprocess_exec(
+        *[sys.executable, "-m", "ssehub.cli", "token", *args, "--ttl", "10m"],
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await minted.communicate()
+    assert minted.returncode == 0
+    token = out.decode().strip()
+    async with open_stream(client, stream_url(hub, "user:alice:x"), headers=bearer(token)):
+        pass
+    response = await client.get(stream_url(hub, "user:bob:x"), headers=bearer(token))
+    expect_error(response, 403, "forbidden")
