@@ -20,7 +20,7 @@ from typing import Any
 
 from .auth import Principal
 from .connection import Connection
-from .errors import Conflict, NotFound, Unauthorized
+from .errors import Conflict, HubError, NotFound, Unauthorized
 from .event import Event, make_event
 from .hub import Hub
 from .llm import ChatMessage, Provider, ProviderError, create_provider
@@ -64,6 +64,17 @@ class Turn:
     task: asyncio.Task[None] | None = None
     listeners: set[Connection] = field(default_factory=set)
     stop_reason: str = USER_CANCELLED
+    finishing: bool = False
+    status: str = ""
+
+    async def stop(self, reason: str = USER_CANCELLED) -> None:
+        """Cancel the model call (unless the answer is already being saved) and wait for the end."""
+        if self.task is None:
+            return
+        if not self.finishing:
+            self.stop_reason = reason
+            self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
 
 
 class ChatService:
@@ -124,13 +135,7 @@ class ChatService:
 
     async def close(self) -> None:
         """Stop running answers (saved with status ``error``), then close provider and store."""
-        tasks = []
-        for turn in list(self.turns.values()):
-            if turn.task is not None:
-                turn.stop_reason = SHUTDOWN
-                turn.task.cancel()
-                tasks.append(turn.task)
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*(turn.stop(SHUTDOWN) for turn in list(self.turns.values())))
         closer = getattr(self.provider, "aclose", None)
         if closer is not None:
             with contextlib.suppress(Exception):
@@ -151,9 +156,8 @@ class ChatService:
     async def delete(self, conversation: Conversation) -> None:
         """Stop its running answer, then delete the conversation and its messages."""
         turn = self.turns.get(conversation.id)
-        if turn is not None and turn.task is not None:
-            turn.task.cancel()
-            await asyncio.gather(turn.task, return_exceptions=True)
+        if turn is not None:
+            await turn.stop()
         await self.store.delete_conversation(conversation.id)
 
     # -- answers -------------------------------------------------------------------------------
@@ -196,9 +200,8 @@ class ChatService:
         """Stop the running answer; its partial text is saved with status ``cancelled``."""
         turn = self.turns.get(conversation.id)
         if turn is not None and turn.task is not None:
-            turn.task.cancel()
-            await asyncio.gather(turn.task, return_exceptions=True)
-            return {"cancelled": True, "message_id": turn.message_id}
+            await turn.stop()
+            return {"cancelled": turn.status == CANCELLED, "message_id": turn.message_id}
         # Answered by another process: it sees the status at its next checkpoint and stops.
         message = await self.store.end_streaming(conversation.id, CANCELLED, USER_CANCELLED)
         return {"cancelled": message is not None, "message_id": message.id if message else None}
@@ -261,19 +264,28 @@ class ChatService:
         first_token_ms: int | None,
         usage: Any,
     ) -> None:
+        turn.finishing, turn.status = True, status
         latency_ms = int((time.monotonic() - started) * 1000)
         tokens = usage.completion_tokens if usage is not None else None
         try:
-            await self.store.save_answer(
-                turn.message_id,
-                text,
-                only_streaming=False,
-                status=status,
-                error=error if status != CANCELLED else (error or USER_CANCELLED),
-                tokens=tokens,
-                latency_ms=latency_ms,
-                first_token_ms=first_token_ms,
-            )
+            try:
+                await self.store.save_answer(
+                    turn.message_id,
+                    text,
+                    only_streaming=False,
+                    status=status,
+                    error=error if status != CANCELLED else (error or USER_CANCELLED),
+                    tokens=tokens,
+                    latency_ms=latency_ms,
+                    first_token_ms=first_token_ms,
+                )
+            except HubError as exc:
+                log.error("answer %s could not be saved: %s", turn.message_id, exc.message)
+                status, error, code = (
+                    ERROR,
+                    f"the answer could not be saved: {exc.message}",
+                    exc.code,
+                )
             if status == ERROR:
                 payload: dict[str, Any] = {
                     "message_id": turn.message_id,
