@@ -38,6 +38,9 @@ class Settings(BaseSettings):
         description="Write streams from the hub's dispatch on the server protocol (no task each).",
     )
     max_event_bytes: int = Field(65536, ge=1, description="Largest accepted event payload.")
+    max_request_bytes: int = Field(
+        16 * 1024 * 1024, ge=1024, description="Largest request body; larger ones get 413 unread."
+    )
     shutdown_grace_seconds: float = Field(
         3.0, ge=0, description="How long SIGTERM waits for streams to close before forcing it."
     )
