@@ -112,7 +112,6 @@ class DirectStreamProtocol(HttpToolsProtocol):
         if not cycle.keep_alive:
             head.append(b"connection: close\r\n")
         head.append(b"transfer-encoding: chunked\r\n\r\n")
-        self.transport.write(b"".join(head))
         # The ASGI task ends without sending: uvicorn must see a finished response.
         cycle.response_started = cycle.response_complete = True
         self.cycle = None  # type: ignore[assignment]
@@ -122,7 +121,7 @@ class DirectStreamProtocol(HttpToolsProtocol):
         conn.on_abort(self.transport.abort)
         # The Connection wakes its writer through ``_waiter``; this protocol stands in for it.
         conn._waiter = self  # type: ignore[assignment]
-        self.set_result(None)  # what hub.open queued goes out at the next turn
+        self.flush({}, b"".join(head))  # the head and what hub.open queued, in one write
         return True
 
     # -- the writer the Connection wakes (future-like: ``done`` and ``set_result``) -------------
@@ -135,7 +134,7 @@ class DirectStreamProtocol(HttpToolsProtocol):
             self.dirty = True
             _flusher(self.loop).mark(self)
 
-    def flush(self, framed: dict[bytes, bytes]) -> tuple[int, float]:
+    def flush(self, framed: dict[bytes, bytes], head: bytes = b"") -> tuple[int, float]:
         """Write what the Connection queued as one chunk, finish once it is closed.
 
         Returns the bytes written and the publish time of the oldest live event among them.
@@ -153,8 +152,10 @@ class DirectStreamProtocol(HttpToolsProtocol):
             if data is None:
                 data = framed[chunk] = b"%x\r\n%b\r\n" % (len(chunk), chunk)
             size, oldest, conn.oldest_at = len(chunk), conn.oldest_at, 0.0
-            self.transport.write(data)
+            self.transport.write(head + data if head else data)
             conn.wrote()
+        elif head:
+            self.transport.write(head)
         if conn.closed and not self.transport.is_closing():
             self.transport.write(END)
             self.transport.close()
