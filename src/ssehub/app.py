@@ -111,7 +111,11 @@ def create_app(
     )
     gate = Gate(settings, cluster, hub)
     chat = ChatService.from_settings(settings, hub)
-    runs = hub.runs = MemoryRuns(publisher_timeout=settings.publisher_timeout_seconds)
+    runs = hub.runs = MemoryRuns(
+        publisher_timeout=settings.publisher_timeout_seconds,
+        token_ttl=settings.token_history_seconds,
+        outcome_ttl=settings.outcome_history_seconds,
+    )
     tasks = create_task_manager(hub, settings)
 
     @contextlib.asynccontextmanager

@@ -80,6 +80,7 @@ class Event:
     seq: int = 0
     retry: int | None = None
     published_at: float = field(default_factory=time.time)
+    ttl: float | None = None  # retention class: seconds kept in history (None: the default)
     _frame: bytes | None = field(default=None, repr=False, compare=False)
 
     @property

@@ -112,6 +112,9 @@ class RunStore(Protocol):
     def get(self, channel: str) -> RunState | None:
         """The latest run of a channel."""
 
+    def classify(self, event: Event) -> None:
+        """Set the event's retention class (``ttl``): tokens short, outcomes long."""
+
 
 def decode(event: Event) -> dict[str, Any] | None:
     """The JSON object of a stage message, None for anything else."""
@@ -130,8 +133,16 @@ def decode(event: Event) -> dict[str, Any] | None:
 class MemoryRuns:
     """Run state of this process, bounded to the latest ``MAX_RUNS`` runs."""
 
-    def __init__(self, *, publisher_timeout: float = 0.0) -> None:
+    def __init__(
+        self,
+        *,
+        publisher_timeout: float = 0.0,
+        token_ttl: float | None = None,
+        outcome_ttl: float | None = None,
+    ) -> None:
         self.publisher_timeout = publisher_timeout
+        self.token_ttl = token_ttl
+        self.outcome_ttl = outcome_ttl
         self._runs: OrderedDict[str, RunState] = OrderedDict()
         self._watchdog: asyncio.Task[None] | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -140,6 +151,16 @@ class MemoryRuns:
 
     def get(self, channel: str) -> RunState | None:
         return self._runs.get(channel)
+
+    def classify(self, event: Event) -> None:
+        if event.event not in messages.STAGE_TYPES or event.ttl is not None:
+            return
+        if messages.parse_stage_channel(event.channel) is None:
+            return
+        if event.event == "token":
+            event.ttl = self.token_ttl
+        elif event.event != "progress":
+            event.ttl = self.outcome_ttl
 
     def check(self, event: Event) -> None:
         run = self._runs.get(event.channel)
@@ -204,17 +225,17 @@ class MemoryRuns:
             if not run.last_id:
                 continue
             event = make_event(run.channel, "snapshot", run.snapshot())
-            event.seq = run.last_seq
+            # An ended run's outcome (done/error, kept long) is replayed after its snapshot.
+            event.seq = run.last_seq - 1 if run.finished else run.last_seq
             out.append(event)
         return out
 
     # -- publisher timeout ---------------------------------------------------------------------
 
     async def start(self, publish: Any) -> None:
-        """Start the silent-publisher watchdog; ``publish`` is an async ``(Event) -> Event``."""
+        """Start the watchdog of silent publishers and old runs; ``publish``: Event -> Event."""
         self.loop = asyncio.get_running_loop()
-        if self.publisher_timeout > 0:
-            self._watchdog = asyncio.create_task(self._watch(publish), name="ssehub-runs")
+        self._watchdog = asyncio.create_task(self._watch(publish), name="ssehub-runs")
 
     async def close(self) -> None:
         if self._watchdog is not None:
@@ -223,10 +244,14 @@ class MemoryRuns:
                 await self._watchdog
 
     async def _watch(self, publish: Any) -> None:
-        interval = max(0.05, min(1.0, self.publisher_timeout / 4))
+        timeout = self.publisher_timeout
+        interval = max(0.05, min(1.0, timeout / 4)) if timeout > 0 else 30.0
         while True:
             await asyncio.sleep(interval)
-            cutoff = time.monotonic() - self.publisher_timeout
+            self._forget_finished()
+            if timeout <= 0:
+                continue
+            cutoff = time.monotonic() - timeout
             for run in [r for r in self._runs.values() if not r.finished and r.touched < cutoff]:
                 msg = messages.error(run.stage, run.project_id, "publisher_timeout")
                 try:
@@ -235,11 +260,20 @@ class MemoryRuns:
                     log.warning("could not end silent run %s", run.channel, exc_info=True)
 
 
+    def _forget_finished(self) -> None:
+        """Drop ended runs older than the outcome retention (their full text goes with them)."""
+        keep = self.outcome_ttl if self.outcome_ttl is not None else 86400.0
+        cutoff = time.monotonic() - keep
+        for channel in [c for c, r in self._runs.items() if r.finished and r.touched < cutoff]:
+            del self._runs[channel]
+
+
 async def publish_event(hub: Any, event: Event, key: str | None = None) -> Event:
     """Publish through ``hub.broker`` with the run lifecycle: 409 after the end, then track."""
     runs: RunStore | None = getattr(hub, "runs", None)
     if runs is not None:
         runs.check(event)
+        runs.classify(event)
     stored = await hub.broker.publish(event, idempotency_key=key)
     if runs is not None:
         runs.observe(stored)

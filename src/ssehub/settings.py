@@ -106,6 +106,12 @@ class Settings(BaseSettings):
         ge=0,
         description="A run silent this long ends with `error: publisher_timeout`; 0 off.",
     )
+    token_history_seconds: float = Field(
+        600.0, gt=0, description="Retention of stage `token` events in history (short-lived)."
+    )
+    outcome_history_seconds: float = Field(
+        86400.0, gt=0, description="Retention of `stage_update`, `done` and `error` events."
+    )
     cancel_unwatched_seconds: float = Field(
         0.0,
         ge=0,

@@ -174,3 +174,37 @@ async def test_sync_subscriber_get_message_is_non_blocking() -> None:
         first, msg = await asyncio.to_thread(poll)
     assert first is None
     assert msg["type"] == "progress" and msg["stage"] == "storyboard"
+
+
+async def test_retention_classes_expire_tokens_before_outcomes(client: httpx.AsyncClient) -> None:
+    config = settings(
+        token_history_seconds=0.2, outcome_history_seconds=3600, history_ttl_seconds=1
+    )
+    async with running_hub(config) as hub:
+        async with Publisher("r9", "rewrite", hub=hub.hub, coalesce_tokens=1) as pub:
+            await pub.publish_stage_update("processing", 0, "go")
+            for piece in ["a", "b", "c"]:
+                await pub.publish_token(piece)
+            await pub.publish_done()
+        channel = CHANNEL.format(p="r9")
+        history_url = f"{hub.url}/api/v1/channels/{channel}/events"
+        first = (await client.get(history_url)).json()["events"]
+        assert [e["event"] for e in first] == ["stage_update", "token", "token", "token", "done"]
+        deadline = time.monotonic() + 10
+        kinds: list[str] = []
+        while time.monotonic() < deadline:
+            kinds = [e["event"] for e in (await client.get(history_url)).json()["events"]]
+            if "token" not in kinds:
+                break
+            await asyncio.sleep(0.05)
+        # Tokens are gone; stage_update and done outlive even the default history_ttl.
+        await asyncio.sleep(1.1)
+        kinds = [e["event"] for e in (await client.get(history_url)).json()["events"]]
+        assert kinds == ["stage_update", "done"]
+        # A client returning later still learns how the run ended: reset + snapshot + done.
+        url = f"{hub.url}/api/v1/sse/projects/r9/stages/rewrite/"
+        async with open_stream(client, url, headers={"Last-Event-ID": first[1]["id"]}) as reader:
+            await reader.wait_count(1, event="done")
+        assert [e.event for e in reader.events] == ["connected", "reset", "snapshot", "done"]
+        snap = json.loads(reader.of_type("snapshot")[0].data)
+        assert (snap["status"], snap["full_text"]) == ("done", "abc")

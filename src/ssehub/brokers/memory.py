@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import heapq
+import math
 import secrets
 import time
 from collections import OrderedDict, deque
@@ -21,6 +22,7 @@ class ChannelLog:
 
     events: deque[Event] = field(default_factory=deque)
     trimmed_upto: int = 0
+    next_expiry: float = math.inf  # earliest end of an event with its own ``ttl``
 
 
 class MemoryBroker:
@@ -68,6 +70,8 @@ class MemoryBroker:
             if log is None:
                 log = self._logs[event.channel] = ChannelLog()
             log.events.append(event)
+            if event.ttl is not None:
+                log.next_expiry = min(log.next_expiry, event.published_at + event.ttl)
             self._trim(log, time.time())
         if idempotency_key is not None:
             self._idempotent[idempotency_key] = (time.monotonic(), event)
@@ -131,9 +135,28 @@ class MemoryBroker:
 
     def _trim(self, log: ChannelLog, now: float) -> None:
         events = log.events
-        oldest = now - self._history_ttl
-        while events and (len(events) > self._history_size or events[0].published_at < oldest):
-            log.trimmed_upto = events.popleft().seq
+        ttl = self._history_ttl
+        while events and (
+            len(events) > self._history_size
+            or events[0].published_at + (ttl if events[0].ttl is None else events[0].ttl) < now
+        ):
+            log.trimmed_upto = max(log.trimmed_upto, events.popleft().seq)
+        if log.next_expiry <= now:
+            self._expire_short_lived(log, now)
+
+    def _expire_short_lived(self, log: ChannelLog, now: float) -> None:
+        """Drop events whose own ``ttl`` ended, wherever they are (tokens behind a long one)."""
+        kept: deque[Event] = deque()
+        log.next_expiry = math.inf
+        for event in log.events:
+            if event.ttl is None:
+                kept.append(event)
+            elif event.published_at + event.ttl < now:
+                log.trimmed_upto = max(log.trimmed_upto, event.seq)
+            else:
+                kept.append(event)
+                log.next_expiry = min(log.next_expiry, event.published_at + event.ttl)
+        log.events = kept
 
     def _idempotent_hit(self, key: str) -> Event | None:
         cutoff = time.monotonic() - self._idempotency_window
