@@ -22,6 +22,9 @@ class Settings(BaseSettings):
     )
     history_size: int = Field(1000, ge=0, description="Events kept per channel for resume.")
     history_ttl_seconds: float = Field(3600.0, gt=0, description="Maximum age of kept events.")
+    redis_prefix: str = Field(
+        "ssehub:", description="Prefix of every Redis key and Pub/Sub channel the hub uses."
+    )
     idempotency_window_seconds: float = Field(
         300.0, gt=0, description="How long an Idempotency-Key returns the first publish's id."
     )

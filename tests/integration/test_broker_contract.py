@@ -1,0 +1,176 @@
+"""The Broker contract, run alike against the memory and the Redis broker."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from redis_support import delete_prefix, shared_redis_url, unique_prefix
+from ssehub.brokers import MemoryBroker, parse_id
+from ssehub.brokers.redis import RedisBroker
+from ssehub.channels import Selector
+from ssehub.event import Event, make_event
+
+BrokerFactory = Callable[..., Any]
+
+
+class Received:
+    """Events the broker delivered, with a wait that times out."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self._changed = asyncio.Event()
+
+    def __call__(self, event: Event) -> None:
+        self.events.append(event)
+        self._changed.set()
+
+    async def wait_count(self, n: int, timeout: float = 5.0) -> None:
+        async with asyncio.timeout(timeout):
+            while len(self.events) < n:
+                self._changed.clear()
+                await self._changed.wait()
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def make_broker(request: pytest.FixtureRequest) -> AsyncIterator[BrokerFactory]:
+    """Build started brokers of one kind with given history settings; closes them after."""
+    started: list[Any] = []
+    url = shared_redis_url() if request.param == "redis" else ""
+    prefix = unique_prefix()
+
+    async def build(**options: Any) -> Any:
+        received = Received()
+        if request.param == "memory":
+            broker: Any = MemoryBroker(**options)
+        else:
+            broker = RedisBroker(url, prefix=prefix, **options)
+        await broker.start(received)
+        broker.received = received
+        started.append(broker)
+        return broker
+
+    yield build
+    for broker in started:
+        await broker.close()
+    if url:
+        delete_prefix(url, prefix)
+
+
+async def put(broker: Any, channel: str, data: Any, **kw: Any) -> Event:
+    return await broker.publish(make_event(channel, "e", data), **kw)
+
+
+async def test_ids_increase_across_channels(make_broker: BrokerFactory) -> None:
+    broker = await make_broker()
+    events = [await put(broker, f"ch{i % 3}", i) for i in range(10)]
+    positions = [parse_id(e.id) for e in events]
+    assert all(p is not None and p[0] == broker.epoch for p in positions)
+    seqs = [p[1] for p in positions if p]
+    assert seqs == sorted(seqs) and len(set(seqs)) == 10
+    assert [e.seq for e in events] == seqs
+    assert await broker.head() == events[-1].id
+
+
+async def test_listened_channels_are_delivered_in_order(make_broker: BrokerFactory) -> None:
+    broker = await make_broker()
+    await broker.listen("a")
+    await broker.listen("p:*")
+    sent = [await put(broker, ["a", "p:1", "p:2"][i % 3], i) for i in range(30)]
+    await broker.received.wait_count(30)
+    got = [e for e in broker.received.events if e.channel in ("a", "p:1", "p:2")]
+    assert [e.id for e in got] == [e.id for e in sent]
+    assert [e.data for e in got] == [str(i) for i in range(30)]
+
+
+async def test_history_after_an_id(make_broker: BrokerFactory) -> None:
+    broker = await make_broker()
+    sent = [await put(broker, "a" if i % 2 else "b", i) for i in range(10)]
+    history = await broker.history(Selector.of(["a"]), sent[2].id)
+    assert not history.gap
+    assert [e.id for e in history.events] == [e.id for e in sent[3:] if e.channel == "a"]
+    both = await broker.history(Selector.of(["a", "b"]), sent[2].id)
+    assert [e.id for e in both.events] == [e.id for e in sent[3:]]
+    pattern = await broker.history(Selector.of(["*"]), sent[0].id, limit=4)
+    assert [e.id for e in pattern.events] == [e.id for e in sent[1:5]]
+    assert [e.data for e in pattern.events] == ["1", "2", "3", "4"]
+    caught_up = await broker.history(Selector.of(["a"]), sent[-1].id)
+    assert caught_up.events == [] and not caught_up.gap
+
+
+async def test_unknown_or_future_ids_are_gaps(make_broker: BrokerFactory) -> None:
+    broker = await make_broker()
+    last = await put(broker, "a", 1)
+    for bad in ("nonsense", "zzzz-1", f"{broker.epoch}-{last.seq + 5}"):
+        assert (await broker.history(Selector.of(["a"]), bad)).gap, bad
+
+
+async def test_trimming_keeps_the_configured_size_and_reports_gaps(
+    make_broker: BrokerFactory,
+) -> None:
+    broker = await make_broker(history_size=3)
+    sent = [await put(broker, "a", i) for i in range(6)]
+    other = await put(broker, "b", "x")
+    recent = await broker.recent(Selector.of(["a"]), limit=10)
+    assert [e.id for e in recent] == [e.id for e in sent[-3:]]
+    assert (await broker.history(Selector.of(["a"]), sent[0].id)).gap
+    fine = await broker.history(Selector.of(["a"]), sent[2].id)
+    assert not fine.gap
+    assert [e.id for e in fine.events] == [e.id for e in sent[3:]]
+    assert not (await broker.history(Selector.of(["b"]), sent[0].id)).gap
+    assert (await broker.history(Selector.of(["a", "b"]), sent[1].id)).gap
+    assert [e.id for e in await broker.recent(Selector.of(["b"]), limit=5)] == [other.id]
+
+
+async def test_history_expires_by_age(make_broker: BrokerFactory) -> None:
+    broker = await make_broker(history_ttl=1.0)
+    first = await put(broker, "a", 1)
+    await asyncio.sleep(0.6)
+    second = await put(broker, "a", 2)
+    await asyncio.sleep(0.5)
+    history = await broker.history(Selector.of(["a"]), first.id)
+    assert [e.id for e in history.events] == [second.id]
+    old = await broker.history(Selector.of(["a"]), f"{broker.epoch}-0")
+    assert old.gap
+
+
+async def test_idempotency_key_returns_the_first_event(make_broker: BrokerFactory) -> None:
+    broker = await make_broker()
+    first = await put(broker, "a", 1, idempotency_key="k1")
+    again = await put(broker, "a", 1, idempotency_key="k1")
+    other = await put(broker, "a", 2, idempotency_key="k2")
+    assert again.id == first.id and again.channel == "a"
+    assert other.id != first.id
+    history = await broker.history(Selector.of(["a"]), f"{broker.epoch}-0")
+    assert [e.data for e in history.events] == ["1", "2"]
+
+
+async def test_recent_merges_channels_by_seq(make_broker: BrokerFactory) -> None:
+    broker = await make_broker()
+    sent = [await put(broker, f"r:{i % 2}", i) for i in range(8)]
+    recent = await broker.recent(Selector.of(["r:*"]), limit=5)
+    assert [e.id for e in recent] == [e.id for e in sent[-5:]]
+    assert await broker.recent(Selector.of(["nothing"]), limit=5) == []
+
+
+async def test_event_fields_survive_the_round_trip(make_broker: BrokerFactory) -> None:
+    broker = await make_broker()
+    await broker.listen("f")
+    start = await broker.head()
+    event = make_event("f", None, "line1\nline2", retry=1500)
+    stored = await broker.publish(event)
+    await broker.received.wait_count(1)
+    live = broker.received.events[-1]
+    (kept,) = (await broker.history(Selector.of(["f"]), start)).events
+    for got in (live, kept):
+        assert (got.id, got.channel, got.event, got.data, got.retry) == (
+            stored.id,
+            "f",
+            None,
+            "line1\nline2",
+            1500,
+        )
+        assert got.frame == stored.frame
