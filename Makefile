@@ -30,5 +30,11 @@ format: $(STAMP)
 test: $(STAMP) lint
 	. scripts/test-services.sh && $(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
+# ssehub against the seed-000 peer on loopback, e.g. `make bench BENCH_ARGS="--n 10000 --save"`.
+BENCH_ARGS ?= --n 1000
+bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

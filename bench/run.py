@@ -16,6 +16,7 @@ import datetime
 import json
 import os
 import platform
+import shutil
 import signal
 import socket
 import subprocess
@@ -382,7 +383,8 @@ def start_py_spy(server: Server, scenario: str, folder: str) -> subprocess.Popen
     """Sample the server with py-spy (collapsed stacks) while the scenario runs."""
     out = Path(folder) / f"{scenario}-{server.target.name}.txt"
     out.parent.mkdir(parents=True, exist_ok=True)
-    command = ["py-spy", "record", "--pid", str(server.process.pid), "--format", "raw"]
+    binary = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    command = [binary, "record", "--pid", str(server.process.pid), "--format", "raw"]
     return subprocess.Popen(
         [*command, "--rate", "200", "--nonblocking", "-o", str(out)],
         stdout=subprocess.DEVNULL,
