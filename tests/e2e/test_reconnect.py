@@ -6,6 +6,7 @@ import asyncio
 from pathlib import Path
 
 import httpx
+import pytest
 from playwright.async_api import Page
 
 from browser_support import CONNECTING, OPEN, log_entry, open_demo, unique_channel
@@ -24,6 +25,7 @@ async def stop(process: HubProcess) -> None:
     await asyncio.to_thread(process.terminate)
 
 
+@pytest.mark.slow
 async def test_indicator_reconnects_after_restart_on_the_same_port(
     page: Page, client: httpx.AsyncClient, tmp_path: Path
 ) -> None:
@@ -49,6 +51,8 @@ async def test_indicator_reconnects_after_restart_on_the_same_port(
         await stop(hub)
 
 
+@pytest.mark.slow
+@pytest.mark.redis
 async def test_redis_broker_replays_what_was_published_while_down(
     page: Page, client: httpx.AsyncClient, tmp_path: Path
 ) -> None:
