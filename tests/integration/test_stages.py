@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 
-from harness import RunningHub, open_stream, running_hub
+from harness import ROOT, RunningHub, open_stream, running_hub
 from ssehub.settings import Settings
 from ssehub.tasks import stage
 
@@ -135,3 +136,38 @@ async def test_late_joiner_mid_stage_ends_with_exactly_the_answer(
     answer = json.loads(late.of_type("done")[0].data)["full_text"]
     assert snap["full_text"] + tail == answer
     assert len(answer.split()) == 300
+
+
+async def test_rewrite_with_prompt_streams_the_llm_provider(
+    client: httpx.AsyncClient, hub: RunningHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SSEHUB_LLM_PROVIDER", "demo")
+    monkeypatch.setenv("SSEHUB_DEMO_PACE_SECONDS", "0")
+    async with open_stream(client, f"{hub.url}/api/v1/sse/projects/p7/stages/rewrite/") as reader:
+        await execute(client, hub, "p7", "rewrite", {"prompt": "a knight and a dragon"})
+        await reader.wait_count(1, event="done")
+    done = json.loads(reader.of_type("done")[0].data)
+    tokens = "".join(json.loads(e.data)["content"] for e in reader.of_type("token"))
+    assert tokens == done["full_text"]
+    assert "a knight and a dragon" in tokens
+    assert done["metadata"]["model"]
+
+
+async def test_example_stages_load_from_stage_modules(client: httpx.AsyncClient) -> None:
+    sys.path.insert(0, str(ROOT))
+    config = Settings(_env_file=None, stage_modules=["examples.stages"])  # type: ignore[call-arg]
+    async with (
+        running_hub(config) as hub,
+        open_stream(client, f"{hub.url}/api/v1/sse/projects/p8/") as reader,
+    ):
+        script = {"script": "A knight. A dragon. A feast.", "pace": 0}
+        await execute(client, hub, "p8", "storyboard", script)
+        await reader.wait_count(1, event="done")
+        await execute(client, hub, "p8", "image_generation", {"shots": 3, "pace": 0})
+        await reader.wait_count(2, event="done")
+    board, images = (json.loads(e.data) for e in reader.of_type("done"))
+    assert board["stage"] == "storyboard" and board["metadata"] == {"shots": 3}
+    assert board["full_text"].count("分镜") == 3
+    assert images["stage"] == "image_generation" and images["metadata"] == {"images": 3}
+    items = [json.loads(e.data)["item_name"] for e in reader.of_type("progress")]
+    assert items == ["分镜1", "分镜2", "分镜3"] * 2

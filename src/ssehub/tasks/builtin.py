@@ -1,8 +1,9 @@
-"""The built-in ``rewrite`` stage: streams a generated answer token by token.
+"""The built-in ``rewrite`` stage: streams a rewritten text token by token.
 
-It uses a simple local text generator (no LLM key needed); ``input_data`` may set ``text``
-(words to stream), ``tokens`` (how many), ``pace`` (seconds between tokens) and ``fail``
-(raise with that message after ``fail_after`` tokens), which the tests and the demo use.
+With ``input_data["prompt"]`` it asks the configured LLM provider (``SSEHUB_LLM_PROVIDER``:
+the built-in ``demo`` or an OpenAI-compatible API) to rewrite it. Otherwise a simple local
+generator streams ``text`` (repeated up to ``tokens`` words, ``pace`` seconds apart) and may
+``fail`` after ``fail_after`` tokens, which the tests and the demo use.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from ..llm import create_provider
+from ..settings import Settings
 from .registry import stage
 
 DEFAULT_TEXT = (
@@ -25,9 +28,42 @@ def words(input_data: dict[str, Any]) -> list[str]:
     return [(" " if i else "") + base[i % len(base)] for i in range(max(0, count))]
 
 
+REWRITE_PROMPT = "Rewrite the user's text for a short video script. Answer with the text only."
+
+
+async def rewrite_with_llm(pub: Any, prompt: str) -> dict[str, Any]:
+    """Stream the provider's answer; the model call stops if the task is cancelled."""
+    settings = Settings()
+    provider = create_provider(
+        settings.llm_provider,
+        base_url=settings.llm_base_url,
+        api_key=settings.llm_api_key,
+        model=settings.llm_model,
+        timeout=settings.llm_timeout_seconds,
+        max_retries=settings.llm_max_retries,
+        demo_pace=settings.demo_pace_seconds,
+    )
+    stream = provider.stream(
+        [{"role": "system", "content": REWRITE_PROMPT}, {"role": "user", "content": prompt}]
+    )
+    try:
+        async for chunk in stream:
+            await pub.publish_token(chunk)
+    finally:
+        await stream.aclose()
+    usage = stream.usage
+    metadata: dict[str, Any] = {"model": stream.model}
+    if usage is not None and usage.completion_tokens is not None:
+        metadata["tokens_used"] = (usage.prompt_tokens or 0) + usage.completion_tokens
+    await pub.publish_done(metadata=metadata)
+    return metadata
+
+
 @stage("rewrite", queue="llm")
 async def rewrite(pub: Any, input_data: dict[str, Any]) -> dict[str, Any]:
     """Stream a rewritten text; ``done`` carries the full text and token count."""
+    if input_data.get("prompt"):
+        return await rewrite_with_llm(pub, str(input_data["prompt"]))
     pace = float(input_data.get("pace", 0.01))
     fail_after = int(input_data.get("fail_after", 0))
     tokens = words(input_data)
