@@ -174,3 +174,17 @@ async def test_event_fields_survive_the_round_trip(make_broker: BrokerFactory) -
             1500,
         )
         assert got.frame == stored.frame
+
+
+async def test_an_event_with_its_own_ttl_expires_alone(make_broker: BrokerFactory) -> None:
+    broker = await make_broker()
+    start = await broker.head()
+    short = make_event("s", "token", "t")
+    short.ttl = 0.3
+    await broker.publish(short)
+    kept = await put(broker, "s", "outcome")
+    await asyncio.sleep(0.5)
+    history = await broker.history(Selector.of(["s"]), start)
+    assert [e.id for e in history.events] == [kept.id]
+    assert history.gap
+    assert not (await broker.history(Selector.of(["s"]), short.id)).gap

@@ -51,9 +51,10 @@ local seq = redis.call('INCR', KEYS[2])
 local sid = string.format('%d', seq)
 local maxlen = tonumber(ARGV[3])
 if maxlen > 0 then
-  local fields = {'t', ARGV[5], 'd', ARGV[9]}
+  local fields = {'x', ARGV[13], 't', ARGV[5], 'd', ARGV[9]}
   if ARGV[7] ~= '' then fields[#fields + 1] = 'e'; fields[#fields + 1] = ARGV[7] end
   if ARGV[8] ~= '' then fields[#fields + 1] = 'r'; fields[#fields + 1] = ARGV[8] end
+  if ARGV[14] ~= '' then fields[#fields + 1] = 'l'; fields[#fields + 1] = ARGV[14] end
   redis.call('XADD', KEYS[3], sid .. '-0', unpack(fields))
   local trimmed = 0
   local len = redis.call('XLEN', KEYS[3])
@@ -78,9 +79,12 @@ if maxlen > 0 then
   if trimmed > tonumber(redis.call('GET', KEYS[4]) or '0') then
     redis.call('SET', KEYS[4], string.format('%d', trimmed))
   end
-  redis.call('PEXPIRE', KEYS[3], ARGV[4])
-  if trimmed > 0 then redis.call('PEXPIRE', KEYS[4], ARGV[4]) end
-  redis.call('ZADD', KEYS[6], ARGV[5], ARGV[11])
+  local keep = tonumber(ARGV[4])
+  if redis.call('PTTL', KEYS[3]) < keep then redis.call('PEXPIRE', KEYS[3], keep) end
+  if trimmed > 0 and redis.call('PTTL', KEYS[4]) < keep then
+    redis.call('PEXPIRE', KEYS[4], keep)
+  end
+  redis.call('ZADD', KEYS[6], 'GT', ARGV[13], ARGV[11])
 end
 if ARGV[2] ~= '' then
   redis.call('SET', KEYS[5], sid .. ':' .. ARGV[11], 'PX', ARGV[2])
@@ -219,19 +223,22 @@ class RedisBroker:
         stamp = repr(event.published_at)
         retry = "" if event.retry is None else str(event.retry)
         name = event.event or ""
+        keep = self._history_ttl if event.ttl is None else event.ttl
         args = [
             secrets.token_hex(4),
             str(int(self._idempotency_window * 1000)) if idempotency_key else "",
             self._history_size,
-            int(self._history_ttl * 2000),
+            int(2000 * keep),
             stamp,
-            repr(time.time() - self._history_ttl),
+            repr(time.time()),
             name,
             retry,
             event.data,
             self._live_name(event.channel),
             event.channel,
             f"{stamp}\n{retry}\n{name}\n{event.data}",
+            repr(event.published_at + keep),
+            "" if event.ttl is None else repr(event.ttl),
         ]
         try:
             epoch, position, repeated = await self._publish(keys=keys, args=args)
@@ -289,7 +296,7 @@ class RedisBroker:
                 replies = await pipe.execute()
         except FAULTS as exc:
             raise BrokerUnavailable("the Redis broker is unreachable; retry") from exc
-        cutoff = time.time() - self._history_ttl
+        now = time.time()
         result = History()
         streams = []
         for index, channel in enumerate(channels):
@@ -297,7 +304,7 @@ class RedisBroker:
             if trimmed is not None and int(trimmed) > after_seq:
                 result.gap = True
             events = [self._decode(channel, entry_id, fields) for entry_id, fields in entries]
-            kept = [e for e in events if e.published_at >= cutoff]
+            kept = [e for e in events if not self._expired(e, now)]
             if len(kept) < len(events):
                 result.gap = True
             streams.append(kept)
@@ -315,12 +322,12 @@ class RedisBroker:
                 replies = await pipe.execute()
         except FAULTS as exc:
             raise BrokerUnavailable("the Redis broker is unreachable; retry") from exc
-        cutoff = time.time() - self._history_ttl
+        now = time.time()
         streams = [
             [
                 e
                 for e in (self._decode(c, i, f) for i, f in reversed(entries))
-                if e.published_at >= cutoff
+                if not self._expired(e, now)
             ]
             for c, entries in zip(channels, replies, strict=True)
         ]
@@ -339,8 +346,8 @@ class RedisBroker:
         return found
 
     async def _known_channels(self) -> list[str]:
-        """Channels published to within twice the history age (the index of pattern resume)."""
-        stale = time.time() - 2 * self._history_ttl
+        """Channels that may still keep events (the index pattern resumes read)."""
+        stale = time.time() - self._history_ttl
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
                 pipe.zremrangebyscore(self._k_index, "-inf", f"({stale!r}")
@@ -361,7 +368,12 @@ class RedisBroker:
             seq=seq,
             retry=int(retry) if retry else None,
             published_at=float(fields.get("t", 0.0)),
+            ttl=float(fields["l"]) if "l" in fields else None,
         )
+
+    def _expired(self, event: Event, now: float) -> bool:
+        ttl = self._history_ttl if event.ttl is None else event.ttl
+        return event.published_at + ttl < now
 
     # -- live delivery -------------------------------------------------------------------------
 
