@@ -18,6 +18,10 @@ if [ -z "${SSEHUB_TEST_REDIS_URL:-}" ]; then
     trap 'kill "$(cat "$_ssehub_dir/redis.pid")" 2>/dev/null' EXIT
   fi
 fi
+# nginx for tests/integration/test_nginx.py (run there as its own child, never as a service).
+if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ] && [ "$(id -u)" = 0 ]; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx) >/dev/null 2>&1 || true
+fi
 # Chromium for the browser end-to-end tests (tests/e2e): Debian's package when missing and root.
 if [ ! -x /usr/bin/chromium ] && ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 || true
