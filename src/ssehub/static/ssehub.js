@@ -394,9 +394,12 @@ export class SSEClient {
   async _poll() {
     const channel = this.pollChannel();
     const base = new URL(this.url, globalThis.location?.href || 'http://localhost/');
+    // Without a position, the first poll only learns where the channel is (as a stream starts
+    // live), instead of replaying its kept history.
+    const positioned = !!this.lastEventId;
     const url = withQuery(`${base.origin}/api/v1/channels/${encodeURIComponent(channel)}/events`, {
       after: this.lastEventId || undefined,
-      limit: 100,
+      limit: positioned ? 100 : 1,
     });
     const abort = new AbortController();
     this._abort = abort;
@@ -412,12 +415,12 @@ export class SSEClient {
       const page = await response.json();
       if (this.state !== STATES.OPEN) this._opened();
       if (page.reset && this.lastEventId) this._deliver('reset', JSON.stringify({ reason: 'history_gap', resume_from: page.last_id }), '');
-      for (const e of page.events) {
+      for (const e of positioned ? page.events : []) {
         const raw = typeof e.data === 'string' ? e.data : JSON.stringify(e.data);
         this._deliver(e.event || 'message', raw, e.id, e.channel);
       }
       this.lastEventId = page.last_id || this.lastEventId;
-      full = page.events.length >= 100;
+      full = positioned && page.events.length >= 100;
     } catch (err) {
       if (abort.signal.aborted || this._abort !== abort) return;
       return this._retry({ status: err.status ?? null });
