@@ -190,7 +190,7 @@ async def test_stream_post_reads_a_chat_answer(
         assert error[:2] == ["HTTPError", 404]
 
 
-async def test_token_travels_as_query_for_eventsource_and_header_for_fetch(page: Page) -> None:
+async def test_token_travels_in_query_header_or_cookie(page: Page) -> None:
     secret = "e2e-secret-" + "x" * 32
     settings = Settings(_env_file=None, jwt_secret=secret)  # type: ignore[call-arg]
     async with running_hub(settings) as hub:
@@ -211,3 +211,14 @@ async def test_token_travels_as_query_for_eventsource_and_header_for_fetch(page:
             {"channel": channel, "token": token},
         )
         assert states == ["open", "open", "closed", "closed"]
+        # A cookie carries it too (EventSource sends same-origin cookies by itself).
+        await page.context.add_cookies([{"name": "ssehub_token", "value": token, "url": hub.url}])
+        by_cookie = await run_js(
+            page,
+            "const c = new m.SSEClient(`/api/v1/sse/stream/${arg}`, {withCredentials: true,"
+            "  reconnect: {maxAttempts: 1, initialMs: 20}});"
+            "return await within(new Promise(r => c.on('statechange', ({state}) => {"
+            "  if (state !== 'connecting') { r(state); c.disconnect(); } }).connect()));",
+            channel,
+        )
+        assert by_cookie == "open"
