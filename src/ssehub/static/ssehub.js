@@ -194,7 +194,7 @@ export async function streamPost(url, body, handlers = {}, options = {}) {
 export class SSEClient {
   constructor(url, options = {}) {
     this.url = url;
-    this.options = options;
+    this.options = { ...options };
     this.reconnectOptions = { ...DEFAULT_RECONNECT, ...(options.reconnect || {}) };
     this.transport = options.transport || (typeof EventSource === 'undefined' ? 'poll' : 'eventsource');
     this.state = STATES.CLOSED;
