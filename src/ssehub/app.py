@@ -20,6 +20,7 @@ from .auth import Authenticator, authenticator_from_settings
 from .brokers import Broker, create_broker
 from .chat import ChatService
 from .cluster import ClusterState, MemoryClusterState
+from .cluster_redis import REDIS_SCHEMES, RedisClusterState
 from .errors import HubError
 from .gate import Gate
 from .hub import Hub
@@ -102,7 +103,12 @@ def create_app(
 ) -> FastAPI:
     """Build the hub's ASGI app; the lifespan starts and stops broker and hub."""
     settings = settings or Settings()
-    cluster = cluster or MemoryClusterState()
+    if cluster is None:
+        cluster = (
+            RedisClusterState.from_settings(settings)
+            if settings.broker_url.startswith(REDIS_SCHEMES)
+            else MemoryClusterState()
+        )
     hub = Hub(
         broker or create_broker(settings),
         heartbeat_seconds=settings.heartbeat_seconds,

@@ -1,0 +1,270 @@
+"""Many `ssehub serve` processes on one Redis: fan-out, resume, patterns, limits, faults."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+
+from harness import HubProcess, StreamReader, open_stream, publish, start_hub_process
+from redis_support import RedisServer, delete_prefix, shared_redis_url, unique_prefix
+
+pytestmark = pytest.mark.redis
+
+SECRET = "cluster-test-secret-of-at-least-32-bytes"
+STREAM = "/api/v1/sse/stream"
+
+
+def token(sub: str, *, admin: bool = False) -> str:
+    claims: dict[str, Any] = {
+        "sub": sub,
+        "subscribe": ["*"],
+        "publish": ["*"],
+        "exp": int(time.time()) + 3600,
+    }
+    if admin:
+        claims["admin"] = True
+    return jwt.encode(claims, SECRET, algorithm="HS256")
+
+
+def auth(sub: str, *, admin: bool = False) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token(sub, admin=admin)}"}
+
+
+ADMIN = auth("root", admin=True)
+_users = itertools.count()
+
+
+def user() -> dict[str, str]:
+    """Headers of a fresh user (each user may hold only a few streams)."""
+    return auth(f"u{next(_users)}")
+
+
+def hub_env(url: str, prefix: str) -> dict[str, str]:
+    return {
+        "SSEHUB_BROKER_URL": url,
+        "SSEHUB_REDIS_PREFIX": prefix,
+        "SSEHUB_JWT_SECRET": SECRET,
+        "SSEHUB_MAX_CONNECTIONS_PER_USER": "2",
+        "SSEHUB_STREAM_RATE_PER_USER": "0",
+        "SSEHUB_PUBLISH_RATE_PER_USER": "0",
+        "SSEHUB_HEARTBEAT_SECONDS": "1",
+        "SSEHUB_LOG_LEVEL": "warning",
+    }
+
+
+@contextlib.asynccontextmanager
+async def open_streams(
+    client: httpx.AsyncClient, urls: list[str], headers: list[dict[str, str]]
+) -> AsyncIterator[list[StreamReader]]:
+    """Open one stream per URL with its headers; yields the readers."""
+    async with contextlib.AsyncExitStack() as stack:
+        yield [
+            await stack.enter_async_context(open_stream(client, url, headers=h))
+            for url, h in zip(urls, headers, strict=True)
+        ]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[HubProcess]]:
+    """Two hub processes on the shared test Redis, under a key prefix of their own."""
+    url, prefix = shared_redis_url(), unique_prefix()
+    tmp = tmp_path_factory.mktemp("cluster")
+    hubs = [start_hub_process(tmp, hub_env(url, prefix)) for _ in range(2)]
+    hubs[0].env = hub_env(url, prefix)  # type: ignore[attr-defined]
+    yield hubs
+    for hub in hubs:
+        if hub.process.poll() is None:
+            hub.terminate()
+    delete_prefix(url, prefix)
+
+
+async def test_three_processes_deliver_everything_in_order_exactly_once(
+    cluster: list[HubProcess], client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    third = start_hub_process(tmp_path, cluster[0].env)  # type: ignore[attr-defined]
+    hubs = [*cluster, third]
+    try:
+        urls = [f"{hubs[i % 3].url}{STREAM}/fan:out" for i in range(20)]
+        async with open_streams(client, urls, [user() for _ in urls]) as readers:
+            for i in range(200):
+                await publish(client, hubs[i % 3].url, "fan:out", i, "tick", headers=ADMIN)
+            for reader in readers:
+                await reader.wait_count(200, timeout=30)
+            for reader in readers:
+                assert reader.data == [str(i) for i in range(200)]
+                ids = [e.id for e in reader.events if e.event == "tick"]
+                assert len(set(ids)) == 200
+    finally:
+        third.terminate()
+
+
+async def test_resume_on_another_process_gets_exactly_what_was_missed(
+    cluster: list[HubProcess], client: httpx.AsyncClient
+) -> None:
+    a, b = cluster
+    headers = user()
+    async with open_stream(client, f"{a.url}{STREAM}/resume:x", headers=headers) as reader:
+        for i in range(10):
+            await publish(client, a.url, "resume:x", i, headers=ADMIN)
+        await reader.wait_count(10)
+        last_id = reader.events[-1].id
+    for i in range(10, 60):
+        await publish(client, a.url if i % 2 else b.url, "resume:x", i, headers=ADMIN)
+    resumed_headers = {**headers, "Last-Event-ID": last_id}
+    async with open_stream(client, f"{b.url}{STREAM}/resume:x", headers=resumed_headers) as reader:
+        await reader.wait_count(50)
+        await publish(client, a.url, "resume:x", "live", headers=ADMIN)
+        await reader.wait_count(51)
+        assert reader.data == [str(i) for i in range(10, 60)] + ["live"]
+        assert not reader.of_type("reset")
+
+
+async def test_pattern_subscription_across_processes(
+    cluster: list[HubProcess], client: httpx.AsyncClient
+) -> None:
+    a, b = cluster
+    url = f"{a.url}{STREAM}/project:1:stage:*"
+    async with open_stream(client, url, headers=user()) as reader:
+        await publish(client, b.url, "project:1:stage:rewrite", "r", "token", headers=ADMIN)
+        await publish(client, b.url, "project:2:stage:rewrite", "no", "token", headers=ADMIN)
+        await publish(client, a.url, "project:1:stage:review", "v", "token", headers=ADMIN)
+        await reader.wait_count(2)
+        await asyncio.sleep(0.2)
+        assert reader.data == ["r", "v"]
+
+
+async def test_per_user_limit_holds_across_processes(
+    cluster: list[HubProcess], client: httpx.AsyncClient
+) -> None:
+    a, b = cluster
+    headers = user()
+    async with (
+        open_stream(client, f"{a.url}{STREAM}/lim:1", headers=headers),
+        open_stream(client, f"{b.url}{STREAM}/lim:1", headers=headers),
+    ):
+        refused = await client.get(f"{a.url}{STREAM}/lim:1", headers=headers)
+        assert refused.status_code == 429, refused.text
+        assert refused.json()["error"]["code"] == "too_many_connections"
+        other = await client.get(f"{b.url}{STREAM}/lim:1", headers=headers)
+        assert other.status_code == 429
+        async with open_stream(client, f"{b.url}{STREAM}/lim:1", headers=user()):
+            pass
+    async with open_stream(client, f"{b.url}{STREAM}/lim:1", headers=headers):
+        pass  # closing frees the slots on every process
+
+
+async def test_send_and_disconnect_reach_a_client_on_the_other_process(
+    cluster: list[HubProcess], client: httpx.AsyncClient
+) -> None:
+    a, b = cluster
+    async with (
+        open_stream(client, f"{a.url}/api/v1/sse/connect", headers=user()) as target,
+        open_stream(client, f"{a.url}/api/v1/sse/connect", headers=user()) as bystander,
+    ):
+        client_id = target.response.headers["x-client-id"]
+        sent = await client.post(
+            f"{b.url}/api/v1/sse/send/{client_id}",
+            json={"event": "note", "data": {"hi": 1}},
+            headers=ADMIN,
+        )
+        assert sent.status_code == 200, sent.text
+        await target.wait_count(1, event="note")
+        answer = await client.get(f"{b.url}/api/v1/sse/stats", headers=ADMIN)
+        stats = answer.json()["statistics"]
+        assert stats["active_connections"] >= 2 and stats["local_connections"] == 0
+        gone = await client.post(f"{b.url}/api/v1/sse/disconnect/{client_id}", headers=ADMIN)
+        assert gone.status_code == 200, gone.text
+        await asyncio.wait_for(target.closed.wait(), 10)
+        assert not bystander.closed.is_set()
+        assert not bystander.of_type("note")
+        missing = await client.post(f"{b.url}/api/v1/sse/disconnect/nobody", headers=ADMIN)
+        assert missing.status_code == 404
+
+
+async def test_kill_9_clients_reconnect_elsewhere_and_miss_nothing(
+    cluster: list[HubProcess], client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    a, b = cluster
+    doomed = start_hub_process(tmp_path, a.env)  # type: ignore[attr-defined]
+    try:
+        headers = [user() for _ in range(4)]
+        last_ids = []
+        async with open_streams(client, [f"{doomed.url}{STREAM}/kill:x"] * 4, headers) as readers:
+            for i in range(20):
+                await publish(client, a.url, "kill:x", i, headers=ADMIN)
+            for reader in readers:
+                await reader.wait_count(20)
+            doomed.kill()
+            for reader in readers:
+                await asyncio.wait_for(reader.closed.wait(), 10)
+                last_ids.append(reader.events[-1].id)
+        for i in range(20, 40):
+            await publish(client, b.url, "kill:x", i, headers=ADMIN)
+        for hdrs, last_id in zip(headers, last_ids, strict=True):
+            resumed = {**hdrs, "Last-Event-ID": last_id}
+            async with open_stream(client, f"{a.url}{STREAM}/kill:x", headers=resumed) as r:
+                await r.wait_count(20)
+                assert r.data == [str(i) for i in range(20, 40)]
+    finally:
+        if doomed.process.poll() is None:
+            doomed.kill()
+
+
+async def test_redis_outage_503_then_resumes_without_loss(
+    client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    server = RedisServer()
+    server.start()
+    env = hub_env(server.url, unique_prefix())
+    hubs = [start_hub_process(tmp_path, env) for _ in range(2)]
+    a, b = hubs
+    try:
+        async with open_stream(client, f"{a.url}{STREAM}/out:x", headers=user()) as reader:
+            for i in range(5):
+                await publish(client, b.url, "out:x", i, headers=ADMIN)
+            await reader.wait_count(5)
+            server.stop(save=True)
+            failed = await client.post(
+                f"{b.url}/api/v1/publish/out:x", json={"data": "lost"}, headers=ADMIN
+            )
+            assert failed.status_code == 503, failed.text
+            assert failed.json()["error"]["code"] == "broker_unavailable"
+            ready = await client.get(f"{a.url}/readyz")
+            assert ready.status_code == 503
+            await reader.wait_for(lambda r: b": ping" in r.raw[-200:], timeout=5)
+            server.start()
+            accepted = []
+            deadline = time.monotonic() + 15
+            i = 5
+            while len(accepted) < 10 and time.monotonic() < deadline:
+                answer = await client.post(
+                    f"{b.url}/api/v1/publish/out:x", json={"data": str(i)}, headers=ADMIN
+                )
+                if answer.status_code == 200:
+                    accepted.append(str(i))
+                    i += 1
+                else:
+                    assert answer.status_code == 503
+                    await asyncio.sleep(0.05)
+            assert len(accepted) == 10
+            await reader.wait_count(15, timeout=15)
+            assert reader.data == [str(i) for i in range(5)] + accepted
+            assert not reader.closed.is_set()
+            deadline = time.monotonic() + 10
+            while (await client.get(f"{a.url}/readyz")).status_code != 200:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.1)
+    finally:
+        for hub in hubs:
+            if hub.process.poll() is None:
+                hub.kill()
+        server.stop(save=False)
