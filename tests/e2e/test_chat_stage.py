@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import httpx
@@ -9,7 +10,7 @@ import pytest
 from playwright.async_api import Page
 
 from browser_support import demo_settings, open_demo, unique_channel
-from harness import running_hub
+from harness import ROOT, running_hub
 
 # Records every text the streaming answer bubble shows, to prove it grew chunk by chunk.
 WATCH_ANSWER = """() => {
@@ -93,3 +94,37 @@ async def test_watch_project_logs_every_stage_of_the_project(
             pytest.skip("stage execution (issue 5) is not mounted on this hub")
         await page.wait_for_selector('#log li[data-type="done"]', timeout=5000)
         assert await page.locator('#log li[data-type="token"]').count() >= 1
+
+
+WATCH_PROGRESS = """() => {
+  window.__progress = [];
+  const bar = document.getElementById('stage-progress');
+  new MutationObserver(() => window.__progress.push(Number(bar.dataset.value)))
+    .observe(bar, { attributes: true, attributeFilter: ['data-value'] });
+}"""
+
+
+async def test_stage_panel_steps_the_progress_bar_per_item(
+    page: Page, client: httpx.AsyncClient
+) -> None:
+    registry = pytest.importorskip("ssehub.tasks.registry", reason="stages (issue 5) missing")
+    if "storyboard" not in registry.STAGES:
+        # The per-item example stage of examples/stages.py (seed 002's 分镜 progress).
+        path = ROOT / "examples" / "stages.py"
+        spec = importlib.util.spec_from_file_location("ssehub_example_stages", path)
+        assert spec is not None and spec.loader is not None
+        spec.loader.exec_module(importlib.util.module_from_spec(spec))
+    async with running_hub(demo_settings()) as hub:
+        await open_demo(page, hub.url, unique_channel())
+        await page.evaluate(WATCH_PROGRESS)
+        await page.fill("#stage-name", "storyboard")
+        await page.fill(
+            "#stage-input", '{"script": "A town. A storm. A dawn. A road.", "pace": 0.05}'
+        )
+        await page.click("#stage-start")
+        await page.wait_for_selector("#stage-done:not([hidden])", timeout=15_000)
+        steps = [v for v in await page.evaluate("window.__progress") if v]
+        assert steps == sorted(steps), steps
+        assert {25, 50, 75, 100} <= set(steps), steps
+        assert await page.inner_text("#stage-message") == "分镜4 (4/4)"
+        assert (await page.inner_text("#stage-text")).count("分镜") == 4
