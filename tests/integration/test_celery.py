@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
+from flaky_stages import assert_retried
 from harness import RunningHub, open_stream, running_hub
 from redis_support import delete_prefix, shared_redis_url, unique_prefix
 from ssehub.settings import Settings
@@ -41,6 +42,7 @@ async def celery_hub(celery_env: dict[str, str]) -> AsyncIterator[RunningHub]:
         _env_file=None,  # type: ignore[call-arg]
         celery_broker_url=celery_env["SSEHUB_CELERY_BROKER_URL"],
         celery_key_prefix=celery_env["SSEHUB_CELERY_KEY_PREFIX"],
+        stage_modules=["flaky_stages"],
     )
     async with running_hub(settings) as hub:
         yield hub
@@ -52,7 +54,13 @@ def worker(
 ) -> Iterator[subprocess.Popen[bytes]]:
     """One `ssehub worker` (solo pool) publishing to the test hub."""
     log = tmp_path / "worker.log"
-    env = {**os.environ, **celery_env, "SSEHUB_HUB_URL": celery_hub.url}
+    env = {
+        **os.environ,
+        **celery_env,
+        "SSEHUB_HUB_URL": celery_hub.url,
+        "SSEHUB_STAGE_MODULES": '["flaky_stages"]',
+        "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent.parent), *sys.path]),
+    }
     process = subprocess.Popen(
         [sys.executable, "-m", "ssehub.cli", "worker", "--pool", "solo"],
         env=env,
@@ -73,11 +81,15 @@ def worker(
 
 
 async def execute(
-    client: httpx.AsyncClient, hub: RunningHub, project: str, data: dict[str, Any]
+    client: httpx.AsyncClient,
+    hub: RunningHub,
+    project: str,
+    data: dict[str, Any],
+    stage_name: str = "rewrite",
 ) -> dict[str, Any]:
     response = await client.post(
         f"{hub.url}/api/v1/projects/{project}/execute_stage/",
-        json={"stage_name": "rewrite", "input_data": data},
+        json={"stage_name": stage_name, "input_data": data},
     )
     assert response.status_code == 200, response.text
     return response.json()  # type: ignore[no-any-return]
@@ -145,3 +157,13 @@ async def test_cancel_reaches_a_running_celery_task(
     assert result.result == {"cancelled": True}
     with contextlib.suppress(Exception):
         result.forget()
+
+
+async def test_celery_retries_publish_error_with_retry_count(
+    client: httpx.AsyncClient, celery_hub: RunningHub, worker: Any
+) -> None:
+    url = f"{celery_hub.url}/api/v1/sse/projects/c4/stages/flaky/"
+    async with open_stream(client, url) as reader:
+        await execute(client, celery_hub, "c4", {"fail_times": 2}, "flaky")
+        await reader.wait_count(1, event="done", timeout=60)
+    assert_retried(reader)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 from collections.abc import AsyncIterator
@@ -10,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from flaky_stages import assert_retried
 from harness import ROOT, RunningHub, open_stream, running_hub
 from ssehub.settings import Settings
 from ssehub.tasks import stage
@@ -171,3 +173,38 @@ async def test_example_stages_load_from_stage_modules(client: httpx.AsyncClient)
     assert images["stage"] == "image_generation" and images["metadata"] == {"images": 3}
     items = [json.loads(e.data)["item_name"] for e in reader.of_type("progress")]
     assert items == ["分镜1", "分镜2", "分镜3"] * 2
+
+
+async def test_task_nobody_watches_is_cancelled(client: httpx.AsyncClient) -> None:
+    config = Settings(_env_file=None, cancel_unwatched_seconds=0.3)  # type: ignore[call-arg]
+    async with running_hub(config) as hub:
+        url = f"{hub.url}/api/v1/sse/projects/p9/"
+        async with open_stream(client, url) as watched:
+            kept = await execute(client, hub, "p9", "rewrite", {"tokens": 60, "pace": 0.01})
+            await watched.wait_count(1, event="done")  # watched for 0.6 s: runs to the end
+            dropped = await execute(client, hub, "p9", "rewrite", {"tokens": 10_000, "pace": 0.01})
+            await watched.wait_count(1, event="token")
+        deadline = asyncio.get_running_loop().time() + 10
+        status: dict[str, Any] = {}
+        while asyncio.get_running_loop().time() < deadline:
+            status = (await client.get(f"{hub.url}/api/v1/tasks/{dropped['task_id']}")).json()
+            if status["status"] == "cancelled":
+                break
+            await asyncio.sleep(0.05)
+        assert status["status"] == "cancelled"
+        kept_status = (await client.get(f"{hub.url}/api/v1/tasks/{kept['task_id']}")).json()
+        assert kept_status["status"] == "done"
+        assert not hub.app.state.tasks.runner._tasks
+
+
+async def test_in_process_retries_publish_error_with_retry_count(
+    client: httpx.AsyncClient,
+) -> None:
+    config = Settings(_env_file=None, stage_modules=["flaky_stages"])  # type: ignore[call-arg]
+    async with (
+        running_hub(config) as hub,
+        open_stream(client, f"{hub.url}/api/v1/sse/projects/p10/stages/flaky/") as reader,
+    ):
+        await execute(client, hub, "p10", "flaky", {"fail_times": 2})
+        await reader.wait_count(1, event="done")
+    assert_retried(reader)

@@ -6,7 +6,7 @@ from typing import Any
 
 from ..settings import Settings
 from .registry import STAGES, StageSpec, get_stage, load_modules, stage
-from .runner import CeleryRunner, InProcessRunner, TaskInfo, TaskManager
+from .runner import CeleryRunner, InProcessRunner, Runner, TaskInfo, TaskManager
 
 __all__ = [
     "STAGES",
@@ -26,8 +26,11 @@ def create_task_manager(hub: Any, settings: Settings) -> TaskManager:
     """Celery when ``celery_broker_url`` is set, else the in-process runner."""
     load_modules(settings.stage_modules)
     prefix = settings.stage_channel_prefix
+    runner: Runner
     if settings.celery_broker_url:
         from .celery_app import create_celery
 
-        return TaskManager(hub, CeleryRunner(create_celery(settings), prefix), prefix)
-    return TaskManager(hub, InProcessRunner(hub, prefix), prefix)
+        runner = CeleryRunner(create_celery(settings), prefix)
+    else:
+        runner = InProcessRunner(hub, prefix)
+    return TaskManager(hub, runner, prefix, cancel_unwatched=settings.cancel_unwatched_seconds)

@@ -18,6 +18,7 @@ from ..runs import RunClosed
 from ..settings import Settings
 from .execute import run_async, run_sync
 from .registry import QUEUES, get_stage, load_modules
+from .runner import retry_delay
 
 
 def create_celery(settings: Settings) -> Celery:
@@ -65,7 +66,7 @@ def register(app: Celery, settings: Settings) -> None:
             return {"cancelled": True}
         except Exception as exc:
             if retries < spec.max_retries:
-                raise self.retry(exc=exc, countdown=min(2**retries, 30)) from exc
+                raise self.retry(exc=exc, countdown=retry_delay(retries)) from exc
             raise
 
 

@@ -17,16 +17,22 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .. import messages
+from ..channels import matches
 from ..errors import NotFound
 from ..event import make_event
 from ..publisher import Publisher
-from ..runs import RunClosed, publish_event
+from ..runs import RunClosed, RunState, publish_event
 from .execute import run_async, run_sync
 from .registry import StageSpec
 
 log = logging.getLogger("ssehub.tasks")
 
 MAX_TASKS = 10_000
+
+
+def retry_delay(attempt: int) -> float:
+    """Seconds before retry ``attempt + 1`` of a failed stage (both runners)."""
+    return float(min(0.5 * 2**attempt, 30.0))
 
 
 @dataclass(slots=True)
@@ -42,6 +48,8 @@ class TaskInfo:
     error: str | None = None
     created_at: float = field(default_factory=time.time)
     finished_at: float | None = None
+    unwatched_since: float | None = None
+    run: RunState | None = field(default=None, repr=False)  # this task's run, not a later one
 
 
 class Runner(Protocol):
@@ -78,12 +86,27 @@ class InProcessRunner:
 
     async def _run(self, info: TaskInfo, spec: StageSpec, input_data: dict[str, Any]) -> None:
         info.state = "running"
-        pub = Publisher(info.project_id, info.stage, hub=self.hub, prefix=self.prefix)
         try:
-            if spec.is_async:
-                await run_async(spec, pub, input_data)
-            else:
-                await asyncio.to_thread(run_sync, spec, pub, input_data)
+            for attempt in range(spec.max_retries + 1):
+                pub = Publisher(
+                    info.project_id,
+                    info.stage,
+                    hub=self.hub,
+                    prefix=self.prefix,
+                    retry_count=attempt,
+                )
+                try:
+                    if spec.is_async:
+                        await run_async(spec, pub, input_data)
+                    else:
+                        await asyncio.to_thread(run_sync, spec, pub, input_data)
+                    break
+                except RunClosed:
+                    raise
+                except Exception:
+                    if attempt >= spec.max_retries:
+                        raise
+                    await asyncio.sleep(retry_delay(attempt))
             info.state = "done"
         except (asyncio.CancelledError, RunClosed):
             info.state = "cancelled"
@@ -156,11 +179,15 @@ class CeleryRunner:
 class TaskManager:
     """The hub's view of executed stages: submit, status and cancel by task id."""
 
-    def __init__(self, hub: Any, runner: Runner, prefix: str) -> None:
+    def __init__(
+        self, hub: Any, runner: Runner, prefix: str, *, cancel_unwatched: float = 0.0
+    ) -> None:
         self.hub = hub
         self.runner = runner
         self.prefix = prefix
+        self.cancel_unwatched = cancel_unwatched
         self.tasks: OrderedDict[str, TaskInfo] = OrderedDict()
+        self._watcher: asyncio.Task[None] | None = None
 
     async def submit(
         self, project_id: str, spec: StageSpec, input_data: dict[str, Any]
@@ -179,7 +206,10 @@ class TaskManager:
             self.tasks.popitem(last=False)
         pending = messages.stage_update(spec.name, project_id, "pending", 0, "task queued")
         await publish_event(self.hub, make_event(channel, "stage_update", pending))
+        info.run = self.hub.runs.get(channel) if self.hub.runs is not None else None
         await self.runner.submit(info, spec, input_data)
+        if self.cancel_unwatched > 0 and self._watcher is None:
+            self._watcher = asyncio.create_task(self._cancel_unwatched(), name="ssehub-unwatched")
         return info
 
     def get(self, task_id: str) -> TaskInfo:
@@ -192,7 +222,7 @@ class TaskManager:
     async def status(self, task_id: str) -> dict[str, Any]:
         """State from the run when it ended, else from the runner; plus the run's progress."""
         info = self.get(task_id)
-        run = self.hub.runs.get(info.channel) if self.hub.runs is not None else None
+        run = info.run
         if run is not None and run.finished:
             state = run.status
         else:
@@ -213,7 +243,7 @@ class TaskManager:
     async def cancel(self, task_id: str) -> dict[str, Any]:
         """End the run (``error: cancelled``) and stop the task on its runner."""
         info = self.get(task_id)
-        run = self.hub.runs.get(info.channel) if self.hub.runs is not None else None
+        run = info.run
         if run is None or not run.finished:
             msg = messages.error(info.stage, info.project_id, "cancelled")
             with contextlib.suppress(RunClosed):
@@ -222,5 +252,35 @@ class TaskManager:
         await self.runner.cancel(info)
         return await self.status(task_id)
 
+    def _ended(self, info: TaskInfo) -> bool:
+        run = info.run
+        return info.finished_at is not None or (run is not None and run.finished)
+
+    def _watchers(self, channel: str) -> int:
+        """Streams of this process that receive ``channel`` (exact or by pattern)."""
+        counts = self.hub.subscriber_counts()
+        return sum(n for name, n in counts.items() if name == channel or matches(name, channel))
+
+    async def _cancel_unwatched(self) -> None:
+        """Cancel running tasks nobody has watched for ``cancel_unwatched`` seconds."""
+        interval = max(0.05, min(1.0, self.cancel_unwatched / 4))
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            for info in [i for i in self.tasks.values() if i.state != "cancelled"]:
+                if self._ended(info) or self._watchers(info.channel):
+                    info.unwatched_since = None
+                    continue
+                if info.unwatched_since is None:
+                    info.unwatched_since = now
+                elif now - info.unwatched_since >= self.cancel_unwatched:
+                    log.info("cancelling task %s: nobody watches %s", info.task_id, info.channel)
+                    with contextlib.suppress(Exception):
+                        await self.cancel(info.task_id)
+
     async def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
         await self.runner.close()
