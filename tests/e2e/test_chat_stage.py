@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import httpx
@@ -10,7 +9,7 @@ import pytest
 from playwright.async_api import Page
 
 from browser_support import demo_settings, open_demo, unique_channel
-from harness import ROOT, running_hub
+from harness import running_hub
 
 # Records every text the streaming answer bubble shows, to prove it grew chunk by chunk.
 WATCH_ANSWER = """() => {
@@ -107,14 +106,8 @@ WATCH_PROGRESS = """() => {
 async def test_stage_panel_steps_the_progress_bar_per_item(
     page: Page, client: httpx.AsyncClient
 ) -> None:
-    registry = pytest.importorskip("ssehub.tasks.registry", reason="stages (issue 5) missing")
-    if "storyboard" not in registry.STAGES:
-        # The per-item example stage of examples/stages.py (seed 002's 分镜 progress).
-        path = ROOT / "examples" / "stages.py"
-        spec = importlib.util.spec_from_file_location("ssehub_example_stages", path)
-        assert spec is not None and spec.loader is not None
-        spec.loader.exec_module(importlib.util.module_from_spec(spec))
-    async with running_hub(demo_settings()) as hub:
+    # The per-item example stage of examples/stages.py (seed 002's 分镜 progress).
+    async with running_hub(demo_settings(stage_modules=["examples.stages"])) as hub:
         await open_demo(page, hub.url, unique_channel())
         await page.evaluate(WATCH_PROGRESS)
         await page.fill("#stage-name", "storyboard")
