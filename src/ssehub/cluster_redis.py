@@ -7,6 +7,7 @@ seconds. Atomic steps (acquire, token bucket) are Lua scripts timed by the Redis
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -19,6 +20,8 @@ from .cluster import ClientRecord
 from .errors import BrokerUnavailable
 
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+log = logging.getLogger("ssehub.cluster")
+
 LEASE_SECONDS = 35.0  # > 3 keepalive intervals of the gate
 
 ACQUIRE = """
@@ -88,6 +91,13 @@ class RedisClusterState:
         except (aioredis.RedisError, OSError) as exc:
             raise BrokerUnavailable("the Redis cluster state is unreachable; retry") from exc
 
+    async def _forget(self, coro: Any) -> None:
+        """Release something; when Redis is away, its lease expires instead."""
+        try:
+            await coro
+        except (aioredis.RedisError, OSError):
+            log.warning("redis unreachable: a slot or client record will expire by its lease")
+
     # -- tickets -------------------------------------------------------------------------------
 
     async def put_ticket(self, ticket: str, grant: dict[str, Any], ttl: float) -> None:
@@ -114,7 +124,7 @@ class RedisClusterState:
             scopes.discard(scope)
             if not scopes:
                 del self._held[holder]
-        await self._call(self.redis.zrem(self._slot_key(scope), holder))
+        await self._forget(self.redis.zrem(self._slot_key(scope), holder))
 
     async def take_token(self, key: str, rate: float, burst: int) -> float:
         wait = await self._call(
@@ -134,7 +144,7 @@ class RedisClusterState:
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hdel(self._clients, client_id)
             pipe.zrem(self._expiry, client_id)
-            await self._call(pipe.execute())
+            await self._forget(pipe.execute())
 
     async def locate_client(self, client_id: str) -> ClientRecord | None:
         async with self.redis.pipeline(transaction=False) as pipe:

@@ -1,0 +1,114 @@
+"""The ClusterState contract on memory and on Redis, and Redis leases outliving dead processes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from redis_support import delete_prefix, shared_redis_url, unique_prefix
+from ssehub.cluster import ClientRecord, MemoryClusterState
+from ssehub.cluster_redis import RedisClusterState
+
+StateFactory = Callable[..., Any]
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def make_state(request: pytest.FixtureRequest) -> AsyncIterator[StateFactory]:
+    """Build cluster states of one kind; Redis ones share a prefix, like processes of a hub."""
+    url = shared_redis_url() if request.param == "redis" else ""
+    prefix = unique_prefix()
+    made: list[Any] = []
+    memory = MemoryClusterState()
+
+    async def build(**options: Any) -> Any:
+        state = RedisClusterState(url, prefix=prefix, **options) if url else memory
+        await state.start()
+        made.append(state)
+        return state
+
+    yield build
+    for state in made:
+        await state.close()
+    if url:
+        delete_prefix(url, prefix)
+
+
+def record(client_id: str, user: str = "alice") -> ClientRecord:
+    return {
+        "client_id": client_id,
+        "user_id": user,
+        "ip": "127.0.0.1",
+        "user_agent": "test",
+        "channels": ["a"],
+        "connected_at": time.time(),
+        "node": "n1",
+    }
+
+
+async def test_a_ticket_works_once(make_state: StateFactory) -> None:
+    one, two = await make_state(), await make_state()
+    await one.put_ticket("t1", {"sub": "alice", "channels": ["a"]}, 5)
+    assert await two.take_ticket("t1") == {"sub": "alice", "channels": ["a"]}
+    assert await one.take_ticket("t1") is None
+    await one.put_ticket("t2", {"x": 1}, 0.05)
+    await asyncio.sleep(0.15)
+    assert await two.take_ticket("t2") is None
+
+
+async def test_slots_are_shared_and_freed(make_state: StateFactory) -> None:
+    one, two = await make_state(), await make_state()
+    assert await one.acquire_slot("user:a", "c1", 2)
+    assert await two.acquire_slot("user:a", "c2", 2)
+    assert await two.acquire_slot("user:a", "c1", 2)  # a holder already in counts once
+    assert not await one.acquire_slot("user:a", "c3", 2)
+    assert await one.acquire_slot("user:b", "c3", 2)
+    await two.release_slot("user:a", "c2")
+    assert await one.acquire_slot("user:a", "c3", 2)
+
+
+async def test_token_bucket(make_state: StateFactory) -> None:
+    state = await make_state()
+    assert [await state.take_token("k", 10.0, 3) for _ in range(3)] == [0.0, 0.0, 0.0]
+    wait = await state.take_token("k", 10.0, 3)
+    assert 0 < wait <= 0.1 + 1e-6
+    await asyncio.sleep(0.12)
+    assert await state.take_token("k", 10.0, 3) == 0.0
+
+
+async def test_client_registry(make_state: StateFactory) -> None:
+    one, two = await make_state(), await make_state()
+    await one.register_client(record("c1"))
+    await two.register_client(record("c2", "bob"))
+    assert (await two.locate_client("c1"))["user_id"] == "alice"  # type: ignore[index]
+    assert sorted(r["client_id"] for r in await one.list_clients()) == ["c1", "c2"]
+    assert await one.active_connections() == 2
+    await one.unregister_client("c1")
+    assert await two.locate_client("c1") is None
+    assert await two.active_connections() == 1
+
+
+async def test_a_dead_process_leases_expire_and_keepalive_extends_them() -> None:
+    url, prefix = shared_redis_url(), unique_prefix()
+    alive = RedisClusterState(url, prefix=prefix, lease=0.6)
+    dead = RedisClusterState(url, prefix=prefix, lease=0.6)
+    try:
+        for state, cid in ((alive, "a1"), (dead, "d1")):
+            assert await state.acquire_slot("user:u", cid, 2)
+            await state.register_client(record(cid, "u"))
+        assert not await alive.acquire_slot("user:u", "a2", 2)
+        for _ in range(4):
+            await asyncio.sleep(0.25)
+            await alive.keepalive(["a1"])  # the dead process stopped refreshing
+        assert [r["client_id"] for r in await alive.list_clients()] == ["a1"]
+        assert await alive.active_connections() == 1
+        assert await alive.locate_client("d1") is None
+        assert await alive.acquire_slot("user:u", "a2", 2)
+        assert not await alive.acquire_slot("user:u", "a3", 2)
+    finally:
+        await alive.close()
+        await dead.close()
+        delete_prefix(url, prefix)
