@@ -118,12 +118,19 @@ class Gate:
         await self.cluster.register_client(record)
 
     async def release(self, conn: Connection) -> None:
-        """Give back the slots of a finished stream and forget it."""
+        """Give back the slots of a finished stream and forget it.
+
+        If the cluster state is unreachable now, the entries expire once ``keepalive`` stops
+        naming this client; the stream has ended either way.
+        """
         cid = conn.client_id
-        await self.cluster.unregister_client(cid)
-        await self.cluster.release_slot(GLOBAL_SCOPE, cid)
-        if conn.user_id is not None:
-            await self.cluster.release_slot(user_scope(conn.user_id), cid)
+        try:
+            await self.cluster.unregister_client(cid)
+            await self.cluster.release_slot(GLOBAL_SCOPE, cid)
+            if conn.user_id is not None:
+                await self.cluster.release_slot(user_scope(conn.user_id), cid)
+        except Exception:
+            log.warning("could not release the slots of client %s", cid, exc_info=True)
 
     def presence_channels(self, conn: Connection) -> list[str]:
         """Exact channels of ``conn`` that announce join/leave."""
