@@ -68,15 +68,16 @@ class SSEStream(asyncio.Protocol):
     )
 
     def __init__(
-        self, totals: Totals, host: str, path: str, channel: str, last_id: str | None
+        self, totals: Totals, host: str, path: str, channel: str, prev: SSEStream | None
     ) -> None:
         self.totals = totals
         self.host = host
         self.path = path
         self.channel = channel
-        self.last_id = last_id
-        self.last_seq = 0
-        self.seen = 0
+        # A reconnect continues its predecessor: resume id, last sequence and count seen.
+        self.last_id = prev.last_id if prev else None
+        self.last_seq = prev.last_seq if prev else 0
+        self.seen = prev.seen if prev else 0
         self.buffer = b""
         self.parser = httptools.HttpResponseParser(self)
         self.transport: asyncio.Transport | None = None
@@ -174,7 +175,7 @@ class Swarm:
         self.failures = 0
 
     async def open_one(
-        self, path: str, channel: str, index: int, last_id: str | None = None
+        self, path: str, channel: str, index: int, prev: SSEStream | None = None
     ) -> SSEStream | None:
         """Connect one stream and wait for its response headers (None when it failed)."""
         loop = asyncio.get_running_loop()
@@ -183,9 +184,7 @@ class Swarm:
         try:
             _, stream = await asyncio.wait_for(
                 loop.create_connection(
-                    lambda: SSEStream(
-                        self.totals, f"{self.host}:{self.port}", path, channel, last_id
-                    ),
+                    lambda: SSEStream(self.totals, f"{self.host}:{self.port}", path, channel, prev),
                     self.host,
                     self.port,
                     local_addr=local,
@@ -230,10 +229,8 @@ class Swarm:
 
         async def one(i: int, prev: SSEStream) -> None:
             async with sem:
-                stream = await self.open_one(prev.path, prev.channel, i, prev.last_id)
+                stream = await self.open_one(prev.path, prev.channel, i, prev)
                 if stream is not None:
-                    stream.last_seq = prev.last_seq
-                    stream.seen = prev.seen
                     self.streams.append(stream)
 
         await asyncio.wait_for(asyncio.gather(*(one(i, s) for i, s in enumerate(old))), deadline)
