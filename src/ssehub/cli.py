@@ -201,6 +201,21 @@ def token(
     typer.echo(jwt.encode(claims, key, algorithm=algorithm))
 
 
+@app.command("config-docs")
+def config_docs(
+    write: Annotated[
+        str | None, typer.Option(help="Regenerate the reference inside this Markdown file.")
+    ] = None,
+) -> None:
+    """Print the configuration reference (every SSEHUB_* setting), generated from Settings."""
+    from . import configdocs
+
+    if write is None:
+        typer.echo(configdocs.reference(), nl=False)
+    elif configdocs.write(write):
+        typer.echo(f"updated {write}")
+
+
 def _auth_headers(token: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
 
