@@ -38,8 +38,20 @@ def validate_event_name(value: str) -> str:
 def data_to_text(data: Any) -> str:
     """The text of a ``data:`` field: strings as they are, anything else as compact JSON."""
     if isinstance(data, str):
+        _require_utf8("data", data)
         return data
-    return orjson.dumps(data).decode()
+    try:
+        return orjson.dumps(data).decode()
+    except orjson.JSONEncodeError as exc:
+        raise InvalidEvent(f"event data cannot be encoded: {exc}") from exc
+
+
+def _require_utf8(name: str, value: str) -> None:
+    """Reject lone surrogates (valid in JSON escapes, not encodable as UTF-8 on the wire)."""
+    try:
+        value.encode()
+    except UnicodeEncodeError as exc:
+        raise InvalidEvent(f"event {name} is not valid Unicode text") from exc
 
 
 def encode_fields(
@@ -117,6 +129,7 @@ def make_event(channel: str, event: str | None, data: Any, *, retry: int | None 
     """Build a validated Event (no id yet) from publish input."""
     if event is not None:
         validate_event_name(event)
+        _require_utf8("name", event)
     if retry is not None and retry < 0:
         raise InvalidEvent("retry must be a non-negative number of milliseconds")
     return Event(channel=channel, event=event, data=data_to_text(data), retry=retry)
