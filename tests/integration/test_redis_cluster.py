@@ -268,3 +268,35 @@ async def test_redis_outage_503_then_resumes_without_loss(
             if hub.process.poll() is None:
                 hub.kill()
         server.stop(save=False)
+
+
+def child_pids(pid: int) -> list[int]:
+    """Processes whose parent is ``pid``."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid:
+                found.append(int(stat.parent.name))
+    return found
+
+
+async def test_serve_workers_2_share_one_port_through_redis(
+    cluster: list[HubProcess], client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    env = cluster[0].env  # type: ignore[attr-defined]
+    served = start_hub_process(tmp_path, env, args=["--workers", "2"])
+    try:
+        deadline = time.monotonic() + 20
+        while len(child_pids(served.process.pid)) < 2:
+            assert time.monotonic() < deadline, "two worker processes did not start"
+            await asyncio.sleep(0.1)
+        urls = [f"{served.url}{STREAM}/workers:x"] * 8
+        async with open_streams(client, urls, [user() for _ in urls]) as readers:
+            for i in range(20):
+                await publish(client, served.url, "workers:x", i, headers=ADMIN)
+            for reader in readers:
+                await reader.wait_count(20)
+                assert reader.data == [str(i) for i in range(20)]
+    finally:
+        served.terminate()
