@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint format bench clean venv
+.PHONY: run test lint format bench clean venv docs
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,7 +27,11 @@ format: $(STAMP)
 	$(BIN)/ruff format src tests
 	$(BIN)/ruff check --fix src tests
 
-test: $(STAMP) lint
+# The configuration reference in docs/operations.md is generated from the settings model.
+docs: $(STAMP)
+	$(BIN)/ssehub config-docs --write docs/operations.md
+
+test: $(STAMP) lint docs
 	. scripts/test-services.sh && $(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 # ssehub against the seed-000 peer on loopback, e.g. `make bench BENCH_ARGS="--n 10000 --save"`.
