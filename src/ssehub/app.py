@@ -26,7 +26,7 @@ from .gate import Gate
 from .hub import Hub
 from .observability import install_observability
 from .routes import admin, conversations, health, presence, projects, publish, streams, tickets, ui
-from .runs import MemoryRuns, publish_event
+from .runs import create_runs, publish_event
 from .settings import Settings
 from .stream import AbortedStreamFilter
 from .tasks import create_task_manager
@@ -117,11 +117,7 @@ def create_app(
     )
     gate = Gate(settings, cluster, hub)
     chat = ChatService.from_settings(settings, hub)
-    runs = hub.runs = MemoryRuns(
-        publisher_timeout=settings.publisher_timeout_seconds,
-        token_ttl=settings.token_history_seconds,
-        outcome_ttl=settings.outcome_history_seconds,
-    )
+    runs = hub.runs = create_runs(settings)
     tasks = create_task_manager(hub, settings)
 
     @contextlib.asynccontextmanager

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -54,6 +55,7 @@ class RunState:
     channel: str
     project_id: str
     stage: str
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     status: str = "running"
     stage_status: str | None = None
     progress: float | int | None = None
@@ -100,16 +102,16 @@ class RunState:
 class RunStore(Protocol):
     """Run state behind the publish path and ``Hub.open`` (memory now, Redis later)."""
 
-    def check(self, event: Event) -> None:
+    async def check(self, event: Event) -> None:
         """Raise RunClosed when ``event`` would continue a finished run."""
 
-    def observe(self, event: Event) -> None:
+    async def observe(self, event: Event) -> None:
         """Fold a published event into its run's state."""
 
-    def snapshots(self, selector: Selector) -> list[Event]:
+    async def snapshots(self, selector: Selector) -> list[Event]:
         """One ``snapshot`` event per known run on ``selector``'s channels."""
 
-    def get(self, channel: str) -> RunState | None:
+    async def get(self, channel: str) -> RunState | None:
         """The latest run of a channel."""
 
     def classify(self, event: Event) -> None:
@@ -149,7 +151,7 @@ class MemoryRuns:
 
     # -- RunStore ------------------------------------------------------------------------------
 
-    def get(self, channel: str) -> RunState | None:
+    async def get(self, channel: str) -> RunState | None:
         return self._runs.get(channel)
 
     def classify(self, event: Event) -> None:
@@ -162,7 +164,7 @@ class MemoryRuns:
         elif event.event != "progress":
             event.ttl = self.outcome_ttl
 
-    def check(self, event: Event) -> None:
+    async def check(self, event: Event) -> None:
         run = self._runs.get(event.channel)
         if run is None or not run.finished or event.event not in messages.STAGE_TYPES:
             return
@@ -174,7 +176,7 @@ class MemoryRuns:
             f"the run on {event.channel!r} already ended ({run.status}); start a new run first"
         )
 
-    def observe(self, event: Event) -> None:
+    async def observe(self, event: Event) -> None:
         data = decode(event)
         if data is None:
             return
@@ -212,7 +214,7 @@ class MemoryRuns:
             run.status = "cancelled" if data.get("error") == "cancelled" else "error"
             run.error = str(data.get("error"))
 
-    def snapshots(self, selector: Selector) -> list[Event]:
+    async def snapshots(self, selector: Selector) -> list[Event]:
         found = [self._runs[c] for c in selector.channels if c in self._runs]
         if selector.patterns:
             found += [
@@ -272,11 +274,11 @@ async def publish_event(hub: Any, event: Event, key: str | None = None) -> Event
     """Publish through ``hub.broker`` with the run lifecycle: 409 after the end, then track."""
     runs: RunStore | None = getattr(hub, "runs", None)
     if runs is not None:
-        runs.check(event)
+        await runs.check(event)
         runs.classify(event)
     stored = await hub.broker.publish(event, idempotency_key=key)
     if runs is not None:
-        runs.observe(stored)
+        await runs.observe(stored)
     return stored
 
 
@@ -288,7 +290,7 @@ async def snapshot_tail(
     History is read again from the oldest snapshot's position, and each channel skips what its
     own snapshot already contains, so the client ends with exactly the published text.
     """
-    snaps = runs.snapshots(selector)
+    snaps = await runs.snapshots(selector)
     if not snaps:
         return [], []
     oldest = min(snap.seq for snap in snaps)
@@ -299,3 +301,17 @@ async def snapshot_tail(
     parsed = parse_id(after)
     floor = parsed[1] if parsed else 0
     return snaps, [e for e in history.events if e.seq > cut.get(e.channel, floor)]
+
+
+def create_runs(settings: Any) -> MemoryRuns:
+    """Run state for ``settings``: in Redis under a Redis broker, else in this process."""
+    options = {
+        "publisher_timeout": settings.publisher_timeout_seconds,
+        "token_ttl": settings.token_history_seconds,
+        "outcome_ttl": settings.outcome_history_seconds,
+    }
+    if settings.broker_url.startswith(("redis://", "rediss://", "unix://")):
+        from .runs_redis import RedisRuns
+
+        return RedisRuns(settings.broker_url, prefix=settings.redis_prefix, **options)
+    return MemoryRuns(**options)

@@ -49,7 +49,7 @@ class TaskInfo:
     created_at: float = field(default_factory=time.time)
     finished_at: float | None = None
     unwatched_since: float | None = None
-    run: RunState | None = field(default=None, repr=False)  # this task's run, not a later one
+    run_id: str | None = None  # this task's run, not a later one on the same channel
 
 
 class Runner(Protocol):
@@ -206,7 +206,8 @@ class TaskManager:
             self.tasks.popitem(last=False)
         pending = messages.stage_update(spec.name, project_id, "pending", 0, "task queued")
         await publish_event(self.hub, make_event(channel, "stage_update", pending))
-        info.run = self.hub.runs.get(channel) if self.hub.runs is not None else None
+        run = await self.hub.runs.get(channel) if self.hub.runs is not None else None
+        info.run_id = run.run_id if run is not None else None
         await self.runner.submit(info, spec, input_data)
         if self.cancel_unwatched > 0 and self._watcher is None:
             self._watcher = asyncio.create_task(self._cancel_unwatched(), name="ssehub-unwatched")
@@ -222,7 +223,7 @@ class TaskManager:
     async def status(self, task_id: str) -> dict[str, Any]:
         """State from the run when it ended, else from the runner; plus the run's progress."""
         info = self.get(task_id)
-        run = info.run
+        run = await self._run_of(info)
         if run is not None and run.finished:
             state = run.status
         else:
@@ -243,7 +244,7 @@ class TaskManager:
     async def cancel(self, task_id: str) -> dict[str, Any]:
         """End the run (``error: cancelled``) and stop the task on its runner."""
         info = self.get(task_id)
-        run = info.run
+        run = await self._run_of(info)
         if run is None or not run.finished:
             msg = messages.error(info.stage, info.project_id, "cancelled")
             with contextlib.suppress(RunClosed):
@@ -252,8 +253,13 @@ class TaskManager:
         await self.runner.cancel(info)
         return await self.status(task_id)
 
-    def _ended(self, info: TaskInfo) -> bool:
-        run = info.run
+    async def _run_of(self, info: TaskInfo) -> RunState | None:
+        """The task's run while it is still the channel's latest one."""
+        run = await self.hub.runs.get(info.channel) if self.hub.runs is not None else None
+        return run if run is not None and run.run_id == info.run_id else None
+
+    async def _ended(self, info: TaskInfo) -> bool:
+        run = await self._run_of(info)
         return info.finished_at is not None or (run is not None and run.finished)
 
     def _watchers(self, channel: str) -> int:
@@ -268,7 +274,7 @@ class TaskManager:
             await asyncio.sleep(interval)
             now = time.monotonic()
             for info in [i for i in self.tasks.values() if i.state != "cancelled"]:
-                if self._ended(info) or self._watchers(info.channel):
+                if await self._ended(info) or self._watchers(info.channel):
                     info.unwatched_since = None
                     continue
                 if info.unwatched_since is None:

@@ -1,0 +1,76 @@
+"""Run state in Redis: two hub processes' apps on one Redis broker share 409s and snapshots."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from harness import open_stream, running_hub
+from redis_support import delete_prefix, shared_redis_url, unique_prefix
+from ssehub.publisher import Publisher
+from ssehub.runs import RunClosed
+from ssehub.settings import Settings
+
+pytestmark = pytest.mark.redis
+
+
+@pytest.fixture
+def redis_settings() -> Iterator[dict[str, Any]]:
+    url = shared_redis_url()
+    prefix = unique_prefix()
+    yield {"broker_url": url, "redis_prefix": prefix}
+    delete_prefix(url, prefix)
+
+
+def make(redis_settings: dict[str, Any], **kw: Any) -> Settings:
+    return Settings(_env_file=None, **redis_settings, **kw)  # type: ignore[call-arg]
+
+
+async def test_snapshot_and_409_across_hubs(
+    client: httpx.AsyncClient, redis_settings: dict[str, Any]
+) -> None:
+    words = [f"w{i} " for i in range(60)]
+    async with (
+        running_hub(make(redis_settings)) as one,
+        running_hub(make(redis_settings)) as two,
+        Publisher("x1", "rewrite", url=one.url, coalesce_tokens=1) as pub,
+    ):
+        await pub.publish_stage_update("processing", 20, "writing")
+        for piece in words[:30]:
+            await pub.publish_token(piece)
+        url = f"{two.url}/api/v1/sse/projects/x1/stages/rewrite/"
+        async with open_stream(client, url) as reader:
+            for piece in words[30:]:
+                await pub.publish_token(piece)
+            await pub.publish_done()
+            await reader.wait_count(1, event="done")
+        with pytest.raises(RunClosed):
+            async with Publisher("x1", "rewrite", url=two.url, coalesce_tokens=1) as late:
+                await late.publish_token("late")
+    snap = json.loads(reader.of_type("snapshot")[0].data)
+    assert snap["full_text"] == "".join(words[:30])
+    assert (snap["stage_status"], snap["progress"]) == ("processing", 20)
+    tail = "".join(json.loads(e.data)["content"] for e in reader.of_type("token"))
+    assert snap["full_text"] + tail == "".join(words)
+
+
+async def test_silent_publisher_is_ended_once(
+    client: httpx.AsyncClient, redis_settings: dict[str, Any]
+) -> None:
+    config = make(redis_settings, publisher_timeout_seconds=0.3)
+    async with running_hub(config) as one, running_hub(config) as two:
+        url = f"{one.url}/api/v1/sse/projects/x2/stages/rewrite/"
+        async with open_stream(client, url) as reader:
+            async with Publisher("x2", "rewrite", url=two.url, coalesce_tokens=1) as pub:
+                await pub.publish_token("hm")
+                await reader.wait_count(1, event="error", timeout=10)
+            response = await client.get(
+                f"{two.url}/api/v1/channels/ai_story:project:x2:stage:rewrite/events"
+            )
+            kinds = [e["event"] for e in response.json()["events"]]
+    assert kinds == ["token", "error"]
+    assert json.loads(reader.of_type("error")[0].data)["error"] == "publisher_timeout"
