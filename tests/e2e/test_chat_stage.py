@@ -121,3 +121,45 @@ async def test_stage_panel_steps_the_progress_bar_per_item(
         assert {25, 50, 75, 100} <= set(steps), steps
         assert await page.inner_text("#stage-message") == "分镜4 (4/4)"
         assert (await page.inner_text("#stage-text")).count("分镜") == 4
+
+
+async def test_stop_cancels_the_chat_answer_and_keeps_the_partial_text(
+    page: Page, client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    settings = demo_settings(
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'chat.db'}", demo_pace_seconds=0.2
+    )
+    async with running_hub(settings) as hub:
+        await open_demo(page, hub.url, unique_channel())
+        await page.fill("#chat-input", "a long answer please")
+        await page.click("#chat-send")
+        await page.wait_for_selector("#chat-stop:not([hidden])", timeout=10_000)
+        await page.wait_for_function(
+            "document.querySelector('.msg.assistant')?.textContent.length > 0", timeout=5000
+        )
+        await page.click("#chat-stop")
+        stopped = page.locator('.msg.assistant[data-status="cancelled"]')
+        await stopped.wait_for(timeout=5000)
+        assert await page.is_hidden("#chat-stop")
+        conversation_id = (await page.inner_text("#chat-result")).split()[1]
+        stored = (await client.get(f"{hub.url}/api/v1/conversations/{conversation_id}")).json()
+        answer = [m for m in stored["messages"] if m["role"] == "assistant"][-1]
+        assert answer["status"] == "cancelled"
+        assert await stopped.text_content() == answer["content"]
+
+
+async def test_cancel_stops_a_running_stage(page: Page) -> None:
+    async with running_hub(demo_settings()) as hub:
+        await open_demo(page, hub.url, unique_channel())
+        await page.fill("#stage-project", "79")
+        await page.fill("#stage-input", '{"tokens": 500, "pace": 0.05}')
+        await page.click("#stage-start")
+        await page.wait_for_selector("#stage-cancel:not([disabled])", timeout=5000)
+        await page.wait_for_function(
+            "document.getElementById('stage-text').textContent.length > 0", timeout=5000
+        )
+        await page.click("#stage-cancel")
+        await page.wait_for_selector("#stage-done:not([hidden])", timeout=5000)
+        assert await page.get_attribute("#stage-status", "data-status") == "cancelled"
+        assert await page.inner_text("#stage-done") == "Cancelled"
+        assert await page.get_attribute("#stage-progress", "data-value") != "100"

@@ -272,22 +272,28 @@ async function openConversation() {
   const client = manager.open('chat', `/api/v1/conversations/${encodeURIComponent(conversationId)}/stream`, { token });
   client
     .on('statechange', ({ state }) => setMiniState($('chat-state'), state))
-    .on('ai_response_start', () => answerBubble())
+    .on('ai_response_start', () => {
+      answerBubble();
+      $('chat-stop').hidden = false;
+    })
     .on('ai_response_chunk', (d) => {
       const el = answerBubble();
+      $('chat-stop').hidden = false;
       el.textContent = d.accumulated_content ?? el.textContent + (d.content || '');
       chat.scrollTop = chat.scrollHeight;
     })
     .on('ai_response_complete', (d) => {
       const el = answerBubble();
       el.textContent = d.final_content ?? el.textContent;
-      el.dataset.status = 'complete';
+      el.dataset.status = d.status === 'cancelled' ? 'cancelled' : 'complete';
+      $('chat-stop').hidden = true;
       answer = null;
     })
     .on('conversation_error', (d) => {
       const el = answerBubble();
       el.textContent = `${el.textContent}\n⚠ ${d.error || 'error'}`.trim();
       el.dataset.status = 'error';
+      $('chat-stop').hidden = true;
       answer = null;
     })
     .connect();
@@ -296,6 +302,14 @@ async function openConversation() {
   $('chat-result').textContent = `conversation ${conversationId}${model ? ` · model: ${model}` : ''}`;
   $('chat-result').className = 'result';
 }
+
+$('chat-stop').addEventListener('click', async () => {
+  try {
+    await api('POST', `/api/v1/conversations/${encodeURIComponent(conversationId)}/cancel`);
+  } catch (err) {
+    setResult($('chat-result'), err.message, false);
+  }
+});
 
 $('chat-form').addEventListener('submit', async (ev) => {
   ev.preventDefault();
@@ -329,7 +343,11 @@ function setStageStatus(status) {
   $('stage-status').textContent = status;
 }
 
+let stageTask = null;
+
 function finishStage(text, ok) {
+  stageTask = null;
+  $('stage-cancel').disabled = true;
   const el = $('stage-done');
   el.hidden = false;
   el.textContent = text;
@@ -379,6 +397,11 @@ $('stage-form').addEventListener('submit', async (ev) => {
       finishStage(`Done${facts.length ? ` · ${facts.join(' · ')}` : ''}`, true);
     })
     .on('error', (d) => {
+      if (/cancel/i.test(d.error || '')) {
+        setStageStatus('cancelled');
+        finishStage('Cancelled', false);
+        return;
+      }
       setStageStatus('error');
       finishStage(`Failed: ${d.error || 'error'}${d.retry_count ? ` (retry ${d.retry_count})` : ''}`, false);
     })
@@ -390,11 +413,25 @@ $('stage-form').addEventListener('submit', async (ev) => {
       stage_name: stage,
       input_data: typeof input === 'object' && input !== null ? input : { text: input },
     });
-    $('stage-message').textContent = `${out.message || 'started'} · task ${out.task_id}`;
+    if (!$('stage-done').hidden) return;
+    stageTask = out.task_id;
+    $('stage-cancel').disabled = false;
+    if ($('stage-message').textContent === 'subscribing…') {
+      $('stage-message').textContent = `${out.message || 'started'} · task ${out.task_id}`;
+    }
   } catch (err) {
     setStageStatus('error');
     const text = err.status === 404 && /Not Found/i.test(err.message) ? 'stage execution is not available on this hub' : err.message;
     finishStage(text, false);
+  }
+});
+
+$('stage-cancel').addEventListener('click', async () => {
+  if (!stageTask) return;
+  try {
+    await api('POST', `/api/v1/tasks/${encodeURIComponent(stageTask)}/cancel`);
+  } catch (err) {
+    $('stage-message').textContent = err.message;
   }
 });
 
