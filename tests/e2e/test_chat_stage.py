@@ -163,3 +163,14 @@ async def test_cancel_stops_a_running_stage(page: Page) -> None:
         assert await page.get_attribute("#stage-status", "data-status") == "cancelled"
         assert await page.inner_text("#stage-done") == "Cancelled"
         assert await page.get_attribute("#stage-progress", "data-value") != "100"
+
+
+async def test_a_failing_stage_shows_its_error(page: Page) -> None:
+    async with running_hub(demo_settings()) as hub:
+        await open_demo(page, hub.url, unique_channel())
+        await page.fill("#stage-project", "80")
+        await page.fill("#stage-input", '{"fail": "model quota exceeded", "fail_after": 2}')
+        await page.click("#stage-start")
+        await page.wait_for_selector("#stage-done.bad:not([hidden])", timeout=10_000)
+        assert "model quota exceeded" in await page.inner_text("#stage-done")
+        assert await page.get_attribute("#stage-status", "data-status") == "error"
