@@ -1,0 +1,108 @@
+"""Redis-only behaviour of the broker: reader catch-up, a flushed Redis, and a hub on Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+import redis
+
+from harness import open_stream, publish, running_hub
+from redis_support import RedisServer, delete_prefix, shared_redis_url, unique_prefix
+from ssehub.brokers.redis import RedisBroker
+from ssehub.channels import Selector
+from ssehub.event import Event, make_event
+from ssehub.settings import Settings
+
+pytestmark = pytest.mark.redis
+
+
+@pytest.fixture
+async def private_redis() -> AsyncIterator[RedisServer]:
+    """A redis-server of this test alone (it may be flushed or stopped)."""
+    server = RedisServer()
+    server.start()
+    yield server
+    server.stop(save=False)
+
+
+async def wait_until(predicate: object, timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():  # type: ignore[operator]
+            await asyncio.sleep(0.01)
+
+
+async def test_reader_catches_up_after_losing_its_connection(
+    private_redis: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    got: list[Event] = []
+    broker = RedisBroker(private_redis.url, prefix="t:")
+    await broker.start(got.append)
+    try:
+        await broker.listen("a")
+        await broker.listen("p:*")
+        first = [await broker.publish(make_event("a", None, str(i))) for i in range(5)]
+        await wait_until(lambda: len(got) == 5)
+        admin = redis.Redis(port=private_redis.port)
+        caplog.set_level(logging.INFO, "ssehub.redis")
+        admin.client_kill_filter(_type="pubsub")
+        sent = [
+            await broker.publish(make_event("a" if i % 2 else "p:1", None, str(i)))
+            for i in range(5, 25)
+        ]
+        await wait_until(lambda: len(got) == 25)
+        assert [e.id for e in got] == [e.id for e in first + sent]
+        assert "caught up" in caplog.text
+        live = await broker.publish(make_event("p:2", None, "live"))
+        await wait_until(lambda: len(got) == 26)
+        assert got[-1].id == live.id
+    finally:
+        await broker.close()
+
+
+async def test_a_flushed_redis_starts_a_new_epoch(private_redis: RedisServer) -> None:
+    got: list[Event] = []
+    broker = RedisBroker(private_redis.url, prefix="t:")
+    await broker.start(got.append)
+    try:
+        await broker.listen("a")
+        old = await broker.publish(make_event("a", None, "old"))
+        redis.Redis(port=private_redis.port).flushall()
+        new = await broker.publish(make_event("a", None, "new"))
+        assert new.id.split("-")[0] != old.id.split("-")[0]
+        assert new.seq == 1
+        assert (await broker.history(Selector.of(["a"]), old.id)).gap
+        await wait_until(lambda: len(got) == 2)
+        assert [e.data for e in got] == ["old", "new"]
+    finally:
+        await broker.close()
+
+
+async def test_hub_on_redis_trims_history_to_the_configured_size(
+    client: httpx.AsyncClient,
+) -> None:
+    url, prefix = shared_redis_url(), unique_prefix()
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        broker_url=url,
+        redis_prefix=prefix,
+        history_size=5,
+        open_access=True,
+    )
+    try:
+        async with running_hub(settings) as hub:
+            ids = [(await publish(client, hub.url, "trim:x", i))["id"] for i in range(8)]
+            page = (await client.get(f"{hub.url}/api/v1/channels/trim:x/events")).json()
+            assert [e["data"] for e in page["events"]] == [3, 4, 5, 6, 7]
+            stream = f"{hub.url}/api/v1/sse/stream/trim:x"
+            async with open_stream(client, stream, headers={"Last-Event-ID": ids[0]}) as r:
+                await r.wait_count(1, event="reset")
+            async with open_stream(client, stream, headers={"Last-Event-ID": ids[3]}) as r:
+                await r.wait_count(4)
+                assert r.data == ["4", "5", "6", "7"]
+        assert redis.Redis.from_url(url).xlen(f"{prefix}s:trim:x") == 5
+    finally:
+        delete_prefix(url, prefix)
