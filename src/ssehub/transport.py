@@ -107,7 +107,9 @@ class HttpTransport:
         if retryable and attempt < self.retries:
             return False
         if error is not None:
-            raise PublishFailed(f"hub unreachable: {error}", code="unavailable") from error
+            unreachable = PublishFailed(f"hub unreachable: {error}", code="unavailable")
+            unreachable.status = 503
+            raise unreachable from error
         assert response is not None
         try:
             body = response.json()["error"]
