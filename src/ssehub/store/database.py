@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import weakref
 from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
@@ -80,9 +81,22 @@ class Store:
             self.engine = None
 
     async def migrate(self) -> None:
-        """Apply every migration up to head (serialized across processes on PostgreSQL)."""
+        """Apply every migration up to head; several processes may start at once."""
         if self.engine is None:
             await self.start()
+        for attempt in range(3):
+            try:
+                async with _migration_lock():
+                    await self._upgrade()
+                break
+            except (OperationalError, DBAPIError):
+                # SQLite has no migration lock: another process created the tables first.
+                if attempt == 2 or not self.is_sqlite:
+                    raise
+                await asyncio.sleep(0.2)
+        self._ready = True
+
+    async def _upgrade(self) -> None:
         assert self.engine is not None
         async with self.engine.begin() as conn:
             if conn.dialect.name == "postgresql":
@@ -92,7 +106,6 @@ class Store:
                 if self.schema:
                     await conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"'))
             await conn.run_sync(lambda sync: command.upgrade(alembic_config(sync), "head"))
-        self._ready = True
 
     @contextlib.asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
@@ -232,6 +245,20 @@ class Store:
         )
         async with self.session() as session:
             return (await session.scalars(query)).first()
+
+
+_LOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _migration_lock() -> asyncio.Lock:
+    """One Alembic run at a time per event loop: its ``context`` proxy is process-global."""
+    loop = asyncio.get_running_loop()
+    lock = _LOCKS.get(loop)
+    if lock is None:
+        lock = _LOCKS[loop] = asyncio.Lock()
+    return lock
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
