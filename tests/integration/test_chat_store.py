@@ -225,3 +225,21 @@ async def test_one_answer_at_a_time_across_processes(
             assert (await messages(client, other.url, cid))[-1]["status"] == "streaming"
             await client.post(f"{runner.url}/api/v1/conversations/{cid}/cancel")
             await stream.wait_count(1, event="ai_response_complete")
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+async def test_concurrent_first_use_migrates_once(kind: str, tmp_path: Path) -> None:
+    async with database(kind, tmp_path) as settings:
+        stores = [
+            Store(settings["database_url"], schema=settings.get("database_schema"))
+            for _ in range(3)
+        ]
+        for store in stores:
+            await store.start()
+        try:
+            created = await asyncio.gather(*(s.create_conversation("erin") for s in stores))
+            listed = await stores[0].list_conversations("erin")
+            assert {c.id for c in listed} == {c.id for c in created}
+        finally:
+            for store in stores:
+                await store.close()
