@@ -34,8 +34,8 @@ import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from loadgen import Swarm, raise_fd_limit  # noqa: E402
-from publisher import Publisher  # noqa: E402
+from loadgen import Swarm, raise_fd_limit
+from publisher import Publisher
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -125,8 +125,8 @@ class Server:
 async def serve(target: Target) -> AsyncIterator[Server]:
     """Start ``target`` on a free port, wait for /healthz (20 s at most), stop it afterwards."""
     port = free_port()
-    log = open(RESULTS / f".{target.name}-{port}.log", "wb")  # noqa: SIM115
-    process = subprocess.Popen(
+    log = open(RESULTS / f".{target.name}-{port}.log", "wb")  # noqa: SIM115, ASYNC230
+    process = subprocess.Popen(  # noqa: ASYNC220 (started once per scenario, returns at once)
         target.command(port),
         env={**os.environ, **target.env},
         cwd=ROOT,

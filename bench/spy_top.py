@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import sys
 from collections import Counter
+from pathlib import Path
 
 
 def main(path: str, top: int = 25) -> None:
     own: Counter[str] = Counter()
     total: Counter[str] = Counter()
     samples = 0
-    for line in open(path):
+    for line in Path(path).read_text().splitlines():
         stack, _, count = line.rstrip().rpartition(" ")
         if not stack:
             continue

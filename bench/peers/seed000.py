@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncGenerator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -34,7 +34,7 @@ async def subscribe(channel: str, request: Request) -> AsyncGenerator[dict[str, 
     try:
         yield {
             "event": "connected",
-            "data": json.dumps({"timestamp": datetime.now(timezone.utc).isoformat()}),
+            "data": json.dumps({"timestamp": datetime.now(UTC).isoformat()}),
         }
         while True:
             if await request.is_disconnected():
@@ -45,7 +45,7 @@ async def subscribe(channel: str, request: Request) -> AsyncGenerator[dict[str, 
             except TimeoutError:
                 yield {
                     "event": "heartbeat",
-                    "data": json.dumps({"timestamp": datetime.now(timezone.utc).isoformat()}),
+                    "data": json.dumps({"timestamp": datetime.now(UTC).isoformat()}),
                 }
     finally:
         subs = active.get(channel)
