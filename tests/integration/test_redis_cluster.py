@@ -7,6 +7,7 @@ import contextlib
 import itertools
 import time
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -73,12 +74,18 @@ async def open_streams(
         ]
 
 
+def start_hubs(tmp_path: Path, env: dict[str, str], count: int) -> list[HubProcess]:
+    """Start ``count`` hub processes at once (their start-up is mostly imports)."""
+    with ThreadPoolExecutor(count or 1) as pool:
+        return list(pool.map(lambda _: start_hub_process(tmp_path, env), range(count)))
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[HubProcess]]:
     """Two hub processes on the shared test Redis, under a key prefix of their own."""
     url, prefix = shared_redis_url(), unique_prefix()
     tmp = tmp_path_factory.mktemp("cluster")
-    hubs = [start_hub_process(tmp, hub_env(url, prefix)) for _ in range(2)]
+    hubs = start_hubs(tmp, hub_env(url, prefix), 2)
     hubs[0].env = hub_env(url, prefix)  # type: ignore[attr-defined]
     yield hubs
     for hub in hubs:
@@ -87,16 +94,19 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[HubProces
     delete_prefix(url, prefix)
 
 
-async def test_three_processes_deliver_everything_in_order_exactly_once(
-    cluster: list[HubProcess], client: httpx.AsyncClient, tmp_path: Path
+@pytest.mark.parametrize("processes", [2, 3])
+async def test_processes_deliver_everything_in_order_exactly_once(
+    processes: int, cluster: list[HubProcess], client: httpx.AsyncClient, tmp_path: Path
 ) -> None:
-    third = start_hub_process(tmp_path, cluster[0].env)  # type: ignore[attr-defined]
-    hubs = [*cluster, third]
+    env = cluster[0].env  # type: ignore[attr-defined]
+    extra = start_hubs(tmp_path, env, processes - 2)
+    hubs = [*cluster, *extra]
+    channel = f"fan:{processes}"
     try:
-        urls = [f"{hubs[i % 3].url}{STREAM}/fan:out" for i in range(20)]
+        urls = [f"{hubs[i % processes].url}{STREAM}/{channel}" for i in range(20)]
         async with open_streams(client, urls, [user() for _ in urls]) as readers:
             for i in range(200):
-                await publish(client, hubs[i % 3].url, "fan:out", i, "tick", headers=ADMIN)
+                await publish(client, hubs[i % processes].url, channel, i, "tick", headers=ADMIN)
             for reader in readers:
                 await reader.wait_count(200, timeout=30)
             for reader in readers:
@@ -104,7 +114,8 @@ async def test_three_processes_deliver_everything_in_order_exactly_once(
                 ids = [e.id for e in reader.events if e.event == "tick"]
                 assert len(set(ids)) == 200
     finally:
-        third.terminate()
+        for hub in extra:
+            hub.terminate()
 
 
 async def test_resume_on_another_process_gets_exactly_what_was_missed(
@@ -225,7 +236,7 @@ async def test_redis_outage_503_then_resumes_without_loss(
     server = RedisServer()
     server.start()
     env = hub_env(server.url, unique_prefix())
-    hubs = [start_hub_process(tmp_path, env) for _ in range(2)]
+    hubs = start_hubs(tmp_path, env, 2)
     a, b = hubs
     try:
         async with open_stream(client, f"{a.url}{STREAM}/out:x", headers=user()) as reader:
