@@ -286,3 +286,31 @@ def test_coalescing_saving_on_a_2000_token_answer() -> None:
     seed, plain, coalesced = runs.values()
     assert coalesced[0] == 2000 // 16 + 1
     assert coalesced[1] < plain[1] / 3 < seed[1] / 100
+
+
+def test_stream_openai_with_sdk_chunk_objects() -> None:
+    from openai.types.chat import ChatCompletionChunk
+
+    def sdk_chunk(content: str | None, finish: str | None = None, usage: Any = None) -> Any:
+        return ChatCompletionChunk.model_validate(
+            {
+                "id": "c1",
+                "object": "chat.completion.chunk",
+                "created": 0,
+                "model": "gpt-x",
+                "choices": [{"index": 0, "delta": {"content": content}, "finish_reason": finish}],
+                "usage": usage,
+            }
+        )
+
+    usage = {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
+    rec = Recorder()
+    with make(rec, coalesce_tokens=1) as pub:
+        pub.stream_openai(
+            [sdk_chunk("Hi"), sdk_chunk(" there", "stop"), sdk_chunk(None, usage=usage)]
+        )
+    done = rec.data[-1]
+    assert done["full_text"] == "Hi there"
+    assert done["metadata"]["model"] == "gpt-x"
+    assert done["metadata"]["finish_reason"] == "stop"
+    assert done["metadata"]["usage"]["total_tokens"] == 5

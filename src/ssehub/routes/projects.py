@@ -8,9 +8,8 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 
 from .. import messages
-from ..auth import Principal
+from ..auth import Principal, require_publish
 from ..channels import validate_channel
-from ..errors import Forbidden
 from ..hub import Hub
 from ..settings import Settings
 from ..stream import EventStreamResponse
@@ -174,15 +173,9 @@ async def execute_stage(
     channel = validate_channel(
         messages.stage_channel(project_id, spec.name, settings.stage_channel_prefix)
     )
-    if not principal.can_publish(channel):
-        raise Forbidden(f"no right to run stages of project {project_id!r}")
+    require_publish(principal, channel)
     info = await tasks.submit(project_id, spec, body.input_data)
     return StageStarted(task_id=info.task_id, channel=info.channel, message="task started")
-
-
-def _check_task_rights(principal: Principal, channel: str) -> None:
-    if not principal.can_publish(channel):
-        raise Forbidden("no right to this task")
 
 
 @router.get("/tasks/{task_id}", responses=ERRORS)
@@ -192,7 +185,7 @@ async def task_status(
     tasks: TaskManager = Depends(get_tasks),
 ) -> dict[str, Any]:
     """State of an executed stage: pending, running, done, error or cancelled."""
-    _check_task_rights(principal, tasks.get(task_id).channel)
+    require_publish(principal, tasks.get(task_id).channel)
     return await tasks.status(task_id)
 
 
@@ -203,5 +196,5 @@ async def cancel_task(
     tasks: TaskManager = Depends(get_tasks),
 ) -> dict[str, Any]:
     """Stop a task: its run ends with `error: cancelled` and the runner stops the stage."""
-    _check_task_rights(principal, tasks.get(task_id).channel)
+    require_publish(principal, tasks.get(task_id).channel)
     return await tasks.cancel(task_id)
