@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -90,7 +91,9 @@ async def active_streams(client: httpx.AsyncClient, hub: HubProcess) -> float:
 
 
 def test_streams_through_nginx_unbuffered_to_both_hubs(tmp_path: Path) -> None:
-    hubs = [start_hub_process(tmp_path, {"SSEHUB_HEARTBEAT_SECONDS": "1"}) for _ in range(2)]
+    env = {"SSEHUB_HEARTBEAT_SECONDS": "1"}
+    with ThreadPoolExecutor(2) as pool:  # both start at once: startup is mostly imports
+        hubs = list(pool.map(lambda _: start_hub_process(tmp_path, env), range(2)))
     prefix = tmp_path / "nginx"
     prefix.mkdir()
     port = free_port()
