@@ -106,3 +106,26 @@ async def test_hub_on_redis_trims_history_to_the_configured_size(
         assert redis.Redis.from_url(url).xlen(f"{prefix}s:trim:x") == 5
     finally:
         delete_prefix(url, prefix)
+
+
+async def test_the_reader_survives_garbage_and_a_failing_handler(
+    private_redis: RedisServer,
+) -> None:
+    got: list[Event] = []
+
+    def handler(event: Event) -> None:
+        got.append(event)
+        if event.data == "boom":
+            raise RuntimeError("a broken subscriber")
+
+    broker = RedisBroker(private_redis.url, prefix="t:")
+    await broker.start(handler)
+    try:
+        await broker.listen("a")
+        redis.Redis(port=private_redis.port).publish("t:e:a", "not an event")
+        await broker.publish(make_event("a", None, "boom"))
+        after = await broker.publish(make_event("a", None, "after"))
+        await wait_until(lambda: len(got) == 2)
+        assert got[-1].id == after.id
+    finally:
+        await broker.close()

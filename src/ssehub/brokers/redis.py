@@ -455,7 +455,10 @@ class RedisBroker:
                 continue
             kind = message["type"]
             if kind in ("message", "pmessage"):
-                self._deliver_live(message["channel"], message["data"])
+                try:
+                    self._deliver_live(message["channel"], message["data"])
+                except ValueError:
+                    log.warning("redis: ignored a malformed message on %s", message["channel"])
             elif kind in ("subscribe", "psubscribe"):
                 for ack in self._acks.pop(message["channel"], []):
                     if not ack.done():
@@ -514,4 +517,7 @@ class RedisBroker:
             return
         self._delivered = event.seq
         if self._on_event is not None:
-            self._on_event(event)
+            try:
+                self._on_event(event)
+            except Exception:  # one bad delivery must not stop the process's only reader
+                log.exception("redis: delivering event %s failed", event.id)
