@@ -208,3 +208,23 @@ async def test_retention_classes_expire_tokens_before_outcomes(client: httpx.Asy
         assert [e.event for e in reader.events] == ["connected", "reset", "snapshot", "done"]
         snap = json.loads(reader.of_type("snapshot")[0].data)
         assert (snap["status"], snap["full_text"]) == ("done", "abc")
+
+
+async def test_remote_subscriber_resumes_with_last_event_id_after_a_drop() -> None:
+    async with (
+        running_hub(settings(retry_ms=50)) as hub,
+        AsyncSubscriber("r10", "rewrite", url=hub.url) as sub,
+        Publisher("r10", "rewrite", hub=hub.hub, coalesce_tokens=1) as pub,
+    ):
+        await pub.publish_token("a")
+        first = await sub.next_message(10)
+        assert first is not None and first["content"] == "a"
+        for conn in list(hub.hub.connections.values()):
+            conn.close("kicked")  # the stream drops; the SDK reconnects with Last-Event-ID
+        await pub.publish_token("b")
+        await pub.publish_token("c")
+        await pub.publish_done()
+        rest = [m async for m in sub.listen(timeout=10)]
+        assert hub.hub.stats.resumes == 1
+    assert [m.get("content") for m in rest] == ["b", "c", None]
+    assert rest[-1]["type"] == "done" and rest[-1]["full_text"] == "abc"
