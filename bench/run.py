@@ -66,10 +66,12 @@ SSEHUB_ENV = {
 }
 
 
-def ssehub_target(name: str, **env: str) -> Target:
+def ssehub_target(name: str, *args: str, **env: str) -> Target:
     return Target(
         name=name,
-        command=lambda port: [sys.executable, "-m", "ssehub.cli", "serve", "--port", str(port)],
+        command=lambda port: [
+            *(sys.executable, "-m", "ssehub.cli", "serve", "--port", str(port), *args)
+        ],
         env={**SSEHUB_ENV, **env},
         stream_path=lambda ch: f"/api/v1/sse/stream/{ch}",
         publish_path="/api/v1/publish",
@@ -79,6 +81,14 @@ def ssehub_target(name: str, **env: str) -> Target:
 TARGETS = {
     "ssehub": ssehub_target("ssehub"),
     "ssehub-asgi": ssehub_target("ssehub-asgi", SSEHUB_FAST_STREAMS="false"),
+    # Scenario 6: two hub processes on one port behind the Redis broker (machine Redis).
+    "ssehub-redis2": ssehub_target(
+        "ssehub-redis2",
+        "--workers",
+        "2",
+        SSEHUB_BROKER_URL=os.environ.get("SSEHUB_BENCH_REDIS", "redis://127.0.0.1:6379/0"),
+        SSEHUB_REDIS_PREFIX=f"ssehub-bench-{os.getpid()}:",
+    ),
     "peer": Target(
         name="peer",
         command=lambda port: [
@@ -113,12 +123,17 @@ class Server:
     def url(self) -> str:
         return f"http://{HOST}:{self.port}"
 
+    def processes(self) -> list[psutil.Process]:
+        """The server and its worker processes (``--workers``)."""
+        with contextlib.suppress(psutil.Error):
+            return [self.ps, *self.ps.children(recursive=True)]
+        return [self.ps]
+
     def rss(self) -> int:
-        return int(self.ps.memory_info().rss)
+        return sum(int(p.memory_info().rss) for p in self.processes())
 
     def cpu(self) -> float:
-        times = self.ps.cpu_times()
-        return float(times.user + times.system)
+        return sum(float(t.user + t.system) for t in (p.cpu_times() for p in self.processes()))
 
 
 @contextlib.asynccontextmanager
