@@ -48,6 +48,8 @@ if open then
   redis.call('DEL', KEYS[1], KEYS[2])
   redis.call('HSET', KEYS[1], 'status', 'running', 'project', ARGV[5], 'stage', ARGV[6],
              'run_id', ARGV[9], 'last_seq', '0')
+  redis.call('SADD', KEYS[4], ARGV[8])
+  redis.call('EXPIRE', KEYS[4], ARGV[10])
 elseif finished then
   return 0
 end
@@ -105,6 +107,10 @@ class RedisRuns(MemoryRuns):
     def _keys(self, channel: str) -> list[str]:
         return [f"{self.prefix}run:{channel}", f"{self.prefix}runtext:{channel}"]
 
+    def _project_key(self, prefix: str, project: str) -> str:
+        """The set of a project's run channels (what a project-wide stream snapshots)."""
+        return f"{self.prefix}runs:project:{prefix}:{project}"
+
     @property
     def _active(self) -> str:
         return f"{self.prefix}runs:active"
@@ -153,7 +159,7 @@ class RedisRuns(MemoryRuns):
         data = decode(event)
         if data is None:
             return
-        _, project, stage = messages.parse_stage_channel(event.channel)  # type: ignore[misc]
+        prefix, project, stage = messages.parse_stage_channel(event.channel)  # type: ignore[misc]
         keep = int(self.outcome_ttl or 86400)
         args = [
             event.event,
@@ -168,7 +174,8 @@ class RedisRuns(MemoryRuns):
             keep,
         ]
         try:
-            await self._observe(keys=[*self._keys(event.channel), self._active], args=args)
+            keys = [*self._keys(event.channel), self._active, self._project_key(prefix, project)]
+            await self._observe(keys=keys, args=args)
         except RedisError:
             # The event is published; only the snapshot state lags. Never fail the publish.
             log.warning("could not record run state of %s", event.channel, exc_info=True)
@@ -176,9 +183,12 @@ class RedisRuns(MemoryRuns):
     async def snapshots(self, selector: Selector) -> list[Event]:
         channels = set(selector.channels)
         for pattern in selector.patterns:
-            match = f"{self.prefix}run:{pattern}"
-            async for key in self.redis.scan_iter(match=match, count=500):
-                channels.add(key.decode()[len(self.prefix) + 4 :])
+            # Only project-wide patterns are looked up (in the project's set, never a SCAN).
+            parsed = messages.parse_stage_channel(pattern)
+            if parsed is None or "*" in parsed[0] + parsed[1]:
+                continue
+            members = await self.redis.smembers(self._project_key(parsed[0], parsed[1]))
+            channels.update(m.decode() for m in members if selector.covers(m.decode()))
         out = []
         for channel in sorted(channels):
             run = await self.get(channel)

@@ -43,11 +43,18 @@ async def test_snapshot_and_409_across_hubs(
         for piece in words[:30]:
             await pub.publish_token(piece)
         url = f"{two.url}/api/v1/sse/projects/x1/stages/rewrite/"
-        async with open_stream(client, url) as reader:
+        async with (
+            open_stream(client, url) as reader,
+            open_stream(client, f"{two.url}/api/v1/sse/projects/x1/") as project,
+        ):
             for piece in words[30:]:
                 await pub.publish_token(piece)
             await pub.publish_done()
             await reader.wait_count(1, event="done")
+            await project.wait_count(1, event="done")
+        assert [json.loads(e.data)["full_text"] for e in project.of_type("snapshot")] == [
+            "".join(words[:30])
+        ]
         with pytest.raises(RunClosed):
             async with Publisher("x1", "rewrite", url=two.url, coalesce_tokens=1) as late:
                 await late.publish_token("late")
