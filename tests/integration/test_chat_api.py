@@ -88,6 +88,7 @@ async def test_open_access_owner_is_anonymous(
         listed = (await client.get(api(hub))).json()["conversations"]
         assert [c["id"] for c in listed] == [cid]
         assert listed[0]["channel"] == f"conversation:{cid}"
+        assert (listed[0]["provider"], listed[0]["model"]) == ("demo", "demo")
 
 
 async def test_bad_input_gets_json_errors(db: dict[str, Any], client: httpx.AsyncClient) -> None:

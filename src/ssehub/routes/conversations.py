@@ -98,18 +98,20 @@ class ConversationOut(BaseModel):
     id: str
     title: str | None
     system_prompt: str | None
-    model: str | None
+    model: str = Field(description="Model of its answers (its own, else the configured one).")
+    provider: str = Field(description="`demo` (canned answers, no model) or `openai`.")
     channel: str = Field(description="Its hub channel, streamed at `/{id}/stream`.")
     created_at: datetime
     updated_at: datetime
 
     @classmethod
-    def of(cls, c: Conversation) -> ConversationOut:
+    def of(cls, c: Conversation, chat: ChatService) -> ConversationOut:
         return cls(
             id=c.id,
             title=c.title,
             system_prompt=c.system_prompt,
-            model=c.model,
+            model=c.model or chat.default_model,
+            provider=chat.provider.name,
             channel=conversation_channel(c.id),
             created_at=c.created_at,
             updated_at=c.updated_at,
@@ -164,7 +166,7 @@ async def create_conversation(
     conversation = await chat.store.create_conversation(
         owner_of(principal), title=body.title, system_prompt=body.system_prompt, model=body.model
     )
-    return ConversationOut.of(conversation)
+    return ConversationOut.of(conversation, chat)
 
 
 @router.get("", responses=ERRORS)
@@ -175,7 +177,7 @@ async def list_conversations(
 ) -> ConversationList:
     """The caller's own conversations, newest first."""
     rows = await chat.store.list_conversations(owner_of(principal), limit=limit)
-    return ConversationList(conversations=[ConversationOut.of(c) for c in rows])
+    return ConversationList(conversations=[ConversationOut.of(c, chat) for c in rows])
 
 
 @router.get("/{conversation_id}", responses=ERRORS)
@@ -189,7 +191,7 @@ async def get_conversation(
     await chat.reap(conversation.id)
     messages = await chat.store.messages(conversation.id)
     return ConversationDetail(
-        **ConversationOut.of(conversation).model_dump(),
+        **ConversationOut.of(conversation, chat).model_dump(),
         messages=[MessageOut.of(m) for m in messages],
     )
 
