@@ -261,7 +261,6 @@ class MemoryRuns:
                 except Exception:  # the broker may be down; try again next tick
                     log.warning("could not end silent run %s", run.channel, exc_info=True)
 
-
     def _forget_finished(self) -> None:
         """Drop ended runs older than the outcome retention (their full text goes with them)."""
         keep = self.outcome_ttl if self.outcome_ttl is not None else 86400.0
