@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from harness import open_stream, publish, running_hub, start_hub_process
+from harness import StreamReader, open_stream, publish, running_hub, start_hub_process
+from redis_support import delete_prefix, shared_redis_url, unique_prefix
 from ssehub.settings import Settings
 
 
@@ -147,3 +150,53 @@ def test_multiprocess_mode_aggregates_from_the_shared_directory(tmp_path) -> Non
         assert any(multiproc.glob("*.db"))
     finally:
         hub.terminate()
+
+
+@pytest.mark.redis
+def test_workers_2_metrics_add_up_across_processes(tmp_path) -> None:
+    url, prefix = shared_redis_url(), unique_prefix()
+    multiproc = tmp_path / "prom"
+    multiproc.mkdir()
+    env = {
+        "SSEHUB_BROKER_URL": url,
+        "SSEHUB_REDIS_PREFIX": prefix,
+        "SSEHUB_OPEN_ACCESS": "true",
+        "PROMETHEUS_MULTIPROC_DIR": str(multiproc),
+    }
+    hub = start_hub_process(tmp_path, env, args=["--workers", "2"])
+    try:
+
+        async def scenario() -> tuple[int, list[str]]:
+            limits = httpx.Limits(max_keepalive_connections=0)  # every request a new connection
+            timeout = httpx.Timeout(10, read=None)
+            async with (
+                httpx.AsyncClient(timeout=timeout, limits=limits) as client,
+                contextlib.AsyncExitStack() as stack,
+            ):
+                readers: list[StreamReader] = []
+                nodes: set[str] = set()
+                while len(nodes) < 2:  # open streams at once until both workers hold some
+                    assert len(readers) < 80, "the kernel never gave the second worker a stream"
+                    base = len(readers)
+                    urls = [f"{hub.url}/api/v1/sse/stream/work:{base + n}" for n in range(8)]
+                    opened = await asyncio.gather(
+                        *(stack.enter_async_context(open_stream(client, u)) for u in urls)
+                    )
+                    readers += opened
+                    listed = (await client.get(f"{hub.url}/api/v1/sse/clients")).json()
+                    nodes = {c["node"] for c in listed["clients"]}
+                for n in range(len(readers)):
+                    await publish(client, hub.url, f"work:{n}", n)
+                for reader in readers:
+                    await reader.wait_count(1)
+                return len(readers), [await scrape(client, hub.url) for _ in range(6)]
+
+        streams, texts = asyncio.run(scenario())
+        for text in texts:  # whichever worker answers, the figures are the cluster's
+            assert value(text, "ssehub_connections_active", family="work") == streams
+            assert value(text, "ssehub_events_published_total", family="work") == streams
+            assert value(text, "ssehub_events_delivered_total") >= streams
+        assert len(list(multiproc.glob("gauge_livesum_*.db"))) == 2
+    finally:
+        hub.terminate()
+        delete_prefix(url, prefix)
