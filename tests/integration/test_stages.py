@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import threading
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -208,3 +210,32 @@ async def test_in_process_retries_publish_error_with_retry_count(
         await execute(client, hub, "p10", "flaky", {"fail_times": 2})
         await reader.wait_count(1, event="done")
     assert_retried(reader)
+
+
+SLOW_STOPPED = threading.Event()
+
+
+@stage("test_slow_sync")
+def slow_sync_stage(pub: Any, input_data: dict[str, Any]) -> None:
+    """A blocking stage that only notices cancellation when its next publish gets 409."""
+    try:
+        for index in range(1, 10_000):
+            pub.publish_progress(index, 10_000, f"item {index}")
+            time.sleep(0.01)
+    finally:
+        SLOW_STOPPED.set()
+
+
+async def test_cancel_stops_a_sync_stage_in_its_thread(
+    client: httpx.AsyncClient, hub: RunningHub
+) -> None:
+    SLOW_STOPPED.clear()
+    async with open_stream(client, f"{hub.url}/api/v1/sse/projects/p11/") as reader:
+        started = await execute(client, hub, "p11", "test_slow_sync", {})
+        await reader.wait_count(3, event="progress")
+        answer = await client.post(f"{hub.url}/api/v1/tasks/{started['task_id']}/cancel")
+        assert answer.json()["status"] == "cancelled"
+        assert await asyncio.to_thread(SLOW_STOPPED.wait, 10)
+        count = len(reader.of_type("progress"))
+    assert count < 100
+    assert json.loads(reader.of_type("error")[0].data)["error"] == "cancelled"

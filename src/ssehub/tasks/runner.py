@@ -168,6 +168,8 @@ class CeleryRunner:
         await asyncio.to_thread(self.celery.control.revoke, info.task_id)
 
     async def state(self, info: TaskInfo) -> str:
+        if info.state == "cancelled":
+            return "cancelled"
         result = self.celery.AsyncResult(info.task_id)
         raw = await asyncio.to_thread(lambda: result.state)
         return CELERY_STATES.get(str(raw), str(raw).lower())
