@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -156,3 +157,25 @@ async def test_stream_type_filter(db: dict[str, Any], client: httpx.AsyncClient)
             "user_message",
             "ai_response_complete",
         ]
+
+
+async def test_post_stream_ends_when_the_hub_closes_streams(
+    db: dict[str, Any], fake: FakeOpenAI, client: httpx.AsyncClient
+) -> None:
+    async with chat_hub(db, fake) as hub:
+        cid = await create_conversation(client, hub.url, model="slow")
+        url = api(hub, f"/{cid}/messages/stream")
+        async with client.stream("POST", url, json={"content": "Go"}) as response:
+            received = b""
+            chunks = response.aiter_raw()
+            while b"ai_response_chunk" not in received:
+                received += await anext(chunks)
+            hub.hub.close_all()  # what SIGTERM does
+            async with asyncio.timeout(5):
+                async for chunk in chunks:
+                    received += chunk
+        assert b"ai_response_complete" not in received
+        stopped = await client.post(api(hub, f"/{cid}/cancel"))
+        assert stopped.json()["cancelled"] is True
+        refused = await client.post(url, json={"content": "Again"})
+        assert refused.status_code == 503

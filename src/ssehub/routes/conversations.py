@@ -15,7 +15,7 @@ from ..auth import Principal
 from ..channels import Selector
 from ..chat import ChatService, conversation_channel, owner_of
 from ..connection import Connection
-from ..errors import BadRequest
+from ..errors import BadRequest, Unavailable
 from ..hub import Hub
 from ..settings import Settings
 from ..store import Conversation, Message
@@ -262,6 +262,7 @@ async def send_message_stream(
     conversation_id: str,
     body: SendMessage,
     chat: ChatService = Depends(get_chat),
+    hub: Hub = Depends(get_hub),
     settings: Settings = Depends(get_settings),
     principal: Principal = Depends(get_principal),
 ) -> EventStreamResponse:
@@ -270,6 +271,8 @@ async def send_message_stream(
     The events and ids are those of the conversation's stream; the response ends with the
     answer. Closing it does not stop the answer (use ``/cancel``).
     """
+    if hub.closing:
+        raise Unavailable("the hub is shutting down", headers={"Retry-After": "1"})
     conversation = await chat.owned(conversation_id, principal)
     content = check_content(body.content, settings)
     conn = Connection(
@@ -279,9 +282,12 @@ async def send_message_stream(
         user_id=principal.user_id,
     )
     turn = await chat.send(conversation, content, listener=conn)
+    # Known to the hub (not subscribed): heartbeats, the idle timeout and SIGTERM reach it too.
+    hub.connections[conn.client_id] = conn
 
     async def forget() -> None:
         turn.listeners.discard(conn)
+        await hub.detach(conn)
 
     return EventStreamResponse(conn, closer=forget)
 
