@@ -15,8 +15,16 @@ import httpx
 import jwt
 import pytest
 
-from harness import HubProcess, StreamReader, open_stream, publish, start_hub_process
+from harness import (
+    HubProcess,
+    StreamReader,
+    open_stream,
+    publish,
+    running_hub,
+    start_hub_process,
+)
 from redis_support import RedisServer, delete_prefix, shared_redis_url, unique_prefix
+from ssehub.settings import Settings
 
 pytestmark = pytest.mark.redis
 
@@ -230,55 +238,61 @@ async def test_kill_9_clients_reconnect_elsewhere_and_miss_nothing(
             doomed.kill()
 
 
-async def test_redis_outage_503_then_resumes_without_loss(
-    client: httpx.AsyncClient, tmp_path: Path
-) -> None:
+async def test_redis_outage_503_then_resumes_without_loss(client: httpx.AsyncClient) -> None:
+    """Two hubs (in this process: the outage is the broker's business) on a private Redis."""
     server = RedisServer()
     server.start()
     env = hub_env(server.url, unique_prefix())
-    hubs = start_hubs(tmp_path, env, 2)
-    a, b = hubs
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        **{k.removeprefix("SSEHUB_").lower(): v for k, v in env.items()},
+    )
     try:
-        async with open_stream(client, f"{a.url}{STREAM}/out:x", headers=user()) as reader:
-            for i in range(5):
-                await publish(client, b.url, "out:x", i, headers=ADMIN)
-            await reader.wait_count(5)
-            server.stop(save=True)
-            failed = await client.post(
-                f"{b.url}/api/v1/publish/out:x", json={"data": "lost"}, headers=ADMIN
-            )
-            assert failed.status_code == 503, failed.text
-            assert failed.json()["error"]["code"] == "broker_unavailable"
-            ready = await client.get(f"{a.url}/readyz")
-            assert ready.status_code == 503
-            await reader.wait_for(lambda r: b": ping" in r.raw[-200:], timeout=5)
-            server.start()
-            accepted = []
-            deadline = time.monotonic() + 15
-            i = 5
-            while len(accepted) < 10 and time.monotonic() < deadline:
-                answer = await client.post(
-                    f"{b.url}/api/v1/publish/out:x", json={"data": str(i)}, headers=ADMIN
-                )
-                if answer.status_code == 200:
-                    accepted.append(str(i))
-                    i += 1
-                else:
-                    assert answer.status_code == 503
-                    await asyncio.sleep(0.05)
-            assert len(accepted) == 10
-            await reader.wait_count(15, timeout=15)
-            assert reader.data == [str(i) for i in range(5)] + accepted
-            assert not reader.closed.is_set()
-            deadline = time.monotonic() + 10
-            while (await client.get(f"{a.url}/readyz")).status_code != 200:
-                assert time.monotonic() < deadline
-                await asyncio.sleep(0.1)
+        async with running_hub(settings) as a, running_hub(settings) as b:
+            await outage(client, server, a.url, b.url)
     finally:
-        for hub in hubs:
-            if hub.process.poll() is None:
-                hub.kill()
         server.stop(save=False)
+
+
+async def outage(client: httpx.AsyncClient, server: RedisServer, a: str, b: str) -> None:
+    """Stop Redis under hubs ``a`` and ``b`` (URLs) with a stream open, then start it again."""
+    async with open_stream(client, f"{a}{STREAM}/out:x", headers=user()) as reader:
+        for i in range(5):
+            await publish(client, b, "out:x", i, headers=ADMIN)
+        await reader.wait_count(5)
+        server.stop(save=True)
+        failed = await client.post(
+            f"{b}/api/v1/publish/out:x", json={"data": "lost"}, headers=ADMIN
+        )
+        assert failed.status_code == 503, failed.text
+        assert failed.json()["error"]["code"] == "broker_unavailable"
+        ready = await client.get(f"{a}/readyz")
+        assert ready.status_code == 503
+        refused = await client.get(f"{a}{STREAM}/out:x", headers=user())
+        assert refused.status_code == 503, refused.text
+        await reader.wait_for(lambda r: b": ping" in r.raw[-200:], timeout=5)
+        server.start()
+        accepted = []
+        deadline = time.monotonic() + 15
+        i = 5
+        while len(accepted) < 10 and time.monotonic() < deadline:
+            answer = await client.post(
+                f"{b}/api/v1/publish/out:x", json={"data": str(i)}, headers=ADMIN
+            )
+            if answer.status_code == 200:
+                accepted.append(str(i))
+                i += 1
+            else:
+                assert answer.status_code == 503
+                await asyncio.sleep(0.05)
+        assert len(accepted) == 10
+        await reader.wait_count(15, timeout=15)
+        assert reader.data == [str(i) for i in range(5)] + accepted
+        assert not reader.closed.is_set()
+        deadline = time.monotonic() + 10
+        while (await client.get(f"{a}/readyz")).status_code != 200:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.1)
 
 
 def child_pids(pid: int) -> list[int]:
