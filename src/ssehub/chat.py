@@ -110,6 +110,7 @@ class ChatService:
             model=settings.llm_model,
             timeout=settings.llm_timeout_seconds,
             max_retries=settings.llm_max_retries,
+            stream_usage=settings.llm_stream_usage,
             demo_pace=settings.demo_pace_seconds,
         )
         store = Store(

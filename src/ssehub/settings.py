@@ -165,6 +165,9 @@ class Settings(BaseSettings):
         60.0, gt=0, description="Longest wait for the provider's next bytes."
     )
     llm_max_retries: int = Field(2, ge=0, description="Provider retries before the stream starts.")
+    llm_stream_usage: bool = Field(
+        True, description="Ask for token counts in the stream; off for servers that reject it."
+    )
     demo_pace_seconds: float = Field(
         0.05, ge=0, description="Delay between the words of the demo provider."
     )

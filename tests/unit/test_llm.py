@@ -117,3 +117,13 @@ async def test_openai_compat_connection_refused() -> None:
     assert info.value.code == "provider_unavailable"
     assert "cannot connect to the model provider at http://127.0.0.1:" in info.value.message
     await provider.aclose()
+
+
+async def test_openai_compat_without_stream_usage() -> None:
+    async with fake_openai() as fake:
+        provider = OpenAICompatProvider(base_url=fake.base_url, model="ok", stream_usage=False)
+        stream = provider.stream([{"role": "user", "content": "hi"}])
+        assert await collect(stream) == ANSWER
+        assert stream.usage is None
+        assert "stream_options" not in fake.requests[0]
+        await provider.aclose()

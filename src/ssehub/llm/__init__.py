@@ -26,6 +26,7 @@ def create_provider(
     model: str = "gpt-4o-mini",
     timeout: float = 60.0,
     max_retries: int = 2,
+    stream_usage: bool = True,
     demo_pace: float = 0.05,
 ) -> Provider:
     """The provider named by the settings (``demo`` or ``openai``)."""
@@ -38,5 +39,6 @@ def create_provider(
             model=model,
             timeout=timeout,
             max_retries=max_retries,
+            stream_usage=stream_usage,
         )
     raise ValueError(f"unknown llm provider {name!r}: use 'demo' or 'openai'")

@@ -49,8 +49,10 @@ class OpenAICompatProvider:
         model: str = "gpt-4o-mini",
         timeout: float = 60.0,
         max_retries: int = 2,
+        stream_usage: bool = True,
     ) -> None:
         self.model = model
+        self.stream_usage = stream_usage
         # Local servers (Ollama, llama.cpp) need no key, but the SDK insists on one.
         self.client = openai.AsyncOpenAI(
             base_url=base_url,
@@ -63,13 +65,17 @@ class OpenAICompatProvider:
     def stream(self, messages: Sequence[ChatMessage], *, model: str | None = None) -> ChatStream:
         name = model or self.model
 
+        extra: dict[str, Any] = {}
+        if self.stream_usage:
+            extra["stream_options"] = {"include_usage": True}
+
         async def produce(stream: ChatStream) -> AsyncIterator[str]:
             try:
                 response: Any = await self.client.chat.completions.create(
                     model=name,
                     messages=list(messages),  # type: ignore[arg-type]
                     stream=True,
-                    stream_options={"include_usage": True},
+                    **extra,
                 )
             except openai.OpenAIError as exc:
                 raise map_error(exc, self.base_url) from exc
