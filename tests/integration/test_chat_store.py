@@ -115,7 +115,8 @@ async def test_shutdown_saves_the_partial_answer_as_interrupted(
         async with open_stream(client, stream_url(hub.url, cid)) as stream:
             await send(client, hub.url, cid, "Go")
             await stream.wait_count(3, event="ai_response_chunk")
-            hub.server.should_exit = True  # the stream ends with the server
+            hub.server.should_exit = True  # what SIGTERM does
+            hub.hub.close_all()
             await stream.closed.wait()
     async with chat_hub(db, fake) as hub:
         answer = (await messages(client, hub.url, cid))[-1]
