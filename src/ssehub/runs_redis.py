@@ -181,7 +181,7 @@ class RedisRuns(MemoryRuns):
             log.warning("could not record run state of %s", event.channel, exc_info=True)
 
     async def snapshots(self, selector: Selector) -> list[Event]:
-        channels = set(selector.channels)
+        channels = {c for c in selector.channels if messages.parse_stage_channel(c) is not None}
         for pattern in selector.patterns:
             # Only project-wide patterns are looked up (in the project's set, never a SCAN).
             parsed = messages.parse_stage_channel(pattern)
