@@ -188,3 +188,21 @@ async def test_an_event_with_its_own_ttl_expires_alone(make_broker: BrokerFactor
     assert [e.id for e in history.events] == [kept.id]
     assert history.gap
     assert not (await broker.history(Selector.of(["s"]), short.id)).gap
+
+
+async def test_pattern_history_finds_exactly_the_matching_channels(
+    make_broker: BrokerFactory,
+) -> None:
+    broker = await make_broker()
+    start = await broker.head()
+    for channel in ("proj:1:stage:a", "proj:2:stage:a", "proj:1:other", "proj:10:stage:a"):
+        await put(broker, channel, channel)
+    by_prefix = await broker.history(Selector.of(["proj:1:*"]), start)
+    assert [e.data for e in by_prefix.events] == ["proj:1:stage:a", "proj:1:other"]
+    by_suffix = await broker.history(Selector.of(["*:stage:a", "proj:1:other"]), start)
+    assert [e.data for e in by_suffix.events] == [
+        "proj:1:stage:a",
+        "proj:2:stage:a",
+        "proj:1:other",
+        "proj:10:stage:a",
+    ]

@@ -85,6 +85,7 @@ if maxlen > 0 then
     redis.call('PEXPIRE', KEYS[4], keep)
   end
   redis.call('ZADD', KEYS[6], 'GT', ARGV[13], ARGV[11])
+  redis.call('ZADD', KEYS[7], 0, ARGV[11])
 end
 if ARGV[2] ~= '' then
   redis.call('SET', KEYS[5], sid .. ':' .. ARGV[11], 'PX', ARGV[2])
@@ -100,6 +101,16 @@ if not epoch then
   epoch = ARGV[1]
 end
 return {epoch, redis.call('GET', KEYS[2]) or '0'}
+"""
+
+# Atomic, so a channel published to meanwhile cannot be dropped from the index.
+PRUNE = """
+local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 500)
+if #gone > 0 then
+  redis.call('ZREM', KEYS[1], unpack(gone))
+  redis.call('ZREM', KEYS[2], unpack(gone))
+end
+return #gone
 """
 
 
@@ -136,9 +147,11 @@ class RedisBroker:
         self._listener = aioredis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), **options)
         self._publish = self.redis.register_script(PUBLISH)
         self._head = self.redis.register_script(HEAD)
+        self._prune = self.redis.register_script(PRUNE)
         self._k_epoch = prefix + "epoch"
         self._k_seq = prefix + "seq"
-        self._k_index = prefix + "channels"
+        self._k_index = prefix + "channels"  # channel → expiry of its newest event
+        self._k_names = prefix + "names"  # the same channels by name (ZRANGEBYLEX)
         self._live_prefix = prefix + "e:"
         self._control = prefix + "ctl"
         self._names: set[str] = set()
@@ -219,6 +232,7 @@ class RedisBroker:
             self._trim_key(event.channel),
             idem,
             self._k_index,
+            self._k_names,
         ]
         stamp = repr(event.published_at)
         retry = "" if event.retry is None else str(event.retry)
@@ -334,28 +348,32 @@ class RedisBroker:
         return list(heapq.merge(*streams, key=lambda e: e.seq))[-limit:]
 
     async def _channels(self, selector: Selector) -> list[str]:
-        """The exact channels of ``selector`` plus every recently used channel of its patterns."""
+        """The exact channels of ``selector`` plus the indexed channels its patterns match."""
         found = sorted(selector.channels)
-        if selector.patterns:
-            found += [
-                name
-                for name in await self._known_channels()
-                if name not in selector.channels
-                and any(matches(p, name) for p in selector.patterns)
-            ]
-        return found
-
-    async def _known_channels(self) -> list[str]:
-        """Channels that may still keep events (the index pattern resumes read)."""
-        stale = time.time() - self._history_ttl
+        if not selector.patterns:
+            return found
+        await self._prune_index()
+        # A pattern's text before its first ``*`` bounds a lexicographic range of the index.
+        prefixes = sorted({p.split("*", 1)[0] for p in selector.patterns})
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.zremrangebyscore(self._k_index, "-inf", f"({stale!r}")
-                pipe.zrange(self._k_index, 0, -1)
-                _, names = await pipe.execute()
+                for prefix in prefixes:
+                    low, high = ("-", "+") if not prefix else (f"[{prefix}", f"[{prefix}\xff")
+                    pipe.zrangebylex(self._k_names, low, high)
+                ranges = await pipe.execute()
         except FAULTS as exc:
             raise BrokerUnavailable("the Redis broker is unreachable; retry") from exc
-        return list(names)
+        names = {name for names in ranges for name in names} - selector.channels
+        found += sorted(n for n in names if any(matches(p, n) for p in selector.patterns))
+        return found
+
+    async def _prune_index(self) -> None:
+        """Forget channels whose newest event expired a history age ago (bounded per call)."""
+        stale = f"({time.time() - self._history_ttl!r}"
+        try:
+            await self._prune(keys=[self._k_index, self._k_names], args=[stale])
+        except FAULTS as exc:
+            raise BrokerUnavailable("the Redis broker is unreachable; retry") from exc
 
     def _decode(self, channel: str, entry_id: str, fields: dict[str, str]) -> Event:
         seq = int(entry_id.partition("-")[0])
