@@ -17,7 +17,7 @@ from sqlalchemy import event, update
 
 from chat_support import chat_hub, create_conversation, database, messages, payloads, send
 from fake_openai import ANSWER, FakeOpenAI, fake_openai
-from harness import open_stream
+from harness import open_stream, start_hub_process
 from ssehub.store import Message, Store
 
 
@@ -244,3 +244,26 @@ async def test_concurrent_first_use_migrates_once(kind: str, tmp_path: Path) -> 
         finally:
             for store in stores:
                 await store.close()
+
+
+async def test_sigterm_mid_answer_saves_it_as_interrupted(
+    tmp_path: Path, client: httpx.AsyncClient
+) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path}/serve.db"
+    env = {"SSEHUB_DATABASE_URL": url, "SSEHUB_DEMO_PACE_SECONDS": "0.2"}
+    process = await asyncio.to_thread(start_hub_process, tmp_path, env)
+    try:
+        cid = await create_conversation(client, process.url)
+        async with open_stream(client, stream_url(process.url, cid)) as stream:
+            await send(client, process.url, cid, "Go")
+            await stream.wait_count(2, event="ai_response_chunk")
+            assert await asyncio.to_thread(process.terminate) == 0
+    finally:
+        if process.process.poll() is None:
+            process.kill()
+    store = Store(url)
+    await store.start()
+    answer = (await store.messages(cid))[-1]
+    await store.close()
+    assert (answer.status, answer.error) == ("error", "interrupted: the server shut down")
+    assert answer.content.startswith("[demo ")

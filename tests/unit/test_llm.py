@@ -8,8 +8,9 @@ import pytest
 
 from fake_openai import ANSWER, MID_CHUNKS, fake_openai
 from harness import free_port
-from ssehub.llm import DemoProvider, OpenAICompatProvider, ProviderError, create_provider
+from ssehub.llm import DemoProvider, ProviderError, create_provider
 from ssehub.llm.demo import LABEL
+from ssehub.llm.openai_compat import OpenAICompatProvider
 
 
 async def collect(stream: object) -> list[str]:

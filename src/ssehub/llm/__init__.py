@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from .base import ChatMessage, ChatStream, Provider, ProviderError, Usage
 from .demo import DemoProvider
-from .openai_compat import OpenAICompatProvider
 
 __all__ = [
     "ChatMessage",
     "ChatStream",
     "DemoProvider",
-    "OpenAICompatProvider",
     "Provider",
     "ProviderError",
     "Usage",
@@ -33,6 +31,8 @@ def create_provider(
     if name == "demo":
         return DemoProvider(pace_seconds=demo_pace)
     if name in ("openai", "openai_compat"):
+        from .openai_compat import OpenAICompatProvider  # the SDK is slow to import
+
         return OpenAICompatProvider(
             base_url=base_url,
             api_key=api_key,

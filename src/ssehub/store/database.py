@@ -11,8 +11,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import delete, event, select, text, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import (
@@ -36,12 +34,15 @@ class StoreUnavailable(Unavailable):
     code = "store_unavailable"
 
 
-def alembic_config(connection: Any = None) -> Config:
-    """An Alembic config for the packaged migrations, bound to ``connection``."""
+def upgrade_to_head(connection: Any) -> None:
+    """Run the packaged Alembic migrations on a sync ``connection`` (imported only when used)."""
+    from alembic import command
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["connection"] = connection
-    return config
+    command.upgrade(config, "head")
 
 
 class Store:
@@ -105,7 +106,7 @@ class Store:
                 )
                 if self.schema:
                     await conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"'))
-            await conn.run_sync(lambda sync: command.upgrade(alembic_config(sync), "head"))
+            await conn.run_sync(upgrade_to_head)
 
     @contextlib.asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
