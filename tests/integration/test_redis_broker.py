@@ -129,3 +129,29 @@ async def test_the_reader_survives_garbage_and_a_failing_handler(
         assert got[-1].id == after.id
     finally:
         await broker.close()
+
+
+async def test_a_hub_started_before_redis_becomes_ready_when_it_appears(
+    client: httpx.AsyncClient,
+) -> None:
+    server = RedisServer()  # its port is chosen, nothing listens yet
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        broker_url=server.url,
+        open_access=True,
+    )
+    try:
+        async with running_hub(settings) as hub:
+            assert (await client.get(f"{hub.url}/readyz")).status_code == 503
+            down = await client.post(f"{hub.url}/api/v1/publish/late", json={"data": 1})
+            assert down.status_code == 503
+            server.start()
+            async with asyncio.timeout(10):
+                while (await client.get(f"{hub.url}/readyz")).status_code != 200:
+                    await asyncio.sleep(0.1)
+            async with open_stream(client, f"{hub.url}/api/v1/sse/stream/late") as reader:
+                await publish(client, hub.url, "late", 2)
+                await reader.wait_count(1)
+                assert reader.data == ["2"]
+    finally:
+        server.stop(save=False)

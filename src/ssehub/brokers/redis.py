@@ -194,8 +194,8 @@ class RedisBroker:
 
     async def start(self, on_event: EventHandler) -> None:
         self._on_event = on_event
-        with contextlib.suppress(*FAULTS):
-            await self.head()
+        with contextlib.suppress(BrokerUnavailable):
+            await self.head()  # Redis may come later: the reader keeps trying, /readyz tells
         self._reader = asyncio.create_task(self._read_forever(), name="ssehub-redis-reader")
 
     async def close(self) -> None:
