@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from .auth import Principal
+from .auth import CHALLENGE, Principal
 from .connection import Connection
 from .errors import Conflict, HubError, NotFound, Unauthorized
 from .event import Event, make_event
@@ -40,10 +40,9 @@ ABANDONED = "interrupted: the answer stopped being written (the server stopped o
 def owner_of(principal: Principal) -> str:
     """The owner of the caller's conversations: the token's ``sub``, ``anonymous`` with open
     access; a caller without a token on a hub that verifies tokens gets 401."""
-    if not getattr(principal, "authenticated", True):
+    if not principal.authenticated:
         raise Unauthorized(
-            "a token is required to use conversations",
-            headers={"WWW-Authenticate": 'Bearer realm="ssehub"'},
+            "a token is required to use conversations", headers={"WWW-Authenticate": CHALLENGE}
         )
     return principal.user_id or ANONYMOUS
 
