@@ -155,3 +155,20 @@ async def test_a_hub_started_before_redis_becomes_ready_when_it_appears(
                 assert reader.data == ["2"]
     finally:
         server.stop(save=False)
+
+
+async def test_listen_after_unlisten_keeps_the_subscription(private_redis: RedisServer) -> None:
+    got: list[Event] = []
+    broker = RedisBroker(private_redis.url, prefix="t:")
+    await broker.start(got.append)
+    try:
+        await broker.listen("c")
+        await asyncio.gather(broker.unlisten("c"), broker.listen("c"))
+        await broker.listen("gone")
+        await broker.unlisten("gone")
+        await broker.publish(make_event("gone", None, "not for us"))
+        sent = await broker.publish(make_event("c", None, "x"))
+        await wait_until(lambda: len(got) == 1)
+        assert got[0].id == sent.id
+    finally:
+        await broker.close()

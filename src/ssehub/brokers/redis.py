@@ -164,6 +164,8 @@ class RedisBroker:
         self.connected = False
         self._ready = asyncio.Event()
         self._closing = False
+        # (Un)subscriptions go out in call order: an unlisten must not overtake a later listen.
+        self._sending = asyncio.Lock()
 
     @classmethod
     def from_settings(cls, settings: Any) -> RedisBroker:
@@ -412,10 +414,11 @@ class RedisBroker:
         ack = asyncio.get_running_loop().create_future()
         self._acks.setdefault(live, []).append(ack)
         try:
-            if is_pattern(name):
-                await pubsub.psubscribe(live)
-            else:
-                await pubsub.subscribe(live)
+            async with self._sending:
+                if is_pattern(name):
+                    await pubsub.psubscribe(live)
+                else:
+                    await pubsub.subscribe(live)
             await asyncio.wait_for(asyncio.shield(ack), LISTEN_ACK_TIMEOUT)
         except FAULTS:
             log.warning("redis: subscribing to %s not confirmed; the reader will retry", name)
@@ -431,11 +434,14 @@ class RedisBroker:
         pubsub = self._pubsub
         if pubsub is None or not self.connected:
             return
-        with contextlib.suppress(*FAULTS):
-            if is_pattern(name):
-                await pubsub.punsubscribe(self._live_name(name))
-            else:
-                await pubsub.unsubscribe(self._live_name(name))
+        async with self._sending:
+            if name in self._names:
+                return  # listened again meanwhile
+            with contextlib.suppress(*FAULTS):
+                if is_pattern(name):
+                    await pubsub.punsubscribe(self._live_name(name))
+                else:
+                    await pubsub.unsubscribe(self._live_name(name))
 
     async def _read_forever(self) -> None:
         """The one reader of this process: (re)connect, subscribe, catch up, deliver live."""
