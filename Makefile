@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint format bench clean venv docs
+.PHONY: run test lint format bench clean venv docs soak
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,12 @@ BENCH_ARGS ?= --n 1000
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+# 2,000 streams, steady publishing, 10% reconnecting every minute, 10 minutes: docs/soak.png.
+SOAK_ARGS ?= --connections 2000 --minutes 10
+soak: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	$(BIN)/python bench/soak.py $(SOAK_ARGS) -o docs/soak.png --json bench/results/soak.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
