@@ -200,6 +200,10 @@ async def test_send_and_disconnect_reach_a_client_on_the_other_process(
         answer = await client.get(f"{b.url}/api/v1/sse/stats", headers=ADMIN)
         stats = answer.json()["statistics"]
         assert stats["active_connections"] >= 2 and stats["local_connections"] == 0
+        listed = (await client.get(f"{b.url}/api/v1/sse/clients", headers=ADMIN)).json()
+        assert client_id in {c["id"] for c in listed["clients"]}
+        one = await client.get(f"{b.url}/api/v1/sse/clients/{client_id}", headers=ADMIN)
+        assert one.status_code == 200, one.text
         gone = await client.post(f"{b.url}/api/v1/sse/disconnect/{client_id}", headers=ADMIN)
         assert gone.status_code == 200, gone.text
         await asyncio.wait_for(target.closed.wait(), 10)
