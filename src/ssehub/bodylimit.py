@@ -19,12 +19,18 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        has_body = False
         for key, value in scope["headers"]:
             if key == b"content-length":
                 if not value.isdigit() or int(value) > self.max_bytes:
                     await self._refuse(send)
                     return
-                break
+                has_body = value != b"0"
+            elif key == b"transfer-encoding":
+                has_body = True
+        if not has_body:  # streams and other body-less requests pass untouched
+            await self.app(scope, receive, send)
+            return
         received = 0
         refused = False
 
