@@ -201,6 +201,8 @@ class DirectStreamProtocol(HttpToolsProtocol):
             super().shutdown()
         else:
             self.conn.close(SHUTDOWN)
+            if self.paused:  # a stuck client would hold the shutdown until its grace ends
+                self.transport.abort()
 
 
 async def _close(closer: Callable[[], Awaitable[None]]) -> None:

@@ -102,3 +102,26 @@ async def test_the_setting_selects_the_path(client, fast: bool) -> None:
         await reader.wait_count(1)
         assert len(direct_streams(running)) == (1 if fast else 0)
         assert len(running.server.server_state.tasks) == (0 if fast else 1)
+
+
+async def test_shutdown_does_not_wait_for_a_stuck_client(client) -> None:
+    settings = Settings(_env_file=None, subscriber_buffer=100_000)  # type: ignore[call-arg]
+    loop = asyncio.get_running_loop()
+    serving = running_hub(settings)
+    running = await serving.__aenter__()
+    url = f"{running.url}/api/v1/sse/stream/stuck"
+    slow = await client.send(client.build_request("GET", url), stream=True)  # never read
+    try:
+        await wait_until(lambda: len(direct_streams(running)) == 1, 5)
+        (stream,) = direct_streams(running)
+        payload = "z" * 32_000
+        for i in range(1000):
+            await publish(client, running.url, "stuck", f"{i}:{payload}")
+            if stream.paused:
+                break
+        assert stream.paused
+        start = loop.time()
+        await serving.__aexit__(None, None, None)
+        assert loop.time() - start < 5
+    finally:
+        await slow.aclose()
