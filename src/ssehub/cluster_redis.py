@@ -2,12 +2,17 @@
 
 Slots and client records are leases: sorted sets scored by expiry time, refreshed by each
 process's ``keepalive``, so what a killed process held expires by itself after ``lease``
-seconds. Atomic steps (acquire, token bucket) are Lua scripts timed by the Redis clock.
+seconds. Slots are also tagged with their process, which keeps a short-lived liveness key:
+a scope at its limit first drops the slots of dead processes, so a user whose streams were on a
+killed process can reconnect at once. Atomic steps are Lua scripts.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import secrets
 import time
 from typing import Any
 
@@ -24,14 +29,27 @@ log = logging.getLogger("ssehub.cluster")
 
 LEASE_SECONDS = 35.0  # > 3 keepalive intervals of the gate
 
+NODE_TTL_SECONDS = 5.0  # a process silent this long counts as dead for slot limits
+
 ACQUIRE = """
 local now = tonumber(ARGV[1])
+local limit = tonumber(ARGV[3])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 if redis.call('ZSCORE', KEYS[1], ARGV[2]) then
   redis.call('ZADD', KEYS[1], ARGV[4], ARGV[2])
   return 1
 end
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return 0 end
+if redis.call('ZCARD', KEYS[1]) >= limit then
+  local alive = {}
+  for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+    local node = string.match(member, '^([^|]+)|')
+    if node then
+      if alive[node] == nil then alive[node] = redis.call('EXISTS', ARGV[6] .. node) == 1 end
+      if not alive[node] then redis.call('ZREM', KEYS[1], member) end
+    end
+  end
+  if redis.call('ZCARD', KEYS[1]) >= limit then return 0 end
+end
 redis.call('ZADD', KEYS[1], ARGV[4], ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
 return 1
@@ -56,9 +74,20 @@ return tostring(wait)
 class RedisClusterState:
     """Tickets, slots, rate buckets and the client registry in Redis under one key prefix."""
 
-    def __init__(self, url: str, *, prefix: str = "ssehub:", lease: float = LEASE_SECONDS):
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "ssehub:",
+        lease: float = LEASE_SECONDS,
+        node_ttl: float = NODE_TTL_SECONDS,
+    ) -> None:
         self.prefix = prefix + "cl:"
         self.lease = lease
+        self.node = secrets.token_hex(6)
+        self.node_ttl = node_ttl
+        self._node_key = f"{self.prefix}node:{self.node}"
+        self._beat: asyncio.Task[None] | None = None
         self.redis = aioredis.Redis.from_url(
             url,
             decode_responses=True,
@@ -77,10 +106,31 @@ class RedisClusterState:
         return cls(settings.broker_url, prefix=getattr(settings, "redis_prefix", "ssehub:"))
 
     async def start(self) -> None:
-        """Connections are made on first use."""
+        """Start announcing that this process is alive."""
+        with contextlib.suppress(aioredis.RedisError, OSError):
+            await self._announce()
+        self._beat = asyncio.create_task(self._beat_forever(), name="ssehub-cluster-beat")
 
     async def close(self) -> None:
+        if self._beat is not None:
+            self._beat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._beat
+        with contextlib.suppress(aioredis.RedisError, OSError):
+            await self.redis.delete(self._node_key)
         await self.redis.aclose()
+
+    async def _announce(self) -> None:
+        await self.redis.set(self._node_key, "1", px=int(self.node_ttl * 1000))
+
+    async def _beat_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.node_ttl / 4)
+            with contextlib.suppress(aioredis.RedisError, OSError):
+                await self._announce()
+
+    def _member(self, holder: str) -> str:
+        return f"{self.node}|{holder}"
 
     def _slot_key(self, scope: str) -> str:
         return f"{self.prefix}slot:{scope}"
@@ -112,7 +162,14 @@ class RedisClusterState:
 
     async def acquire_slot(self, scope: str, holder: str, limit: int) -> bool:
         now = time.time()
-        args = [repr(now), holder, limit, repr(now + self.lease), int(self.lease * 2000)]
+        args = [
+            repr(now),
+            self._member(holder),
+            limit,
+            repr(now + self.lease),
+            int(self.lease * 2000),
+            f"{self.prefix}node:",
+        ]
         added = await self._call(self._acquire(keys=[self._slot_key(scope)], args=args))
         if added:
             self._held.setdefault(holder, set()).add(scope)
@@ -124,7 +181,7 @@ class RedisClusterState:
             scopes.discard(scope)
             if not scopes:
                 del self._held[holder]
-        await self._forget(self.redis.zrem(self._slot_key(scope), holder))
+        await self._forget(self.redis.zrem(self._slot_key(scope), self._member(holder)))
 
     async def take_token(self, key: str, rate: float, burst: int) -> float:
         wait = await self._call(
@@ -188,5 +245,5 @@ class RedisClusterState:
             for cid in client_ids:
                 pipe.zadd(self._expiry, {cid: until}, xx=True)
                 for scope in self._held.get(cid, ()):
-                    pipe.zadd(self._slot_key(scope), {cid: until}, xx=True)
+                    pipe.zadd(self._slot_key(scope), {self._member(cid): until}, xx=True)
             await self._call(pipe.execute())

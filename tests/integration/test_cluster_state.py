@@ -63,7 +63,7 @@ async def test_slots_are_shared_and_freed(make_state: StateFactory) -> None:
     one, two = await make_state(), await make_state()
     assert await one.acquire_slot("user:a", "c1", 2)
     assert await two.acquire_slot("user:a", "c2", 2)
-    assert await two.acquire_slot("user:a", "c1", 2)  # a holder already in counts once
+    assert await one.acquire_slot("user:a", "c1", 2)  # a holder already in counts once
     assert not await one.acquire_slot("user:a", "c3", 2)
     assert await one.acquire_slot("user:b", "c3", 2)
     await two.release_slot("user:a", "c2")
@@ -95,6 +95,8 @@ async def test_a_dead_process_leases_expire_and_keepalive_extends_them() -> None
     url, prefix = shared_redis_url(), unique_prefix()
     alive = RedisClusterState(url, prefix=prefix, lease=0.6)
     dead = RedisClusterState(url, prefix=prefix, lease=0.6)
+    await alive.start()
+    await dead.start()
     try:
         for state, cid in ((alive, "a1"), (dead, "d1")):
             assert await state.acquire_slot("user:u", cid, 2)
@@ -111,4 +113,27 @@ async def test_a_dead_process_leases_expire_and_keepalive_extends_them() -> None
     finally:
         await alive.close()
         await dead.close()
+        delete_prefix(url, prefix)
+
+
+async def test_slots_of_a_killed_process_free_as_soon_as_its_heartbeat_stops() -> None:
+    url, prefix = shared_redis_url(), unique_prefix()
+    alive = RedisClusterState(url, prefix=prefix, node_ttl=0.4)
+    killed = RedisClusterState(url, prefix=prefix, node_ttl=0.4)
+    await alive.start()
+    await killed.start()
+    try:
+        assert await killed.acquire_slot("user:k", "k1", 2)
+        assert await killed.acquire_slot("user:k", "k2", 2)
+        assert not await alive.acquire_slot("user:k", "a1", 2)
+        assert killed._beat is not None
+        killed._beat.cancel()  # like kill -9: no more heartbeats, nothing released
+        async with asyncio.timeout(5):
+            while not await alive.acquire_slot("user:k", "a1", 2):
+                await asyncio.sleep(0.1)
+        assert await alive.acquire_slot("user:k", "a2", 2)
+        assert not await alive.acquire_slot("user:k", "a3", 2)
+    finally:
+        await alive.close()
+        await killed.close()
         delete_prefix(url, prefix)
