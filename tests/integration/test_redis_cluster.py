@@ -219,7 +219,8 @@ async def test_kill_9_clients_reconnect_elsewhere_and_miss_nothing(
     a, b = cluster
     doomed = start_hub_process(tmp_path, a.env)  # type: ignore[attr-defined]
     try:
-        headers = [user() for _ in range(4)]
+        full = user()  # holds the limit of 2 streams, both on the doomed process
+        headers = [full, full, user(), user()]
         last_ids = []
         async with open_streams(client, [f"{doomed.url}{STREAM}/kill:x"] * 4, headers) as readers:
             for i in range(20):
@@ -232,14 +233,30 @@ async def test_kill_9_clients_reconnect_elsewhere_and_miss_nothing(
                 last_ids.append(reader.events[-1].id)
         for i in range(20, 40):
             await publish(client, b.url, "kill:x", i, headers=ADMIN)
-        for hdrs, last_id in zip(headers, last_ids, strict=True):
-            resumed = {**hdrs, "Last-Event-ID": last_id}
-            async with open_stream(client, f"{a.url}{STREAM}/kill:x", headers=resumed) as r:
+        async with contextlib.AsyncExitStack() as stack:
+            for hdrs, last_id in zip(headers, last_ids, strict=True):
+                resumed = {**hdrs, "Last-Event-ID": last_id}
+                r = await open_retrying_429(stack, client, f"{a.url}{STREAM}/kill:x", resumed)
                 await r.wait_count(20)
                 assert r.data == [str(i) for i in range(20, 40)]
     finally:
         if doomed.process.poll() is None:
             doomed.kill()
+
+
+async def open_retrying_429(
+    stack: contextlib.AsyncExitStack, client: httpx.AsyncClient, url: str, headers: Any
+) -> StreamReader:
+    """Open a stream on ``stack``, retrying while it is refused with 429 (a dead process's
+    slots, freed once its liveness key expires)."""
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            return await stack.enter_async_context(open_stream(client, url, headers=headers))
+        except AssertionError as exc:
+            if "429" not in str(exc) or time.monotonic() > deadline:
+                raise
+        await asyncio.sleep(0.2)
 
 
 async def test_redis_outage_503_then_resumes_without_loss(client: httpx.AsyncClient) -> None:
