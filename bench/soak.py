@@ -19,6 +19,7 @@ import json
 import os
 import random
 import resource
+import signal
 import socket
 import subprocess
 import sys
@@ -147,79 +148,83 @@ async def soak(args: argparse.Namespace) -> dict[str, object]:
         "SSEHUB_MAX_CONNECTIONS": "100000",
         "SSEHUB_STREAM_RATE_PER_IP": "0",
         "SSEHUB_LOG_LEVEL": "warning",
-        "SSEHUB_HISTORY_SIZE": "10000",
+        # Enough to resume a reconnect (~0.3 s away), small enough to be full after the warm-up,
+        # so that retained history does not pass for growth.
+        "SSEHUB_HISTORY_SIZE": "50",
     }
     hub = subprocess.Popen(  # noqa: ASYNC220 - once, before any stream exists
         [sys.executable, "-m", "ssehub.cli", "serve", "--port", str(port)],
         env=env,
         stdout=subprocess.DEVNULL,
     )
-    base = f"http://127.0.0.1:{port}"
-    async with httpx.AsyncClient(timeout=10) as http:
-        for _ in range(400):
-            with contextlib.suppress(httpx.HTTPError):
-                if (await http.get(f"{base}/healthz")).status_code == 200:
-                    break
-            await asyncio.sleep(0.05)
-        clients = [Client(channel=f"soak:{n % CHANNELS}") for n in range(args.connections)]
-        for i, client in enumerate(clients):
-            client.task = asyncio.create_task(client.run("127.0.0.1", port))
-            if i % 100 == 99:
+    try:
+        base = f"http://127.0.0.1:{port}"
+        async with httpx.AsyncClient(timeout=10) as http:
+            for _ in range(400):
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await http.get(f"{base}/healthz")).status_code == 200:
+                        break
                 await asyncio.sleep(0.05)
-        accepted: dict[str, list[str]] = {f"soak:{n}": [] for n in range(CHANNELS)}
-        samples: list[dict[str, float]] = []
-        started = time.monotonic()
-        end = started + args.minutes * 60
-        stop = asyncio.Event()
+            clients = [Client(channel=f"soak:{n % CHANNELS}") for n in range(args.connections)]
+            for i, client in enumerate(clients):
+                client.task = asyncio.create_task(client.run("127.0.0.1", port))
+                if i % 100 == 99:
+                    await asyncio.sleep(0.05)
+            accepted: dict[str, list[str]] = {f"soak:{n}": [] for n in range(CHANNELS)}
+            samples: list[dict[str, float]] = []
+            started = time.monotonic()
+            end = started + args.minutes * 60
+            stop = asyncio.Event()
 
-        async def publisher() -> None:
-            n = 0
-            interval = 1 / args.rate
-            while not stop.is_set():
-                channel = f"soak:{n % CHANNELS}"
-                answer = await http.post(
-                    f"{base}/api/v1/publish/{channel}",
-                    json={"data": {"n": n, "pad": "x" * 100}},
-                    headers={"Idempotency-Key": f"soak-{n}"},
-                )
-                if answer.status_code == 200:
-                    accepted[channel].append(answer.json()["id"])
-                    n += 1
-                await asyncio.sleep(interval)
+            async def publisher() -> None:
+                n = 0
+                interval = 1 / args.rate
+                while not stop.is_set():
+                    channel = f"soak:{n % CHANNELS}"
+                    answer = await http.post(
+                        f"{base}/api/v1/publish/{channel}",
+                        json={"data": {"n": n, "pad": "x" * 100}},
+                        headers={"Idempotency-Key": f"soak-{n}"},
+                    )
+                    if answer.status_code == 200:
+                        accepted[channel].append(answer.json()["id"])
+                        n += 1
+                    await asyncio.sleep(interval)
 
-        async def churn() -> None:
-            while True:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), 60)
-                    return
-                for client in random.sample(clients, len(clients) // 10):
-                    client.drop()
+            async def churn() -> None:
+                while True:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), 60)
+                        return
+                    for client in random.sample(clients, len(clients) // 10):
+                        client.drop()
 
-        async def sampler() -> None:
-            while not stop.is_set():
-                samples.append(
-                    {
-                        "t": round(time.monotonic() - started, 1),
-                        "rss_mib": proc_rss_kib(hub.pid) / 1024,
-                        "fds": proc_fds(hub.pid),
-                        "events": sum(len(v) for v in accepted.values()),
-                    }
-                )
-                print(json.dumps(samples[-1]), flush=True)
-                await asyncio.sleep(args.sample_seconds)
+            async def sampler() -> None:
+                while not stop.is_set():
+                    samples.append(
+                        {
+                            "t": round(time.monotonic() - started, 1),
+                            "rss_mib": proc_rss_kib(hub.pid) / 1024,
+                            "fds": proc_fds(hub.pid),
+                            "events": sum(len(v) for v in accepted.values()),
+                        }
+                    )
+                    print(json.dumps(samples[-1]), flush=True)
+                    await asyncio.sleep(args.sample_seconds)
 
-        tasks = [asyncio.create_task(f()) for f in (publisher, churn, sampler)]
-        await asyncio.sleep(max(0.0, end - time.monotonic()))
-        stop.set()
-        await asyncio.gather(*tasks[:2])
-        await asyncio.sleep(5)  # drain
-        tasks[2].cancel()
-        for client in clients:
-            assert client.task is not None
-            client.task.cancel()
-            client.drop()
-    hub.terminate()
-    hub.wait(20)
+            tasks = [asyncio.create_task(f()) for f in (publisher, churn, sampler)]
+            await asyncio.sleep(max(0.0, end - time.monotonic()))
+            stop.set()
+            await asyncio.gather(*tasks[:2])
+            await asyncio.sleep(5)  # drain
+            tasks[2].cancel()
+            for client in clients:
+                assert client.task is not None
+                client.task.cancel()
+                client.drop()
+    finally:
+        hub.terminate()
+        hub.wait(20)
 
     lost = duplicated = wrong_clients = 0
     for client in clients:
@@ -287,6 +292,7 @@ def main() -> None:
     parser.add_argument("-o", "--output", type=Path, default=Path("docs/soak.png"))
     parser.add_argument("--json", type=Path, default=Path("bench/results/soak.json"))
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the hub on the way out
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 4 * args.connections)), hard))
     result = asyncio.run(soak(args))
