@@ -241,7 +241,7 @@ class RedisBroker:
         name = event.event or ""
         keep = self._history_ttl if event.ttl is None else event.ttl
         args = [
-            secrets.token_hex(4),
+            self._fresh(),
             str(int(self._idempotency_window * 1000)) if idempotency_key else "",
             self._history_size,
             int(2000 * keep),
@@ -292,6 +292,7 @@ class RedisBroker:
         return epoch, int(seq)
 
     def _fresh(self) -> str:
+        """A candidate epoch, used only if Redis has none (fresh or flushed)."""
         return secrets.token_hex(4)
 
     async def history(self, selector: Selector, after: str, *, limit: int | None = None) -> History:
@@ -450,9 +451,10 @@ class RedisBroker:
             pubsub = self._listener.pubsub()
             try:
                 await self._read(pubsub)
-            except FAULTS as exc:
+            except (*FAULTS, BrokerUnavailable) as exc:
                 if self.connected:
                     log.warning("redis: reader lost its connection (%s); reconnecting", exc)
+                    backoff = 0.05
             finally:
                 self.connected = False
                 self._ready.clear()
