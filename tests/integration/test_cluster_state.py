@@ -72,11 +72,11 @@ async def test_slots_are_shared_and_freed(make_state: StateFactory) -> None:
 
 async def test_token_bucket(make_state: StateFactory) -> None:
     state = await make_state()
-    assert [await state.take_token("k", 10.0, 3) for _ in range(3)] == [0.0, 0.0, 0.0]
-    wait = await state.take_token("k", 10.0, 3)
-    assert 0 < wait <= 0.1 + 1e-6
-    await asyncio.sleep(0.12)
-    assert await state.take_token("k", 10.0, 3) == 0.0
+    assert [await state.take_token("k", 2.0, 3) for _ in range(3)] == [0.0, 0.0, 0.0]
+    wait = await state.take_token("k", 2.0, 3)
+    assert 0 < wait <= 0.5 + 1e-6
+    await asyncio.sleep(wait + 0.05)
+    assert await state.take_token("k", 2.0, 3) == 0.0
 
 
 async def test_client_registry(make_state: StateFactory) -> None:
