@@ -157,8 +157,7 @@ async def test_pattern_subscription_across_processes(
         await publish(client, b.url, "project:2:stage:rewrite", "no", "token", headers=ADMIN)
         await publish(client, a.url, "project:1:stage:review", "v", "token", headers=ADMIN)
         await reader.wait_count(2)
-        await asyncio.sleep(0.2)
-        assert reader.data == ["r", "v"]
+        assert reader.data == ["r", "v"]  # one process delivers in seq order: no leak between
 
 
 async def test_per_user_limit_holds_across_processes(
