@@ -68,7 +68,8 @@ class MemoryBroker:
         if self._history_size:
             log = self._logs.get(event.channel)
             if log is None:
-                log = self._logs[event.channel] = ChannelLog()
+                # A channel forgotten whole and published to again may hide trimmed events.
+                log = self._logs[event.channel] = ChannelLog(trimmed_upto=self._forgotten_upto)
             log.events.append(event)
             if event.ttl is not None:
                 log.next_expiry = min(log.next_expiry, event.published_at + event.ttl)
