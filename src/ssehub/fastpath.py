@@ -140,7 +140,9 @@ class DirectStreamProtocol(HttpToolsProtocol):
         Returns the bytes written and the publish time of the oldest live event among them.
         """
         conn = self.conn
-        if conn is None or self.paused:
+        # A transport already closed (stream ended, client gone) before connection_lost ran:
+        # uvloop raises on write, which would abort the flush of every other dirty stream.
+        if conn is None or self.paused or self.transport.is_closing():
             return 0, 0.0
         buffer = conn.buffer
         size, oldest = 0, 0.0
