@@ -263,8 +263,8 @@ async def broadcast(server: Server, swarm: Swarm, args: argparse.Namespace) -> d
 
 
 async def many_channels(server: Server, swarm: Swarm, args: argparse.Namespace) -> dict[str, Any]:
-    """N subscribers over N/10 channels; raise the rate while p99 < 50 ms and nothing is lost."""
-    channels = max(1, args.n // 10)
+    """N subscribers over N/10 (``--channels``) channels; raise the rate while p99 < 50 ms."""
+    channels = args.channels or max(1, args.n // 10)
     await swarm.open_many(spread(args.n, channels, server.target, "many"))
     names = [f"many{i}" for i in range(channels)]
     pub = Publisher(server.url, server.target.publish_path)
@@ -498,6 +498,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="10000,20000,40000,60000,80000",
         help="Deliveries/s steps of many-channels.",
     )
+    parser.add_argument("--channels", type=int, default=0, help="many-channels: (N/10).")
     parser.add_argument("--tokens", type=int, default=2000, help="Tokens per chat stream.")
     parser.add_argument("--sources", type=int, default=1, help="127.0.0.x source addresses.")
     parser.add_argument("--py-spy", default="", help="Folder for py-spy profiles of the servers.")
