@@ -517,7 +517,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def save(rows: list[dict[str, Any]], args: argparse.Namespace, env: dict[str, Any]) -> Path:
-    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H%M")
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H%M%S")
     path = RESULTS / f"{stamp}-n{args.n}"
     command = "python bench/run.py " + " ".join(sys.argv[1:])
     path.with_suffix(".json").write_text(
