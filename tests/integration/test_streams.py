@@ -82,14 +82,12 @@ async def test_resume_while_publishing_sees_exactly_the_sequence(hub, client) ->
         stop.set()
 
     seen: list[str] = []
+    async with open_stream(client, url) as first:
+        last_id = first.events[0].id  # the connected event's position, before any publish
     task = asyncio.create_task(publisher())
-    last_id = None
     drops = 0
     while len(seen) < total:
-        headers = {"Last-Event-ID": last_id} if last_id else {}
-        async with open_stream(client, url, headers=headers) as reader:
-            if last_id is None:
-                last_id = reader.events[0].id  # the connected event's position
+        async with open_stream(client, url, headers={"Last-Event-ID": last_id}) as reader:
             target = min(total, len(seen) + 40)
             await reader.wait_for(
                 lambda r, t=target, s=seen: len(s) + len(r.data) >= t or stop.is_set(), 20

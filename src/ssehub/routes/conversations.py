@@ -7,7 +7,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, Field
 from starlette.requests import HTTPConnection
 
@@ -23,11 +23,7 @@ from ..stream import EventStreamResponse
 from .deps import get_hub, get_principal, get_settings
 from .streams import (
     STREAM_RESPONSES,
-    LastIdQuery,
-    TypesQuery,
-    open_stream,
-    parse_types,
-    resume_id,
+    StreamOptions,
 )
 
 router = APIRouter(prefix="/api/v1/conversations", tags=["conversations"])
@@ -213,13 +209,9 @@ async def delete_conversation(
     response_model=None,
 )
 async def stream_conversation(
-    request: Request,
     conversation_id: str,
-    types: TypesQuery = None,
-    last_event_id: LastIdQuery = None,
+    options: StreamOptions = Depends(),
     chat: ChatService = Depends(get_chat),
-    hub: Hub = Depends(get_hub),
-    settings: Settings = Depends(get_settings),
     principal: Principal = Depends(get_principal),
 ) -> EventStreamResponse:
     """The conversation's events (seed 004): resumes mid-answer with Last-Event-ID."""
@@ -227,15 +219,7 @@ async def stream_conversation(
     channel = conversation_channel(conversation.id)
     # Owning the conversation is the right to read its channel.
     reader = dataclasses.replace(principal, subscribe=(channel,), admin=False)
-    return await open_stream(
-        request,
-        hub=hub,
-        settings=settings,
-        principal=reader,
-        names=[channel],
-        types=parse_types(types),
-        last_event_id=resume_id(request, last_event_id),
-    )
+    return await options.open([channel], reader)
 
 
 @router.post("/{conversation_id}/messages", status_code=202, responses=ERRORS)

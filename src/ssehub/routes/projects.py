@@ -10,12 +10,11 @@ from pydantic import BaseModel, Field
 from .. import messages
 from ..auth import Principal, require_publish
 from ..channels import validate_channel
-from ..hub import Hub
 from ..settings import Settings
 from ..stream import EventStreamResponse
 from ..tasks import TaskManager, get_stage
-from .deps import get_hub, get_principal, get_settings
-from .streams import STREAM_RESPONSES, LastIdQuery, TypesQuery, open_stream, parse_types, resume_id
+from .deps import get_principal, get_settings
+from .streams import STREAM_RESPONSES, StreamOptions
 
 router = APIRouter(prefix="/api/v1", tags=["projects"])
 
@@ -47,31 +46,11 @@ def get_tasks(request: Request) -> TaskManager:
     return request.app.state.tasks  # type: ignore[no-any-return]
 
 
-async def stream_principal(request: Request, settings: Settings, names: list[str]) -> Principal:
+async def stream_principal(options: StreamOptions, names: list[str]) -> Principal:
     """Anonymous read of the named project channels when configured, else the caller."""
-    if settings.anonymous_project_streams:
+    if options.settings.anonymous_project_streams:
         return Principal(subscribe=tuple(names))
-    return await get_principal(request)
-
-
-async def _project_stream(
-    request: Request,
-    names: list[str],
-    types: str | None,
-    last_event_id: str | None,
-    hub: Hub,
-    settings: Settings,
-    principal: Principal,
-) -> EventStreamResponse:
-    return await open_stream(
-        request,
-        hub=hub,
-        settings=settings,
-        principal=principal,
-        names=names,
-        types=parse_types(types),
-        last_event_id=resume_id(request, last_event_id),
-    )
+    return await get_principal(options.request)
 
 
 def _stage_names(settings: Settings, project_id: str, stage_name: str | None) -> list[str]:
@@ -88,35 +67,22 @@ def _stage_names(settings: Settings, project_id: str, stage_name: str | None) ->
     tags=["streams"],
 )
 async def stage_stream(
-    request: Request,
-    project_id: str,
-    stage_name: str,
-    types: TypesQuery = None,
-    last_event_id: LastIdQuery = None,
-    hub: Hub = Depends(get_hub),
-    settings: Settings = Depends(get_settings),
+    project_id: str, stage_name: str, options: StreamOptions = Depends()
 ) -> EventStreamResponse:
     """One stage of a project (anonymous when `anonymous_project_streams`)."""
-    names = _stage_names(settings, project_id, stage_name)
-    principal = await stream_principal(request, settings, names)
-    return await _project_stream(request, names, types, last_event_id, hub, settings, principal)
+    names = _stage_names(options.settings, project_id, stage_name)
+    return await options.open(names, await stream_principal(options, names))
 
 
 @router.get(
     "/sse/projects/{project_id}/", responses=STREAM_RESPONSES, response_model=None, tags=["streams"]
 )
 async def project_stream(
-    request: Request,
-    project_id: str,
-    types: TypesQuery = None,
-    last_event_id: LastIdQuery = None,
-    hub: Hub = Depends(get_hub),
-    settings: Settings = Depends(get_settings),
+    project_id: str, options: StreamOptions = Depends()
 ) -> EventStreamResponse:
     """Every stage of a project (anonymous when `anonymous_project_streams`)."""
-    names = _stage_names(settings, project_id, None)
-    principal = await stream_principal(request, settings, names)
-    return await _project_stream(request, names, types, last_event_id, hub, settings, principal)
+    names = _stage_names(options.settings, project_id, None)
+    return await options.open(names, await stream_principal(options, names))
 
 
 @router.get(
@@ -126,18 +92,13 @@ async def project_stream(
     tags=["streams"],
 )
 async def stage_stream_authenticated(
-    request: Request,
     project_id: str,
     stage_name: str,
-    types: TypesQuery = None,
-    last_event_id: LastIdQuery = None,
-    hub: Hub = Depends(get_hub),
-    settings: Settings = Depends(get_settings),
+    options: StreamOptions = Depends(),
     principal: Principal = Depends(get_principal),
 ) -> EventStreamResponse:
     """One stage of a project, for an authenticated caller with rights on its channel."""
-    names = _stage_names(settings, project_id, stage_name)
-    return await _project_stream(request, names, types, last_event_id, hub, settings, principal)
+    return await options.open(_stage_names(options.settings, project_id, stage_name), principal)
 
 
 @router.get(
@@ -147,17 +108,12 @@ async def stage_stream_authenticated(
     tags=["streams"],
 )
 async def project_stream_authenticated(
-    request: Request,
     project_id: str,
-    types: TypesQuery = None,
-    last_event_id: LastIdQuery = None,
-    hub: Hub = Depends(get_hub),
-    settings: Settings = Depends(get_settings),
+    options: StreamOptions = Depends(),
     principal: Principal = Depends(get_principal),
 ) -> EventStreamResponse:
     """Every stage of a project, for an authenticated caller with rights on its channels."""
-    names = _stage_names(settings, project_id, None)
-    return await _project_stream(request, names, types, last_event_id, hub, settings, principal)
+    return await options.open(_stage_names(options.settings, project_id, None), principal)
 
 
 @router.post("/projects/{project_id}/execute_stage/", responses=ERRORS)

@@ -113,72 +113,67 @@ async def open_stream(
     return EventStreamResponse(conn, closer=closer)
 
 
+class StreamOptions:
+    """What every SSE endpoint shares: ``?types=``, the resume id, the hub and its settings."""
+
+    def __init__(
+        self,
+        request: Request,
+        types: TypesQuery = None,
+        last_event_id: LastIdQuery = None,
+        hub: Hub = Depends(get_hub),
+        settings: Settings = Depends(get_settings),
+    ) -> None:
+        self.request = request
+        self.types = parse_types(types)
+        self.last_event_id = resume_id(request, last_event_id)
+        self.hub = hub
+        self.settings = settings
+
+    async def open(
+        self, names: list[str], principal: Principal, *, client_id: str | None = None
+    ) -> EventStreamResponse:
+        """Open a stream over ``names`` (duplicates dropped) for ``principal``."""
+        return await open_stream(
+            self.request,
+            hub=self.hub,
+            settings=self.settings,
+            principal=principal,
+            names=list(dict.fromkeys(names)),
+            types=self.types,
+            last_event_id=self.last_event_id,
+            client_id=client_id,
+        )
+
+
 @router.get("/stream/{channel}", responses=STREAM_RESPONSES, response_model=None)
 async def stream_channel(
-    request: Request,
     channel: str,
     extra: ChannelsQuery = None,
-    types: TypesQuery = None,
-    last_event_id: LastIdQuery = None,
-    hub: Hub = Depends(get_hub),
-    settings: Settings = Depends(get_settings),
+    options: StreamOptions = Depends(),
     principal: Principal = Depends(get_principal),
 ) -> EventStreamResponse:
     """Stream one channel or pattern (``project:1:stage:*``), plus any ``?channel=`` extras."""
-    names = list(dict.fromkeys([channel, *(extra or [])]))
-    return await open_stream(
-        request,
-        hub=hub,
-        settings=settings,
-        principal=principal,
-        names=names,
-        types=parse_types(types),
-        last_event_id=resume_id(request, last_event_id),
-    )
+    return await options.open([channel, *(extra or [])], principal)
 
 
 @router.get("/stream", responses=STREAM_RESPONSES, response_model=None)
 async def stream_channels(
-    request: Request,
     extra: ChannelsQuery = None,
-    types: TypesQuery = None,
-    last_event_id: LastIdQuery = None,
-    hub: Hub = Depends(get_hub),
-    settings: Settings = Depends(get_settings),
+    options: StreamOptions = Depends(),
     principal: Principal = Depends(get_principal),
 ) -> EventStreamResponse:
     """Stream several channels and patterns named by repeated ``?channel=`` parameters."""
-    return await open_stream(
-        request,
-        hub=hub,
-        settings=settings,
-        principal=principal,
-        names=list(dict.fromkeys(extra or [])),
-        types=parse_types(types),
-        last_event_id=resume_id(request, last_event_id),
-    )
+    return await options.open(extra or [], principal)
 
 
 @router.get("/connect", responses=STREAM_RESPONSES, response_model=None)
 async def connect(
-    request: Request,
     extra: ChannelsQuery = None,
-    types: TypesQuery = None,
-    last_event_id: LastIdQuery = None,
-    hub: Hub = Depends(get_hub),
-    settings: Settings = Depends(get_settings),
+    options: StreamOptions = Depends(),
     principal: Principal = Depends(get_principal),
 ) -> EventStreamResponse:
     """A client stream: broadcasts, messages sent to its client id, and any ``?channel=``."""
     client_id = str(uuid.uuid4())
-    names = [BROADCAST, client_channel(client_id), *dict.fromkeys(extra or [])]
-    return await open_stream(
-        request,
-        hub=hub,
-        settings=settings,
-        principal=principal,
-        names=names,
-        types=parse_types(types),
-        last_event_id=resume_id(request, last_event_id),
-        client_id=client_id,
-    )
+    names = [BROADCAST, client_channel(client_id), *(extra or [])]
+    return await options.open(names, principal, client_id=client_id)
