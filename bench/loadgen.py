@@ -39,6 +39,7 @@ class Totals:
     comments: int = 0
     framing_errors: int = 0
     http_errors: int = 0
+    statuses: dict[int, int] = field(default_factory=dict)  # refused streams by HTTP status
     latencies_ms: array = field(default_factory=lambda: array("f"))
     last_receive: float = 0.0
 
@@ -112,9 +113,11 @@ class SSEStream(asyncio.Protocol):
     # -- httptools callbacks -------------------------------------------------------------------
 
     def on_headers_complete(self) -> None:
-        self.headers_ok = self.parser.get_status_code() == 200
+        status = self.parser.get_status_code()
+        self.headers_ok = status == 200
         if not self.headers_ok:
             self.totals.http_errors += 1
+            self.totals.statuses[status] = self.totals.statuses.get(status, 0) + 1
         if not self.connected.done():
             self.connected.set_result(self.headers_ok)
 

@@ -217,6 +217,7 @@ async def hold(server: Server, swarm: Swarm, args: argparse.Namespace) -> dict[s
     return {
         "streams": held,
         "failures": swarm.failures + (args.n - held - swarm.failures),
+        "http_errors": swarm.totals.statuses,
         "connect_s": round(took, 2),
         "connects_per_s": round(args.n / took),
         "rss_base_mb": round(base / 2**20, 1),
