@@ -52,7 +52,12 @@ class _Flusher:
         written: dict[Any, list[float]] = {}
         for stream in dirty:
             stream.dirty = False
-            size, oldest = stream.flush(framed)
+            try:
+                size, oldest = stream.flush(framed)
+            except Exception:  # one broken stream must not stop the flush of the others
+                log.exception("writing a direct stream failed; aborting it")
+                stream.transport.abort()
+                continue
             if size and stream.metrics is not None:
                 seen = written.get(stream.metrics)
                 if seen is None:

@@ -125,3 +125,19 @@ async def test_shutdown_does_not_wait_for_a_stuck_client(client) -> None:
         assert loop.time() - start < 5
     finally:
         await slow.aclose()
+
+
+async def test_a_failing_write_aborts_only_its_stream(hub, client) -> None:
+    url = f"{hub.url}/api/v1/sse/stream/shared"
+    async with open_stream(client, url) as first, open_stream(client, url) as second:
+        broken, healthy = sorted(direct_streams(hub), key=lambda s: s.conn.connected_at)
+
+        def fail(data: bytes) -> None:
+            raise RuntimeError("simulated write failure")
+
+        broken.transport.write = fail  # type: ignore[method-assign]
+        await publish(client, hub.url, "shared", "after")
+        await asyncio.wait_for(first.closed.wait(), 5)
+        await second.wait_count(1)
+        assert second.data == ["after"]
+        assert healthy.conn is not None and not healthy.conn.closed
