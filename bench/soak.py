@@ -238,6 +238,7 @@ async def soak(args: argparse.Namespace) -> dict[str, object]:
     warm = [s for s in samples if s["t"] >= args.warmup_seconds] or samples
     rss = [s["rss_mib"] for s in warm]
     fds = [s["fds"] for s in warm]
+    per_minute = max(1, int(60 / args.sample_seconds))
     result = {
         "connections": args.connections,
         "minutes": args.minutes,
@@ -248,7 +249,9 @@ async def soak(args: argparse.Namespace) -> dict[str, object]:
         "duplicated": duplicated,
         "clients_not_exact": wrong_clients,
         "rss_spread": (max(rss) - min(rss)) / min(rss) if rss else 0.0,
-        "fd_growth": (fds[-1] - fds[0]) if fds else 0,
+        # Reconnects in flight make single samples noisy: compare the peaks of the first and
+        # the last minute after the warm-up.
+        "fd_growth": max(fds[-per_minute:]) - max(fds[:per_minute]) if fds else 0,
         "samples": samples,
     }
     return result
