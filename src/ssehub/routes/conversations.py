@@ -24,6 +24,7 @@ from .deps import get_hub, get_principal, get_settings
 from .streams import (
     STREAM_RESPONSES,
     StreamOptions,
+    stream_options,
 )
 
 router = APIRouter(prefix="/api/v1/conversations", tags=["conversations"])
@@ -210,7 +211,7 @@ async def delete_conversation(
 )
 async def stream_conversation(
     conversation_id: str,
-    options: StreamOptions = Depends(),
+    options: StreamOptions = Depends(stream_options),
     chat: ChatService = Depends(get_chat),
     principal: Principal = Depends(get_principal),
 ) -> EventStreamResponse:

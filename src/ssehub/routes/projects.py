@@ -14,7 +14,7 @@ from ..settings import Settings
 from ..stream import EventStreamResponse
 from ..tasks import TaskManager, get_stage
 from .deps import get_principal, get_settings
-from .streams import STREAM_RESPONSES, StreamOptions
+from .streams import STREAM_RESPONSES, StreamOptions, stream_options
 
 router = APIRouter(prefix="/api/v1", tags=["projects"])
 
@@ -67,7 +67,7 @@ def _stage_names(settings: Settings, project_id: str, stage_name: str | None) ->
     tags=["streams"],
 )
 async def stage_stream(
-    project_id: str, stage_name: str, options: StreamOptions = Depends()
+    project_id: str, stage_name: str, options: StreamOptions = Depends(stream_options)
 ) -> EventStreamResponse:
     """One stage of a project (anonymous when `anonymous_project_streams`)."""
     names = _stage_names(options.settings, project_id, stage_name)
@@ -78,7 +78,7 @@ async def stage_stream(
     "/sse/projects/{project_id}/", responses=STREAM_RESPONSES, response_model=None, tags=["streams"]
 )
 async def project_stream(
-    project_id: str, options: StreamOptions = Depends()
+    project_id: str, options: StreamOptions = Depends(stream_options)
 ) -> EventStreamResponse:
     """Every stage of a project (anonymous when `anonymous_project_streams`)."""
     names = _stage_names(options.settings, project_id, None)
@@ -94,7 +94,7 @@ async def project_stream(
 async def stage_stream_authenticated(
     project_id: str,
     stage_name: str,
-    options: StreamOptions = Depends(),
+    options: StreamOptions = Depends(stream_options),
     principal: Principal = Depends(get_principal),
 ) -> EventStreamResponse:
     """One stage of a project, for an authenticated caller with rights on its channel."""
@@ -109,7 +109,7 @@ async def stage_stream_authenticated(
 )
 async def project_stream_authenticated(
     project_id: str,
-    options: StreamOptions = Depends(),
+    options: StreamOptions = Depends(stream_options),
     principal: Principal = Depends(get_principal),
 ) -> EventStreamResponse:
     """Every stage of a project, for an authenticated caller with rights on its channels."""

@@ -146,11 +146,22 @@ class StreamOptions:
         )
 
 
+async def stream_options(
+    request: Request,
+    types: TypesQuery = None,
+    last_event_id: LastIdQuery = None,
+    hub: Hub = Depends(get_hub),
+    settings: Settings = Depends(get_settings),
+) -> StreamOptions:
+    """StreamOptions as a dependency: FastAPI runs a class dependency in a worker thread."""
+    return StreamOptions(request, types, last_event_id, hub, settings)
+
+
 @router.get("/stream/{channel}", responses=STREAM_RESPONSES, response_model=None)
 async def stream_channel(
     channel: str,
     extra: ChannelsQuery = None,
-    options: StreamOptions = Depends(),
+    options: StreamOptions = Depends(stream_options),
     principal: Principal = Depends(get_principal),
 ) -> EventStreamResponse:
     """Stream one channel or pattern (``project:1:stage:*``), plus any ``?channel=`` extras."""
@@ -160,7 +171,7 @@ async def stream_channel(
 @router.get("/stream", responses=STREAM_RESPONSES, response_model=None)
 async def stream_channels(
     extra: ChannelsQuery = None,
-    options: StreamOptions = Depends(),
+    options: StreamOptions = Depends(stream_options),
     principal: Principal = Depends(get_principal),
 ) -> EventStreamResponse:
     """Stream several channels and patterns named by repeated ``?channel=`` parameters."""
@@ -170,7 +181,7 @@ async def stream_channels(
 @router.get("/connect", responses=STREAM_RESPONSES, response_model=None)
 async def connect(
     extra: ChannelsQuery = None,
-    options: StreamOptions = Depends(),
+    options: StreamOptions = Depends(stream_options),
     principal: Principal = Depends(get_principal),
 ) -> EventStreamResponse:
     """A client stream: broadcasts, messages sent to its client id, and any ``?channel=``."""
