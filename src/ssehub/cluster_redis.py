@@ -18,11 +18,10 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from .cluster import ClientRecord
 from .errors import BrokerUnavailable
+from .redis_client import pooled_client
 
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 log = logging.getLogger("ssehub.cluster")
@@ -88,13 +87,7 @@ class RedisClusterState:
         self.node_ttl = node_ttl
         self._node_key = f"{self.prefix}node:{self.node}"
         self._beat: asyncio.Task[None] | None = None
-        self.redis = aioredis.Redis.from_url(
-            url,
-            decode_responses=True,
-            socket_connect_timeout=2.0,
-            socket_timeout=5.0,
-            retry=Retry(NoBackoff(), 1),
-        )
+        self.redis = pooled_client(url, decode_responses=True)
         self._acquire = self.redis.register_script(ACQUIRE)
         self._token = self.redis.register_script(TOKEN)
         self._clients = self.prefix + "clients"

@@ -16,13 +16,13 @@ import uuid
 from typing import Any
 
 import orjson
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from . import messages
 from .channels import Selector
 from .errors import BrokerUnavailable
 from .event import Event, make_event
+from .redis_client import pooled_client
 from .runs import MemoryRuns, RunClosed, RunState, decode
 
 log = logging.getLogger("ssehub.runs")
@@ -100,7 +100,7 @@ class RedisRuns(MemoryRuns):
 
     def __init__(self, url: str, *, prefix: str = "ssehub:", **kw: Any) -> None:
         super().__init__(**kw)
-        self.redis = aioredis.from_url(url)
+        self.redis = pooled_client(url)
         self.prefix = prefix
         self._observe = self.redis.register_script(OBSERVE)
 

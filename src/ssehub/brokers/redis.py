@@ -30,6 +30,7 @@ from redis.retry import Retry
 from ..channels import Selector, is_pattern, matches
 from ..errors import BrokerUnavailable
 from ..event import Event
+from ..redis_client import pooled_client
 from .base import EventHandler, History, format_id, parse_id
 
 log = logging.getLogger("ssehub.redis")
@@ -138,10 +139,7 @@ class RedisBroker:
         self._history_ttl = history_ttl
         self._idempotency_window = idempotency_window
         options: dict[str, Any] = {"decode_responses": True, "socket_connect_timeout": 2.0}
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url, max_connections=max_connections, timeout=5, socket_timeout=5.0, **options
-        )
-        self.redis = aioredis.Redis(connection_pool=pool, retry=Retry(NoBackoff(), 1))
+        self.redis = pooled_client(url, max_connections=max_connections, decode_responses=True)
         # The reader's client never retries by itself: a lost connection must be seen so the
         # reader can catch up from the streams.
         self._listener = aioredis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), **options)
