@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -113,22 +114,15 @@ async def open_stream(
     return EventStreamResponse(conn, closer=closer)
 
 
+@dataclass(slots=True)
 class StreamOptions:
     """What every SSE endpoint shares: ``?types=``, the resume id, the hub and its settings."""
 
-    def __init__(
-        self,
-        request: Request,
-        types: TypesQuery = None,
-        last_event_id: LastIdQuery = None,
-        hub: Hub = Depends(get_hub),
-        settings: Settings = Depends(get_settings),
-    ) -> None:
-        self.request = request
-        self.types = parse_types(types)
-        self.last_event_id = resume_id(request, last_event_id)
-        self.hub = hub
-        self.settings = settings
+    request: Request
+    types: frozenset[str] | None
+    last_event_id: str | None
+    hub: Hub
+    settings: Settings
 
     async def open(
         self, names: list[str], principal: Principal, *, client_id: str | None = None
@@ -153,8 +147,10 @@ async def stream_options(
     hub: Hub = Depends(get_hub),
     settings: Settings = Depends(get_settings),
 ) -> StreamOptions:
-    """StreamOptions as a dependency: FastAPI runs a class dependency in a worker thread."""
-    return StreamOptions(request, types, last_event_id, hub, settings)
+    """The dependency (async: FastAPI would run a class dependency in a worker thread)."""
+    return StreamOptions(
+        request, parse_types(types), resume_id(request, last_event_id), hub, settings
+    )
 
 
 @router.get("/stream/{channel}", responses=STREAM_RESPONSES, response_model=None)
