@@ -15,6 +15,7 @@ SLOW_CONSUMER = "slow_consumer"
 SHUTDOWN = "shutdown"
 KICKED = "disconnected_by_admin"
 IDLE = "idle_timeout"
+HISTORY_GAP = "history_gap"
 
 BURST_FACTOR = 10
 

@@ -17,7 +17,7 @@ import orjson
 
 from .brokers.base import Broker, parse_id
 from .channels import CONTROL, DISCONNECT_EVENT, matches
-from .connection import IDLE, KICKED, SHUTDOWN, Connection
+from .connection import HISTORY_GAP, IDLE, KICKED, SHUTDOWN, Connection
 from .event import Event, encode_comment, encode_fields
 from .metrics import Metrics
 from .runs import RunStore, snapshot_tail
@@ -72,7 +72,7 @@ class Hub:
 
     async def start(self) -> None:
         """Start the broker's delivery into this hub and the heartbeat ticker."""
-        await self.broker.start(self.dispatch)
+        await self.broker.start(self.dispatch, self.lost)
         await self.broker.listen(CONTROL)
         interval = self._tick_interval()
         if interval:
@@ -93,6 +93,16 @@ class Hub:
         self.closing = True
         for conn in list(self.connections.values()):
             conn.close(reason)
+
+    def lost(self, names: set[str]) -> None:
+        """The broker may have skipped events of ``names``: end their streams so they resume.
+
+        Each client reconnects with its last id and gets what history still has, or a
+        ``reset`` when it no longer covers the gap: never a silent hole in a live stream.
+        """
+        for conn in list(self.connections.values()):
+            if not names.isdisjoint(conn.channel_names):
+                conn.close(HISTORY_GAP)
 
     # -- fan-out -------------------------------------------------------------------------------
 

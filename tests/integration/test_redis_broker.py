@@ -172,3 +172,35 @@ async def test_listen_after_unlisten_keeps_the_subscription(private_redis: Redis
         assert got[0].id == sent.id
     finally:
         await broker.close()
+
+
+async def test_events_trimmed_during_an_outage_send_streams_through_a_resume(
+    private_redis: RedisServer, client: httpx.AsyncClient
+) -> None:
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None, broker_url=private_redis.url, history_size=3, redis_prefix="gap:"
+    )
+    async with running_hub(settings) as hub:
+        broker = hub.hub.broker
+        url = f"{hub.url}/api/v1/sse/stream/g"
+        async with open_stream(client, url) as reader:
+            await publish(client, hub.url, "g", "seen")
+            await reader.wait_count(1)
+            # The reader was away while ten events came and history kept only three.
+            seen_up_to = broker._delivered
+            for i in range(10):
+                await publish(client, hub.url, "g", str(i))
+            await reader.wait_count(11)
+            broker._delivered = seen_up_to
+            await broker._catch_up({"g"})
+            async with asyncio.timeout(5):
+                await reader.closed.wait()
+            last = reader.events[-1].id
+        assert hub.hub.stats.closed.get("history_gap") == 1
+        async with open_stream(client, url, headers={"Last-Event-ID": last}) as again:
+            await publish(client, hub.url, "g", "after")
+            await again.wait_count(1)
+            assert again.data == ["after"]
+        stale = reader.events[1].id
+        async with open_stream(client, url, headers={"Last-Event-ID": stale}) as old:
+            await old.wait_count(1, event="reset")

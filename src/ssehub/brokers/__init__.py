@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from ..settings import Settings
-from .base import Broker, EventHandler, HealthChecker, History, format_id, parse_id
+from .base import Broker, EventHandler, GapHandler, HealthChecker, History, format_id, parse_id
 from .memory import MemoryBroker
 
 __all__ = [
     "Broker",
     "EventHandler",
+    "GapHandler",
     "HealthChecker",
     "History",
     "MemoryBroker",

@@ -17,6 +17,7 @@ from ..channels import Selector
 from ..event import Event
 
 EventHandler = Callable[[Event], None]
+GapHandler = Callable[[set[str]], None]
 
 
 def format_id(epoch: str, seq: int) -> str:
@@ -46,8 +47,13 @@ class Broker(Protocol):
 
     epoch: str
 
-    async def start(self, on_event: EventHandler) -> None:
-        """Connect and start delivering published events to ``on_event``."""
+    async def start(self, on_event: EventHandler, on_gap: GapHandler | None = None) -> None:
+        """Connect and start delivering published events to ``on_event``.
+
+        ``on_gap(names)`` is called when live delivery of those listened channels and patterns
+        may have skipped events it can no longer recover (history trimmed or the backplane
+        reset during an outage), so the hub can send their streams through a resume.
+        """
 
     async def close(self) -> None:
         """Stop delivering and release connections."""

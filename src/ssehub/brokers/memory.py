@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from ..channels import Selector, matches
 from ..event import Event
-from .base import EventHandler, History, format_id, parse_id
+from .base import EventHandler, GapHandler, History, format_id, parse_id
 
 
 @dataclass(slots=True)
@@ -46,7 +46,8 @@ class MemoryBroker:
         self._on_event: EventHandler | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
-    async def start(self, on_event: EventHandler) -> None:
+    async def start(self, on_event: EventHandler, on_gap: GapHandler | None = None) -> None:
+        """Deliver to ``on_event``; live delivery in one process never skips, so no gaps."""
         self._on_event = on_event
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="ssehub-memory-sweeper")
 

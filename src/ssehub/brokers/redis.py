@@ -31,7 +31,7 @@ from ..channels import Selector, is_pattern, matches
 from ..errors import BrokerUnavailable
 from ..event import Event
 from ..redis_client import pooled_client
-from .base import EventHandler, History, format_id, parse_id
+from .base import EventHandler, GapHandler, History, format_id, parse_id
 
 log = logging.getLogger("ssehub.redis")
 
@@ -156,6 +156,7 @@ class RedisBroker:
         self._acks: dict[str, list[asyncio.Future[None]]] = {}
         self._pubsub: PubSub | None = None
         self._on_event: EventHandler | None = None
+        self._on_gap: GapHandler | None = None
         self._reader: asyncio.Task[None] | None = None
         self._delivered_epoch: str | None = None
         self._delivered = 0
@@ -192,8 +193,9 @@ class RedisBroker:
 
     # -- lifecycle -----------------------------------------------------------------------------
 
-    async def start(self, on_event: EventHandler) -> None:
+    async def start(self, on_event: EventHandler, on_gap: GapHandler | None = None) -> None:
         self._on_event = on_event
+        self._on_gap = on_gap
         with contextlib.suppress(BrokerUnavailable):
             await self.head()  # Redis may come later: the reader keeps trying, /readyz tells
         self._reader = asyncio.create_task(self._read_forever(), name="ssehub-redis-reader")
@@ -504,6 +506,7 @@ class RedisBroker:
             return
         if epoch != self._delivered_epoch:
             self._delivered_epoch, self._delivered = epoch, 0
+            self._lost(names)  # Redis lost its history while the reader was away
         if not names:
             self._delivered = max(self._delivered, newest)
             return
@@ -511,7 +514,8 @@ class RedisBroker:
             return
         missed = await self._after(Selector.of(names), self._delivered, None)
         if missed.gap:
-            log.warning("redis: some events trimmed during the outage cannot be caught up")
+            log.warning("redis: events trimmed during the outage; their streams resume")
+            self._lost(names)
         for event in missed.events:
             self._emit(event)
         log.info("redis: caught up %d events after reconnecting", len(missed.events))
@@ -535,6 +539,13 @@ class RedisBroker:
                 published_at=float(stamp),
             )
         )
+
+    def _lost(self, names: set[str]) -> None:
+        if self._on_gap is not None and names:
+            try:
+                self._on_gap(set(names))
+            except Exception:
+                log.exception("redis: reporting a gap failed")
 
     def _emit(self, event: Event) -> None:
         if event.seq <= self._delivered:
