@@ -31,7 +31,7 @@ format: $(STAMP)
 docs: $(STAMP)
 	$(BIN)/ssehub config-docs --write docs/operations.md
 
-test: $(STAMP) lint docs
+test: $(STAMP) lint
 	. scripts/test-services.sh && $(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 # ssehub against the seed-000 peer on loopback, e.g. `make bench BENCH_ARGS="--n 10000 --save"`.
