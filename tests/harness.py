@@ -95,9 +95,17 @@ class HubProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def terminate(self, timeout: float = 15) -> int:
+    def terminate(self, timeout: float = 30) -> int:
+        """SIGTERM, then wait for exit (generous: a worker tree on a loaded machine is slow)."""
         self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(10)
+            raise AssertionError(
+                f"hub ignored SIGTERM for {timeout} s:\n{self.log()[-3000:]}"
+            ) from None
 
     def kill(self) -> None:
         self.process.kill()
