@@ -256,9 +256,10 @@ class Hub:
         while True:
             await asyncio.sleep(interval)
             now = time.monotonic()
-            beat = self.heartbeat_seconds > 0 and now >= next_beat
+            # Half a tick of slack: a sleep that wakes a hair early must not skip a whole beat.
+            beat = self.heartbeat_seconds > 0 and now >= next_beat - interval / 2
             if beat:
-                next_beat = now + self.heartbeat_seconds
+                next_beat = max(next_beat + self.heartbeat_seconds, now)
             idle_before = now - self.idle_timeout_seconds if self.idle_timeout_seconds > 0 else None
             for conn in list(self.connections.values()):
                 if idle_before is not None and conn.last_write < idle_before:
