@@ -125,10 +125,11 @@ class Gate:
         """
         cid = conn.client_id
         try:
-            await self.cluster.unregister_client(cid)
+            # Slots first: a client no longer listed has certainly given its slots back.
             await self.cluster.release_slot(GLOBAL_SCOPE, cid)
             if conn.user_id is not None:
                 await self.cluster.release_slot(user_scope(conn.user_id), cid)
+            await self.cluster.unregister_client(cid)
         except Exception:
             log.warning("could not release the slots of client %s", cid, exc_info=True)
 

@@ -230,6 +230,7 @@ class AsyncPublisher:
         self._lock = asyncio.Lock()
         self._timer: asyncio.TimerHandle | None = None
         self._flusher: asyncio.Task[None] | None = None
+        self._failure: Exception | None = None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.state, name)
@@ -241,6 +242,7 @@ class AsyncPublisher:
 
     async def flush(self) -> None:
         """Send buffered tokens now."""
+        self._raise_background_failure()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -249,10 +251,24 @@ class AsyncPublisher:
 
     def _later(self) -> None:
         self._timer = None
-        self._flusher = asyncio.ensure_future(self.flush())
+        self._flusher = asyncio.ensure_future(self._flush_in_background())
+
+    async def _flush_in_background(self) -> None:
+        """The quiet-window flush: its failure (a 409 ``RunClosed`` after a cancel) is raised
+        by the publisher's next call, so the stage stops instead of streaming on unheard."""
+        try:
+            await self.flush()
+        except Exception as exc:
+            self._failure = exc
+
+    def _raise_background_failure(self) -> None:
+        failure, self._failure = self._failure, None
+        if failure is not None:
+            raise failure
 
     async def publish_token(self, content: str, full_text: str | None = None) -> None:
         """A piece of streamed text (coalesced; a quiet window flushes it by itself)."""
+        self._raise_background_failure()
         if self.state._add(content, full_text):
             await self.flush()
         elif self._timer is None:

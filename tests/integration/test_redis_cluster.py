@@ -176,8 +176,14 @@ async def test_per_user_limit_holds_across_processes(
         assert other.status_code == 429
         async with open_stream(client, f"{b.url}{STREAM}/lim:1", headers=user()):
             pass
+    # Closing frees the slots on every process, as soon as each hub has seen its client leave.
+    async with asyncio.timeout(10):
+        while (await client.get(f"{b.url}/api/v1/sse/stats", headers=ADMIN)).json()["statistics"][
+            "active_connections"
+        ]:
+            await asyncio.sleep(0.05)
     async with open_stream(client, f"{b.url}{STREAM}/lim:1", headers=headers):
-        pass  # closing frees the slots on every process
+        pass
 
 
 async def test_send_and_disconnect_reach_a_client_on_the_other_process(

@@ -209,6 +209,22 @@ async def test_async_face_coalesces_and_flushes_after_the_window() -> None:
     assert rec.data[-1]["full_text"] == "abc"
 
 
+async def test_a_run_closed_during_a_window_flush_stops_the_next_publish() -> None:
+    rec = Recorder(fail_on="token")  # the run was cancelled: every publish now gets 409
+
+    async def stage() -> None:
+        async with make(rec, coalesce_tokens=100, coalesce_seconds=0.01) as pub:
+            await pub.publish_token("a")
+            async with asyncio.timeout(5):
+                while pub._flusher is None or not pub._flusher.done():
+                    await asyncio.sleep(0.01)
+            await pub.publish_token("b")  # the background flush failed: this call learns it
+
+    with pytest.raises(RunClosed):
+        await stage()
+    assert rec.data == []
+
+
 async def test_async_exception_publishes_error() -> None:
     rec = Recorder()
 
