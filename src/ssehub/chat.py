@@ -23,7 +23,7 @@ from .connection import Connection
 from .errors import Conflict, HubError, NotFound, Unauthorized
 from .event import Event, make_event
 from .hub import Hub
-from .llm import ChatMessage, Provider, ProviderError, create_provider
+from .llm import ChatMessage, Provider, ProviderError, provider_from_settings
 from .settings import Settings
 from .store import CANCELLED, COMPLETE, ERROR, Conversation, Message, Store
 from .store.models import now
@@ -102,16 +102,7 @@ class ChatService:
     @classmethod
     def from_settings(cls, settings: Settings, hub: Hub) -> ChatService:
         """The service the settings describe."""
-        provider = create_provider(
-            settings.llm_provider,
-            base_url=settings.llm_base_url,
-            api_key=settings.llm_api_key,
-            model=settings.llm_model,
-            timeout=settings.llm_timeout_seconds,
-            max_retries=settings.llm_max_retries,
-            stream_usage=settings.llm_stream_usage,
-            demo_pace=settings.demo_pace_seconds,
-        )
+        provider = provider_from_settings(settings)
         store = Store(
             settings.database_url,
             schema=settings.database_schema,

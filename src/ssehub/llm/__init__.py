@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from .base import ChatMessage, ChatStream, Provider, ProviderError, Usage
 from .demo import DemoProvider
 
@@ -13,6 +15,7 @@ __all__ = [
     "ProviderError",
     "Usage",
     "create_provider",
+    "provider_from_settings",
 ]
 
 
@@ -42,3 +45,17 @@ def create_provider(
             stream_usage=stream_usage,
         )
     raise ValueError(f"unknown llm provider {name!r}: use 'demo' or 'openai'")
+
+
+def provider_from_settings(settings: Any) -> Provider:
+    """The provider ``settings`` (``SSEHUB_LLM_*``) configure: chat and stages use the same."""
+    return create_provider(
+        settings.llm_provider,
+        base_url=settings.llm_base_url,
+        api_key=settings.llm_api_key,
+        model=settings.llm_model,
+        timeout=settings.llm_timeout_seconds,
+        max_retries=settings.llm_max_retries,
+        stream_usage=settings.llm_stream_usage,
+        demo_pace=settings.demo_pace_seconds,
+    )

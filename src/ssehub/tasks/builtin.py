@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from ..llm import create_provider
+from ..llm import provider_from_settings
 from ..settings import Settings
 from .registry import stage
 
@@ -33,16 +33,7 @@ REWRITE_PROMPT = "Rewrite the user's text for a short video script. Answer with 
 
 async def rewrite_with_llm(pub: Any, prompt: str) -> dict[str, Any]:
     """Stream the provider's answer; the model call stops if the task is cancelled."""
-    settings = Settings()
-    provider = create_provider(
-        settings.llm_provider,
-        base_url=settings.llm_base_url,
-        api_key=settings.llm_api_key,
-        model=settings.llm_model,
-        timeout=settings.llm_timeout_seconds,
-        max_retries=settings.llm_max_retries,
-        demo_pace=settings.demo_pace_seconds,
-    )
+    provider = provider_from_settings(Settings())
     stream = provider.stream(
         [{"role": "system", "content": REWRITE_PROMPT}, {"role": "user", "content": prompt}]
     )
