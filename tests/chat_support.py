@@ -102,3 +102,8 @@ def payloads(events: list[ServerSentEvent], name: str) -> list[dict[str, Any]]:
 def turn_events(events: list[ServerSentEvent]) -> list[str]:
     """Event names other than the stream's own ``connected``."""
     return [e.event for e in events if e.event != "connected"]
+
+
+def stream_url(base: str, cid: str) -> str:
+    """The SSE stream of conversation ``cid`` on the hub at ``base``."""
+    return f"{base}/api/v1/conversations/{cid}/stream"

@@ -18,9 +18,10 @@ from chat_support import (
     messages,
     payloads,
     send,
+    stream_url,
     turn_events,
 )
-from fake_openai import ANSWER, MID_CHUNKS, FakeOpenAI, fake_openai, steady_words
+from fake_openai import ANSWER, MID_CHUNKS, FakeOpenAI, steady_words
 from harness import open_stream
 from ssehub.parser import SSEDecoder
 
@@ -29,16 +30,6 @@ from ssehub.parser import SSEDecoder
 async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
     async with database(request.param, tmp_path) as settings:
         yield settings
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeOpenAI]:
-    async with fake_openai() as server:
-        yield server
-
-
-def stream_url(base: str, cid: str) -> str:
-    return f"{base}/api/v1/conversations/{cid}/stream"
 
 
 async def test_full_sequence_lands_in_the_database(

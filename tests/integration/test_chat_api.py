@@ -13,7 +13,7 @@ import jwt
 import pytest
 
 from chat_support import chat_hub, create_conversation, database, messages, payloads, send
-from fake_openai import FakeOpenAI, fake_openai
+from fake_openai import FakeOpenAI
 from harness import RunningHub, open_stream
 from ssehub.llm.demo import LABEL
 
@@ -30,12 +30,6 @@ def bearer(sub: str) -> dict[str, str]:
 async def db(tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
     async with database("sqlite", tmp_path) as settings:
         yield settings
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeOpenAI]:
-    async with fake_openai() as server:
-        yield server
 
 
 def api(hub: RunningHub, path: str = "") -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from chat_support import chat_hub, create_conversation, database, messages, payloads, send
-from fake_openai import FakeOpenAI, fake_openai, steady_words
+from fake_openai import FakeOpenAI, steady_words
 from harness import open_stream
 
 REDIS_URL = os.environ.get("SSEHUB_TEST_REDIS_URL") or "redis://127.0.0.1:6379/0"
@@ -33,12 +33,6 @@ def redis_settings() -> Iterator[dict[str, Any]]:
     keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
     if keys:
         client.delete(*keys)
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeOpenAI]:
-    async with fake_openai() as server:
-        yield server
 
 
 async def test_answer_crosses_hubs_and_resumes_on_another(

@@ -15,8 +15,16 @@ import httpx
 import pytest
 from sqlalchemy import event, update
 
-from chat_support import chat_hub, create_conversation, database, messages, payloads, send
-from fake_openai import ANSWER, FakeOpenAI, fake_openai
+from chat_support import (
+    chat_hub,
+    create_conversation,
+    database,
+    messages,
+    payloads,
+    send,
+    stream_url,
+)
+from fake_openai import ANSWER, FakeOpenAI
 from harness import open_stream, start_hub_process
 from ssehub.store import Message, Store
 
@@ -25,16 +33,6 @@ from ssehub.store import Message, Store
 async def db(tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
     async with database("sqlite", tmp_path) as settings:
         yield settings
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeOpenAI]:
-    async with fake_openai() as server:
-        yield server
-
-
-def stream_url(base: str, cid: str) -> str:
-    return f"{base}/api/v1/conversations/{cid}/stream"
 
 
 async def wait_until(check: Any, timeout: float = 10.0) -> Any:
