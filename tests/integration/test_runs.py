@@ -178,7 +178,10 @@ async def test_sync_subscriber_get_message_is_non_blocking() -> None:
 
 async def test_retention_classes_expire_tokens_before_outcomes(client: httpx.AsyncClient) -> None:
     config = settings(
-        token_history_seconds=0.2, outcome_history_seconds=3600, history_ttl_seconds=1
+        # Token retention long enough to read them once right after publishing, on a slow machine.
+        token_history_seconds=1.0,
+        outcome_history_seconds=3600,
+        history_ttl_seconds=2,
     )
     async with running_hub(config) as hub:
         async with Publisher("r9", "rewrite", hub=hub.hub, coalesce_tokens=1) as pub:
@@ -198,7 +201,7 @@ async def test_retention_classes_expire_tokens_before_outcomes(client: httpx.Asy
                 break
             await asyncio.sleep(0.05)
         # Tokens are gone; stage_update and done outlive even the default history_ttl.
-        await asyncio.sleep(1.1)
+        await asyncio.sleep(2.1)
         kinds = [e["event"] for e in (await client.get(history_url)).json()["events"]]
         assert kinds == ["stage_update", "done"]
         # A client returning later still learns how the run ended: reset + snapshot + done.
