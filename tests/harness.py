@@ -119,24 +119,34 @@ def start_hub_process(
     port: int | None = None,
     args: list[str] | None = None,
 ) -> HubProcess:
-    """Start ``ssehub serve`` on a free port and wait until /healthz answers."""
+    """Start ``ssehub serve`` on a free port; wait until /healthz answers from every worker.
+
+    With ``--workers N`` the first worker answers while others may still be starting: /healthz
+    is asked on new connections until N distinct ``node`` ids have answered.
+    """
+    args = args or []
+    workers = int(args[args.index("--workers") + 1]) if "--workers" in args else 1
     port = port or free_port()
     log_path = tmp_path / f"hub-{port}-{time.monotonic_ns()}.log"
     full_env = {**os.environ, **(env or {})}
     process = subprocess.Popen(
-        [sys.executable, "-m", "ssehub.cli", "serve", "--port", str(port), *(args or [])],
+        [sys.executable, "-m", "ssehub.cli", "serve", "--port", str(port), *args],
         env=full_env,
         stdout=log_path.open("wb"),
         stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 20
+    nodes: set[str] = set()
     while True:
         if process.poll() is not None:
             raise RuntimeError(f"hub exited with {process.returncode}: {log_path.read_text()}")
         with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                break
+            answer = httpx.get(f"{url}/healthz", timeout=1)
+            if answer.status_code == 200:
+                nodes.add(answer.json()["node"])
+                if len(nodes) >= workers:
+                    break
         if time.monotonic() > deadline:
             process.kill()
             raise TimeoutError(f"hub did not start: {log_path.read_text()}")

@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
+from .background import stop_task
 from .cluster import ClientRecord
 from .errors import BrokerUnavailable
 from .redis_client import pooled_client
@@ -105,10 +106,7 @@ class RedisClusterState:
         self._beat = asyncio.create_task(self._beat_forever(), name="ssehub-cluster-beat")
 
     async def close(self) -> None:
-        if self._beat is not None:
-            self._beat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._beat
+        await stop_task(self._beat)
         with contextlib.suppress(aioredis.RedisError, OSError):
             await self.redis.delete(self._node_key)
         await self.redis.aclose()

@@ -15,6 +15,13 @@ Foreign errors (redis, JWT, pydantic) are mapped to these at the edge with ``rai
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from starlette.responses import JSONResponse
+
+if TYPE_CHECKING:
+    from .metrics import Metrics
+
 
 class HubError(Exception):
     """An error with an HTTP status, a stable machine code and a human message."""
@@ -99,3 +106,16 @@ class BrokerUnavailable(Unavailable):
     """The backplane cannot accept or deliver events right now."""
 
     code = "broker_unavailable"
+
+
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """The one JSON error shape: ``{"error": {"code": ..., "message": ...}}``."""
+    return JSONResponse({"error": {"code": code, "message": message}}, status, headers=headers)
+
+
+def hub_error_response(metrics: Metrics, exc: HubError) -> JSONResponse:
+    """The response to ``exc``, counted in ``metrics`` (refusals by status and code)."""
+    metrics.refused(exc.status, exc.code)
+    return error_response(exc.status, exc.code, exc.message, exc.headers)

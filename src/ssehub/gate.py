@@ -14,6 +14,7 @@ import secrets
 from starlette.requests import HTTPConnection
 
 from .auth import Principal
+from .background import stop_task
 from .channels import matches
 from .cluster import GLOBAL_SCOPE, ClientRecord, ClusterState, user_scope
 from .connection import Connection
@@ -55,10 +56,7 @@ class Gate:
 
     async def close(self) -> None:
         """Stop the refresher."""
-        if self._keepalive is not None:
-            self._keepalive.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._keepalive
+        await stop_task(self._keepalive)
 
     async def check_rate(self, kind: str, principal: Principal, ip: str) -> None:
         """Take a token from the ``kind`` ("stream" or "publish") buckets of user and IP, or 429."""

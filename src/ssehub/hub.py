@@ -7,7 +7,6 @@ same bytes object is queued on every matching connection.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from .background import stop_task
 from .brokers.base import Broker, parse_id
 from .channels import CONTROL, DISCONNECT_EVENT, matches
 from .connection import HISTORY_GAP, IDLE, KICKED, SHUTDOWN, Connection
@@ -81,10 +81,7 @@ class Hub:
     async def close(self) -> None:
         """Close every stream, stop the ticker and the broker."""
         self.close_all(SHUTDOWN)
-        if self._ticker is not None:
-            self._ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._ticker
+        await stop_task(self._ticker)
         await self.broker.close()
         self.metrics.close()
 

@@ -10,7 +10,6 @@ a watchdog ends runs whose publisher went silent with ``error: publisher_timeout
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
@@ -21,6 +20,7 @@ from typing import Any, Protocol
 import orjson
 
 from . import messages
+from .background import stop_task
 from .brokers.base import format_id, parse_id
 from .channels import Selector
 from .errors import Conflict
@@ -240,10 +240,7 @@ class MemoryRuns:
         self._watchdog = asyncio.create_task(self._watch(publish), name="ssehub-runs")
 
     async def close(self) -> None:
-        if self._watchdog is not None:
-            self._watchdog.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watchdog
+        await stop_task(self._watchdog)
 
     async def _watch(self, publish: Any) -> None:
         timeout = self.publisher_timeout

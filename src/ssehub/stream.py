@@ -11,10 +11,13 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from .connection import CLIENT_GONE, Connection
+from .logs import REQUEST_ID_HEADER, request_id
 
 ABORT = "ssehub: stream aborted (slow or dead consumer)"
 # Scope extension of a server that writes streams itself (fastpath.py): ``{"adopt": callable}``.
 EXTENSION = "ssehub.direct"
+
+REQUEST_ID = REQUEST_ID_HEADER.encode()
 
 STREAM_HEADERS = {
     "content-type": "text/event-stream; charset=utf-8",
@@ -46,8 +49,14 @@ class EventStreamResponse(Response):
         raw_headers = [(k.encode(), v.encode()) for k, v in headers.items()]
         metrics = getattr(getattr(scope.get("app"), "state", None), "metrics", None)
         direct = scope.get("extensions", {}).get(EXTENSION)
-        if direct is not None and direct["adopt"](conn, raw_headers, self.closer, metrics):
-            return  # the server's protocol writes this stream from now on (fastpath.py)
+        if direct is not None:
+            # Adopted streams bypass the send() of RequestIdMiddleware: echo the id here.
+            rid = request_id.get()
+            head = (
+                [*raw_headers, (REQUEST_ID_HEADER.encode(), rid.encode())] if rid else raw_headers
+            )
+            if direct["adopt"](conn, head, self.closer, metrics):
+                return  # the server's protocol writes this stream from now on (fastpath.py)
         task = asyncio.current_task()
         assert task is not None
         conn.on_abort(lambda: task.cancel(ABORT))

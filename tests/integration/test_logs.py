@@ -34,7 +34,10 @@ def test_json_logs_carry_request_ids_and_no_secrets(tmp_path) -> None:
             assert len(generated.headers["x-request-id"]) == 32
             unsafe = await client.get(f"{hub.url}/healthz", headers={"X-Request-ID": "a b\tc"})
             assert unsafe.headers["x-request-id"] != "a b\tc"
-            async with open_stream(client, f"{hub.url}/api/v1/sse/stream/logs") as reader:
+            stream_url = f"{hub.url}/api/v1/sse/stream/logs"
+            headers = {"X-Request-ID": "stream-3"}
+            async with open_stream(client, stream_url, headers=headers) as reader:
+                assert reader.response.headers["x-request-id"] == "stream-3"  # the direct path too
                 await publish(client, hub.url, "logs", PAYLOAD, headers={"X-Request-ID": "pub-2"})
                 await reader.wait_count(1)
 

@@ -255,6 +255,11 @@ async def test_bad_stream_requests_get_json_errors(hub, client) -> None:
     response = await client.post(f"{hub.url}/api/v1/publish/x", content=b"{not json")
     assert response.status_code == 400
     assert (await client.get(f"{hub.url}/nope")).json()["error"]["code"] == "not_found"
+    # Around the stream shortcut: what is not one of its routes gets FastAPI's answers.
+    nested = await client.get(f"{hub.url}/api/v1/sse/stream/a/b")
+    assert (nested.status_code, nested.json()["error"]["code"]) == (404, "not_found")
+    posted = await client.post(f"{hub.url}/api/v1/sse/stream/a")
+    assert (posted.status_code, posted.json()["error"]["code"]) == (405, "method_not_allowed")
 
 
 async def test_connect_stream_gets_broadcast_channel(hub, client) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
 import math
 import secrets
@@ -11,6 +10,7 @@ import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
+from ..background import stop_task
 from ..channels import Selector, matches
 from ..event import Event
 from .base import EventHandler, GapHandler, History, format_id, parse_id
@@ -52,10 +52,7 @@ class MemoryBroker:
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="ssehub-memory-sweeper")
 
     async def close(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+        await stop_task(self._sweeper)
         self._on_event = None
 
     async def publish(self, event: Event, *, idempotency_key: str | None = None) -> Event:

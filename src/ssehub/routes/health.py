@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from ..brokers.base import HealthChecker
@@ -13,9 +13,9 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz")
-async def healthz() -> dict[str, str]:
-    """The process answers."""
-    return {"status": "ok"}
+async def healthz(request: Request) -> dict[str, str]:
+    """The process answers; ``node`` names which one (as in ``/stats`` and client records)."""
+    return {"status": "ok", "node": request.app.state.gate.node}
 
 
 @router.get("/readyz", responses={503: {"description": "Broker down or shutting down."}})

@@ -1,4 +1,9 @@
-"""SSE endpoints: channel streams and the per-client ``/connect`` stream."""
+"""SSE endpoints: channel streams and the per-client ``/connect`` stream.
+
+``StreamShortcut`` serves GETs of these three endpoints straight from the ASGI scope with the
+same handlers, skipping FastAPI's routing and dependency solving (most of the cost of opening a
+stream); the routes stay registered for the OpenAPI document and apps built without it.
+"""
 
 from __future__ import annotations
 
@@ -7,18 +12,20 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..auth import Principal, require_subscribe
 from ..channels import BROADCAST, Selector, client_channel, validate_channel
 from ..connection import Connection
-from ..errors import BadRequest, Unavailable
+from ..errors import BadRequest, HubError, Unavailable, hub_error_response
 from ..gate import Gate, client_ip
 from ..hub import Hub
 from ..settings import Settings
 from ..stream import EventStreamResponse
 from .deps import get_hub, get_principal, get_settings
 
-router = APIRouter(prefix="/api/v1/sse", tags=["streams"])
+PREFIX = "/api/v1/sse"
+router = APIRouter(prefix=PREFIX, tags=["streams"])
 
 MAX_CHANNELS_PER_STREAM = 100
 
@@ -184,3 +191,41 @@ async def connect(
     client_id = str(uuid.uuid4())
     names = [BROADCAST, client_channel(client_id), *(extra or [])]
     return await options.open(names, principal, client_id=client_id)
+
+
+class StreamShortcut:
+    """ASGI middleware answering ``GET`` of the three stream endpoints above (see module doc)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope.get("path", "")
+        if scope["type"] != "http" or scope["method"] != "GET" or not path.startswith(PREFIX):
+            await self.app(scope, receive, send)
+            return
+        rest = path[len(PREFIX) :]
+        channel = rest[len("/stream/") :] if rest.startswith("/stream/") else None
+        if channel is not None and (not channel or "/" in channel):
+            channel = None  # not a route: FastAPI answers 404
+        if channel is None and rest not in ("/stream", "/connect"):
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope, receive)
+        state = request.app.state
+        query = request.query_params
+        try:
+            options = await stream_options(
+                request, query.get("types"), query.get("lastEventId"), state.hub, state.settings
+            )
+            principal = await state.authenticator.authenticate(request)
+            extra = query.getlist("channel") or None
+            if channel is not None:
+                response = await stream_channel(channel, extra, options, principal)
+            elif rest == "/stream":
+                response = await stream_channels(extra, options, principal)
+            else:
+                response = await connect(extra, options, principal)
+        except HubError as exc:
+            response = hub_error_response(state.metrics, exc)  # type: ignore[assignment]
+        await response(scope, receive, send)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .. import messages
+from ..background import stop_task
 from ..channels import matches
 from ..errors import NotFound
 from ..event import make_event
@@ -287,8 +288,5 @@ class TaskManager:
                         await self.cancel(info.task_id)
 
     async def close(self) -> None:
-        if self._watcher is not None:
-            self._watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
+        await stop_task(self._watcher)
         await self.runner.close()
