@@ -1,8 +1,9 @@
 """Run the benchmark scenarios against ssehub and the seed-000 peer, side by side, on loopback.
 
 Every server is a fresh child process per scenario (uvloop + httptools, access log off). The
-load generator and the publisher run in this process on uvloop. Each scenario prints one JSON
-line per target and a Markdown table at the end; ``--save`` writes ``bench/results/<date>.*``.
+load generator runs in ``--loadgen-procs`` child processes (fleet.py), the publisher in this
+process on uvloop. Each scenario prints one JSON line per target and a Markdown table at the
+end; ``--save`` writes ``bench/results/<date>.*``.
 
     python bench/run.py --n 1000 --scenarios hold,broadcast --targets ssehub,peer
 """
@@ -34,7 +35,8 @@ import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from loadgen import Swarm, raise_fd_limit
+from fleet import Fleet
+from loadgen import raise_fd_limit
 from publisher import Publisher
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -184,17 +186,14 @@ def percentiles(samples: Any) -> dict[str, float]:
     }
 
 
-def expected(swarm: Swarm, before: dict[str, int], after: dict[str, int]) -> int:
-    """Deliveries owed to the open streams for what was published between two counts."""
-    return sum(after.get(s.channel, 0) - before.get(s.channel, 0) for s in swarm.streams)
-
-
-async def drain(swarm: Swarm, want: int, timeout: float) -> None:
-    """Wait (bounded) until ``want`` events arrived or nothing came for a while."""
+async def drain(fleet: Fleet, want: int, timeout: float) -> dict[str, Any]:
+    """Wait (bounded) until ``want`` events arrived or nothing came for a while; the counts."""
     deadline = time.monotonic() + timeout
-    while swarm.totals.received < want and time.monotonic() < deadline:
-        if swarm.totals.last_receive and time.time() - swarm.totals.last_receive > 2.0:
-            break
+    while True:
+        counts = await fleet.counts()
+        quiet = counts["last_receive"] and time.time() - counts["last_receive"] > 2.0
+        if counts["received"] >= want or quiet or time.monotonic() > deadline:
+            return counts
         await asyncio.sleep(0.05)
 
 
@@ -206,18 +205,17 @@ def spread(n: int, channels: int, target: Target, prefix: str) -> list[tuple[str
 # -- scenarios -----------------------------------------------------------------------------------
 
 
-async def hold(server: Server, swarm: Swarm, args: argparse.Namespace) -> dict[str, Any]:
+async def hold(server: Server, fleet: Fleet, args: argparse.Namespace) -> dict[str, Any]:
     """N idle streams over 100 channels: connect time, failures and server memory per stream."""
     await asyncio.sleep(0.5)
     base = server.rss()
-    took = await swarm.open_many(spread(args.n, 100, server.target, "hold"))
+    took = await fleet.open_many(spread(args.n, 100, server.target, "hold"))
     await asyncio.sleep(1.5)
-    held = swarm.open_count()
+    held = (await fleet.counts())["open"]
     rss = server.rss()
     return {
         "streams": held,
-        "failures": swarm.failures + (args.n - held - swarm.failures),
-        "http_errors": swarm.totals.statuses,
+        "failures": args.n - held,
         "connect_s": round(took, 2),
         "connects_per_s": round(args.n / took),
         "rss_base_mb": round(base / 2**20, 1),
@@ -226,67 +224,66 @@ async def hold(server: Server, swarm: Swarm, args: argparse.Namespace) -> dict[s
     }
 
 
-async def broadcast(server: Server, swarm: Swarm, args: argparse.Namespace) -> dict[str, Any]:
+async def broadcast(server: Server, fleet: Fleet, args: argparse.Namespace) -> dict[str, Any]:
     """One channel, N subscribers: single broadcasts, then a fixed event rate."""
     target = server.target
-    await swarm.open_many([(target.stream_path("bcast"), "bcast")] * args.n)
+    await fleet.open_many([(target.stream_path("bcast"), "bcast")] * args.n)
+    streams = fleet.channels["bcast"]
     pub = Publisher(server.url, target.publish_path)
     await asyncio.sleep(0.5)
-    swarm.totals.reset_window()
+    await fleet.reset_window()
     for _ in range(5):
         await pub.send(["bcast"])
         await asyncio.sleep(0.5)
-    await drain(swarm, 5 * len(swarm.streams), 10)
-    single = percentiles(swarm.totals.latencies_ms)
-    single_loss = 5 * len(swarm.streams) - swarm.totals.received
+    counts = await drain(fleet, 5 * streams, 10)
+    single = percentiles(await fleet.latencies())
+    single_loss = 5 * streams - counts["received"]
     rate = args.broadcast_rate or max(1, 20_000 // args.n)
-    swarm.totals.reset_window()
+    await fleet.reset_window()
     before = pub.counts()
     start = time.perf_counter()
     real = await pub.at_rate(["bcast"], rate, args.seconds)
-    owed = expected(swarm, before, pub.counts())
-    await drain(swarm, owed, 15)
+    owed = fleet.expected(before, pub.counts())
+    counts = await drain(fleet, owed, 15)
     took = time.perf_counter() - start
-    totals = swarm.totals
     await pub.close()
     return {
-        "streams": len(swarm.streams),
+        "streams": streams,
         "single_p99_ms": single["p99_ms"],
         "single_max_ms": single["max_ms"],
         "single_loss": single_loss,
         "events_per_s": round(real, 1),
-        "deliveries_per_s": round(totals.received / took),
-        **percentiles(totals.latencies_ms),
-        "loss": owed - totals.received,
-        "duplicates": totals.duplicates,
-        "dropped_streams": len(swarm.streams) - swarm.open_count(),
+        "deliveries_per_s": round(counts["received"] / took),
+        **percentiles(await fleet.latencies()),
+        "loss": owed - counts["received"],
+        "duplicates": counts["duplicates"],
+        "dropped_streams": streams - counts["open"],
     }
 
 
-async def many_channels(server: Server, swarm: Swarm, args: argparse.Namespace) -> dict[str, Any]:
+async def many_channels(server: Server, fleet: Fleet, args: argparse.Namespace) -> dict[str, Any]:
     """N subscribers over N/10 (``--channels``) channels; raise the rate while p99 < 50 ms."""
     channels = args.channels or max(1, args.n // 10)
-    await swarm.open_many(spread(args.n, channels, server.target, "many"))
+    await fleet.open_many(spread(args.n, channels, server.target, "many"))
     names = [f"many{i}" for i in range(channels)]
     pub = Publisher(server.url, server.target.publish_path)
     per_event = args.n / channels
     steps, best = [], 0
     for deliveries in args.rates:
-        swarm.totals.reset_window()
+        await fleet.reset_window()
         before = pub.counts()
         start = time.perf_counter()
         real = await pub.at_rate(names, deliveries / per_event, args.seconds)
-        owed = expected(swarm, before, pub.counts())
-        await drain(swarm, owed, 10)
+        owed = fleet.expected(before, pub.counts())
+        counts = await drain(fleet, owed, 10)
         took = time.perf_counter() - start
-        totals = swarm.totals
         step = {
             "target_per_s": deliveries,
-            "deliveries_per_s": round(totals.received / took),
+            "deliveries_per_s": round(counts["received"] / took),
             "events_per_s": round(real),
-            **percentiles(totals.latencies_ms),
-            "loss": owed - totals.received,
-            "duplicates": totals.duplicates,
+            **percentiles(await fleet.latencies()),
+            "loss": owed - counts["received"],
+            "duplicates": counts["duplicates"],
         }
         steps.append(step)
         ok = step["p99_ms"] < 50 and step["loss"] == 0 and real >= 0.9 * deliveries / per_event
@@ -295,71 +292,73 @@ async def many_channels(server: Server, swarm: Swarm, args: argparse.Namespace) 
         best = deliveries
         await asyncio.sleep(0.5)
     await pub.close()
+    counts = await fleet.counts()
     return {
-        "streams": len(swarm.streams),
+        "streams": counts["streams"],
         "channels": channels,
         "best_per_s_p99_under_50ms": best,
         "steps": steps,
-        "dropped_streams": len(swarm.streams) - swarm.open_count(),
+        "dropped_streams": counts["streams"] - counts["open"],
     }
 
 
-async def token_stream(server: Server, swarm: Swarm, args: argparse.Namespace) -> dict[str, Any]:
+async def token_stream(server: Server, fleet: Fleet, args: argparse.Namespace) -> dict[str, Any]:
     """500 chat-like streams, one channel each, ``--tokens`` small events each, closed loop."""
     count = min(500, args.n)
     names = [f"chat{i}" for i in range(count)]
-    await swarm.open_many([(server.target.stream_path(c), c) for c in names])
+    await fleet.open_many([(server.target.stream_path(c), c) for c in names])
     pub = Publisher(server.url, server.target.publish_path)
     await asyncio.sleep(0.3)
-    swarm.totals.reset_window()
+    await fleet.reset_window()
     start = time.perf_counter()
     await pub.rounds(names, args.tokens)
     owed = count * args.tokens
-    await drain(swarm, owed, 20)
+    counts = await drain(fleet, owed, 20)
     took = time.perf_counter() - start
-    totals = swarm.totals
     await pub.close()
     return {
-        "streams": len(swarm.streams),
+        "streams": counts["streams"],
         "tokens_per_stream": args.tokens,
-        "tokens_per_s": round(totals.received / took),
-        **percentiles(totals.latencies_ms),
-        "loss": owed - totals.received,
-        "duplicates": totals.duplicates,
+        "tokens_per_s": round(counts["received"] / took),
+        **percentiles(await fleet.latencies()),
+        "loss": owed - counts["received"],
+        "duplicates": counts["duplicates"],
     }
 
 
-async def reconnect_storm(server: Server, swarm: Swarm, args: argparse.Namespace) -> dict[str, Any]:
+async def reconnect_storm(server: Server, fleet: Fleet, args: argparse.Namespace) -> dict[str, Any]:
     """N streams over 100 channels drop at once mid-publish and resume with Last-Event-ID."""
     names = [f"storm{i}" for i in range(100)]
-    await swarm.open_many(spread(args.n, 100, server.target, "storm"))
+    await fleet.open_many(spread(args.n, 100, server.target, "storm"))
     pub = Publisher(server.url, server.target.publish_path)
     rate = max(10.0, 10_000 * 100 / args.n)  # about 10k deliveries/s
     publishing = asyncio.create_task(pub.at_rate(names, rate, 3.0))
     await asyncio.sleep(1.0)
     start = time.perf_counter()
-    reconnect_s = await swarm.reopen_all()
+    reconnect_s = await fleet.reopen_all()
     await publishing
     last_publish = time.perf_counter()
     final = pub.counts()
     deadline = time.monotonic() + 30
     caught_up: float | None = None
     while time.monotonic() < deadline:
-        if all(s.seen >= final.get(s.channel, 0) for s in swarm.streams):
+        behind, missed = await fleet.behind(final)
+        if not behind:
             caught_up = time.perf_counter()
             break
         await asyncio.sleep(0.02)
-    missed = sum(max(0, final.get(s.channel, 0) - s.seen) for s in swarm.streams)
+    behind, missed = await fleet.behind(final)
+    counts = await fleet.counts()
     await pub.close()
     return {
-        "streams": len(swarm.streams),
-        "failures": swarm.failures,
+        "streams": counts["streams"],
+        "failures": fleet.failures,
         "reconnect_s": round(reconnect_s, 2),
         # From the drop until every stream had every event (None: some never did, in 30 s).
         "caught_up_s": round(caught_up - start, 2) if caught_up else None,
         "lag_after_last_publish_s": round(caught_up - last_publish, 3) if caught_up else None,
         "missed": missed,
-        "duplicates": swarm.totals.duplicates,
+        "duplicates": counts["duplicates"],
     }
 
 
@@ -390,18 +389,23 @@ COLUMNS = {
 async def run_one(name: str, target: Target, args: argparse.Namespace) -> dict[str, Any]:
     """One scenario against one fresh server; adds CPU seconds of server and load generator."""
     async with serve(target) as server:
-        swarm = Swarm(HOST, server.port, [f"127.0.0.{i}" for i in range(1, args.sources + 1)])
-        cpu_server, cpu_self = server.cpu(), os.times()
+        fleet = Fleet(HOST, server.port, procs=args.loadgen_procs, sources=args.sources)
+        await fleet.reset_window()  # answered once every child is up
+        cpu_server, cpu_self, cpu_fleet = server.cpu(), os.times(), fleet.cpu()
         spy = start_py_spy(server, name, args.py_spy) if args.py_spy else None
         try:
-            result = await SCENARIOS[name](server, swarm, args)
+            result = await SCENARIOS[name](server, fleet, args)
         finally:
             if spy is not None:
                 stop_py_spy(spy)
-            await swarm.close_all()
+            loadgen_cpu = fleet.cpu() - cpu_fleet
+            await fleet.close()
         now = os.times()
         result["server_cpu_s"] = round(server.cpu() - cpu_server, 2)
-        result["loadgen_cpu_s"] = round(now.user + now.system - cpu_self.user - cpu_self.system, 2)
+        result["loadgen_cpu_s"] = round(loadgen_cpu, 2)
+        result["publisher_cpu_s"] = round(
+            now.user + now.system - cpu_self.user - cpu_self.system, 2
+        )
         result["server_rss_mb"] = round(server.rss() / 2**20, 1)
     return {"scenario": name, "target": target.name, "n": args.n, **result}
 
@@ -434,7 +438,7 @@ def table(rows: list[dict[str, Any]]) -> str:
         mine = [r for r in rows if r["scenario"] == name]
         if not mine:
             continue
-        head = ("target", "n", *cols, "server_cpu_s", "loadgen_cpu_s")
+        head = ("target", "n", *cols, "server_cpu_s", "loadgen_cpu_s", "publisher_cpu_s")
         out.append(f"\n### {name}\n\n| " + " | ".join(head) + " |")
         out.append("|" + "---|" * len(head))
         out.extend("| " + " | ".join(str(r.get(c, "")) for c in head) + " |" for r in mine)
@@ -475,8 +479,12 @@ def environment() -> dict[str, Any]:
 
 async def main(args: argparse.Namespace) -> list[dict[str, Any]]:
     limit = raise_fd_limit()
-    if args.n + 100 > limit:
-        raise SystemExit(f"--n {args.n} needs more than the {limit} file descriptors allowed")
+    per_process = args.n // args.loadgen_procs + 100
+    if per_process > limit:
+        raise SystemExit(
+            f"--n {args.n} needs {per_process} file descriptors per load generator process, "
+            f"more than the {limit} allowed: add --loadgen-procs"
+        )
     RESULTS.mkdir(parents=True, exist_ok=True)
     rows = []
     for name in args.scenarios:
@@ -501,7 +509,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--channels", type=int, default=0, help="many-channels: (N/10).")
     parser.add_argument("--tokens", type=int, default=2000, help="Tokens per chat stream.")
-    parser.add_argument("--sources", type=int, default=1, help="127.0.0.x source addresses.")
+    parser.add_argument(
+        "--sources", type=int, default=1, help="127.0.0.x source addresses per loadgen process."
+    )
+    parser.add_argument(
+        "--loadgen-procs", type=int, default=1, help="Load generator processes (streams dealt)."
+    )
     parser.add_argument("--py-spy", default="", help="Folder for py-spy profiles of the servers.")
     parser.add_argument("--save", action="store_true", help="Write bench/results/<date>.*")
     args = parser.parse_args(argv)

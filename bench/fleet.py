@@ -1,0 +1,162 @@
+"""The load generator in K child processes: each runs a Swarm on its own uvloop, on its own core.
+
+The benchmark process keeps only the publisher and the bookkeeping. Streams are dealt to the
+children round-robin, each child with its own 127.0.0.x source addresses (every process has
+its own file-descriptor limit, and ephemeral ports are per source address). Commands go over
+a pipe; the parent waits for answers in a thread so its event loop keeps publishing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import time
+from array import array
+from collections import Counter
+from collections.abc import Sequence
+from multiprocessing.connection import Connection
+from typing import Any
+
+import psutil
+import uvloop
+from loadgen import Swarm, raise_fd_limit
+
+
+class Fleet:
+    """K Swarm processes behaving as one load generator (see module doc)."""
+
+    def __init__(self, host: str, port: int, *, procs: int = 1, sources: int = 1) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.pipes: list[Connection] = []
+        self.processes: list[Any] = []
+        for index in range(procs):
+            addresses = [f"127.0.0.{index * sources + j + 1}" for j in range(sources)]
+            parent, child = context.Pipe()
+            process = context.Process(
+                target=_child_main, args=(child, host, port, addresses), daemon=True
+            )
+            process.start()
+            self.pipes.append(parent)
+            self.processes.append(process)
+        self.channels: Counter[str] = Counter()  # opened streams per channel
+        self.failures = 0
+
+    # -- the commands, sent to every child at once ---------------------------------------------
+
+    async def _all(self, command: str, *args: Any) -> list[Any]:
+        loop = asyncio.get_running_loop()
+        for pipe in self.pipes:
+            pipe.send((command, args))
+        return list(
+            await asyncio.gather(*(loop.run_in_executor(None, pipe.recv) for pipe in self.pipes))
+        )
+
+    async def open_many(
+        self, targets: Sequence[tuple[str, str]], *, concurrency: int = 500
+    ) -> float:
+        """Open one stream per ``(path, channel)``; returns seconds until all answered."""
+        k = len(self.pipes)
+        loop = asyncio.get_running_loop()
+        start = time.perf_counter()
+        for index, pipe in enumerate(self.pipes):
+            pipe.send(("open", (list(targets[index::k]), max(1, concurrency // k))))
+        answers = await asyncio.gather(
+            *(loop.run_in_executor(None, pipe.recv) for pipe in self.pipes)
+        )
+        for failures, channels in answers:
+            self.failures += failures
+            self.channels.update(channels)
+        return time.perf_counter() - start
+
+    async def reopen_all(self) -> float:
+        """Drop every stream at once and reconnect each with its Last-Event-ID."""
+        return max(await self._all("reopen"))
+
+    async def reset_window(self) -> None:
+        """Start a new measurement window in every child."""
+        await self._all("reset")
+
+    async def counts(self) -> dict[str, Any]:
+        """Summed counters: received, duplicates, open streams, last receive time..."""
+        total: Counter[str] = Counter()
+        last = 0.0
+        for answer in await self._all("counts"):
+            last = max(last, answer.pop("last_receive"))
+            total.update(answer)
+        return {**total, "last_receive": last}
+
+    async def latencies(self) -> array:
+        """Every latency sample (ms) of the window, from all children."""
+        samples = array("f")
+        for raw in await self._all("latencies"):
+            samples.frombytes(raw)
+        return samples
+
+    async def behind(self, published: dict[str, int]) -> tuple[int, int]:
+        """Streams not yet caught up with ``published`` and the events they still miss."""
+        answers = await self._all("behind", published)
+        return sum(a[0] for a in answers), sum(a[1] for a in answers)
+
+    def expected(self, before: dict[str, int], after: dict[str, int]) -> int:
+        """Deliveries owed to the opened streams for what was published between two counts."""
+        return sum(n * (after.get(ch, 0) - before.get(ch, 0)) for ch, n in self.channels.items())
+
+    def cpu(self) -> float:
+        """CPU seconds used by the children so far."""
+        total = 0.0
+        for process in self.processes:
+            times = psutil.Process(process.pid).cpu_times()
+            total += times.user + times.system
+        return total
+
+    async def close(self) -> None:
+        """Close every stream and stop the children."""
+        await self._all("close")
+        for process in self.processes:
+            process.join(10)
+            if process.is_alive():
+                process.kill()
+
+
+def _child_main(pipe: Connection, host: str, port: int, sources: list[str]) -> None:
+    raise_fd_limit()
+    uvloop.run(_serve(pipe, Swarm(host, port, sources)))
+
+
+async def _serve(pipe: Connection, swarm: Swarm) -> None:
+    """Answer the parent's commands until ``close``."""
+    loop = asyncio.get_running_loop()
+    while True:
+        command, args = await loop.run_in_executor(None, pipe.recv)
+        totals = swarm.totals
+        answer: Any = None
+        if command == "open":
+            targets, concurrency = args
+            failed, known = swarm.failures, len(swarm.streams)
+            await swarm.open_many(targets, concurrency=concurrency)
+            opened = Counter(s.channel for s in swarm.streams[known:])
+            answer = (swarm.failures - failed, opened)
+        elif command == "reopen":
+            answer = await swarm.reopen_all()
+        elif command == "reset":
+            totals.reset_window()
+        elif command == "counts":
+            answer = {
+                "received": totals.received,
+                "duplicates": totals.duplicates,
+                "framing_errors": totals.framing_errors,
+                "open": swarm.open_count(),
+                "streams": len(swarm.streams),
+                "last_receive": totals.last_receive,
+            }
+        elif command == "latencies":
+            answer = totals.latencies_ms.tobytes()
+        elif command == "behind":
+            (published,) = args
+            gaps = [max(0, published.get(s.channel, 0) - s.seen) for s in swarm.streams]
+            answer = (sum(1 for g in gaps if g), sum(gaps))
+        elif command == "close":
+            await swarm.close_all()
+            pipe.send(None)
+            return
+        pipe.send(answer)
