@@ -1,4 +1,4 @@
-"""The load generator in K child processes: each runs a Swarm on its own uvloop, on its own core.
+"""The load generator in K child processes (each a Swarm on its own uvloop), or in this one.
 
 The benchmark process keeps only the publisher and the bookkeeping. Streams are dealt to the
 children round-robin, each child with its own 127.0.0.x source addresses (every process has
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
 import time
 from array import array
 from collections import Counter
@@ -29,11 +30,14 @@ class Fleet:
         context = multiprocessing.get_context("spawn")
         self.pipes: list[Connection] = []
         self.processes: list[Any] = []
+        # procs=0: one Swarm in this process (one process fewer competing for the cores).
+        self.local = Swarm(host, port, _addresses(0, sources)) if procs == 0 else None
         for index in range(procs):
-            addresses = [f"127.0.0.{index * sources + j + 1}" for j in range(sources)]
             parent, child = context.Pipe()
             process = context.Process(
-                target=_child_main, args=(child, host, port, addresses), daemon=True
+                target=_child_main,
+                args=(child, host, port, _addresses(index, sources)),
+                daemon=True,
             )
             process.start()
             self.pipes.append(parent)
@@ -44,6 +48,8 @@ class Fleet:
     # -- the commands, sent to every child at once ---------------------------------------------
 
     async def _all(self, command: str, *args: Any) -> list[Any]:
+        if self.local is not None:
+            return [await _handle(self.local, command, args)]
         loop = asyncio.get_running_loop()
         for pipe in self.pipes:
             pipe.send((command, args))
@@ -55,14 +61,17 @@ class Fleet:
         self, targets: Sequence[tuple[str, str]], *, concurrency: int = 500
     ) -> float:
         """Open one stream per ``(path, channel)``; returns seconds until all answered."""
-        k = len(self.pipes)
-        loop = asyncio.get_running_loop()
         start = time.perf_counter()
-        for index, pipe in enumerate(self.pipes):
-            pipe.send(("open", (list(targets[index::k]), max(1, concurrency // k))))
-        answers = await asyncio.gather(
-            *(loop.run_in_executor(None, pipe.recv) for pipe in self.pipes)
-        )
+        if self.local is not None:
+            answers = [await _handle(self.local, "open", (targets, concurrency))]
+        else:
+            k = len(self.pipes)
+            for index, pipe in enumerate(self.pipes):
+                pipe.send(("open", (list(targets[index::k]), max(1, concurrency // k))))
+            loop = asyncio.get_running_loop()
+            answers = await asyncio.gather(
+                *(loop.run_in_executor(None, pipe.recv) for pipe in self.pipes)
+            )
         for failures, channels in answers:
             self.failures += failures
             self.channels.update(channels)
@@ -102,7 +111,10 @@ class Fleet:
         return sum(n * (after.get(ch, 0) - before.get(ch, 0)) for ch, n in self.channels.items())
 
     def cpu(self) -> float:
-        """CPU seconds used by the children so far."""
+        """CPU seconds used by the children so far (by this process, in local mode)."""
+        if self.local is not None:
+            times = os.times()
+            return times.user + times.system
         total = 0.0
         for process in self.processes:
             times = psutil.Process(process.pid).cpu_times()
@@ -118,6 +130,10 @@ class Fleet:
                 process.kill()
 
 
+def _addresses(index: int, sources: int) -> list[str]:
+    return [f"127.0.0.{index * sources + j + 1}" for j in range(sources)]
+
+
 def _child_main(pipe: Connection, host: str, port: int, sources: list[str]) -> None:
     raise_fd_limit()
     uvloop.run(_serve(pipe, Swarm(host, port, sources)))
@@ -128,35 +144,41 @@ async def _serve(pipe: Connection, swarm: Swarm) -> None:
     loop = asyncio.get_running_loop()
     while True:
         command, args = await loop.run_in_executor(None, pipe.recv)
-        totals = swarm.totals
-        answer: Any = None
-        if command == "open":
-            targets, concurrency = args
-            failed, known = swarm.failures, len(swarm.streams)
-            await swarm.open_many(targets, concurrency=concurrency)
-            opened = Counter(s.channel for s in swarm.streams[known:])
-            answer = (swarm.failures - failed, opened)
-        elif command == "reopen":
-            answer = await swarm.reopen_all()
-        elif command == "reset":
-            totals.reset_window()
-        elif command == "counts":
-            answer = {
-                "received": totals.received,
-                "duplicates": totals.duplicates,
-                "framing_errors": totals.framing_errors,
-                "open": swarm.open_count(),
-                "streams": len(swarm.streams),
-                "last_receive": totals.last_receive,
-            }
-        elif command == "latencies":
-            answer = totals.latencies_ms.tobytes()
-        elif command == "behind":
-            (published,) = args
-            gaps = [max(0, published.get(s.channel, 0) - s.seen) for s in swarm.streams]
-            answer = (sum(1 for g in gaps if g), sum(gaps))
-        elif command == "close":
-            await swarm.close_all()
-            pipe.send(None)
+        pipe.send(await _handle(swarm, command, args))
+        if command == "close":
             return
-        pipe.send(answer)
+
+
+async def _handle(swarm: Swarm, command: str, args: tuple[Any, ...]) -> Any:
+    """Carry out one command on ``swarm``; the answer goes back to the Fleet."""
+    totals = swarm.totals
+    if command == "open":
+        targets, concurrency = args
+        failed, known = swarm.failures, len(swarm.streams)
+        await swarm.open_many(targets, concurrency=concurrency)
+        opened = Counter(s.channel for s in swarm.streams[known:])
+        return swarm.failures - failed, opened
+    if command == "reopen":
+        return await swarm.reopen_all()
+    if command == "reset":
+        totals.reset_window()
+        return None
+    if command == "counts":
+        return {
+            "received": totals.received,
+            "duplicates": totals.duplicates,
+            "framing_errors": totals.framing_errors,
+            "open": swarm.open_count(),
+            "streams": len(swarm.streams),
+            "last_receive": totals.last_receive,
+        }
+    if command == "latencies":
+        return totals.latencies_ms.tobytes()
+    if command == "behind":
+        (published,) = args
+        gaps = [max(0, published.get(s.channel, 0) - s.seen) for s in swarm.streams]
+        return sum(1 for g in gaps if g), sum(gaps)
+    if command == "close":
+        await swarm.close_all()
+        return None
+    raise ValueError(f"unknown command {command}")

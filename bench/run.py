@@ -68,6 +68,12 @@ SSEHUB_ENV = {
 }
 
 
+REDIS_ENV = {
+    "SSEHUB_BROKER_URL": os.environ.get("SSEHUB_BENCH_REDIS", "redis://127.0.0.1:6379/0"),
+    "SSEHUB_REDIS_PREFIX": f"ssehub-bench-{os.getpid()}:",
+}
+
+
 def ssehub_target(name: str, *args: str, **env: str) -> Target:
     return Target(
         name=name,
@@ -83,14 +89,9 @@ def ssehub_target(name: str, *args: str, **env: str) -> Target:
 TARGETS = {
     "ssehub": ssehub_target("ssehub"),
     "ssehub-asgi": ssehub_target("ssehub-asgi", SSEHUB_FAST_STREAMS="false"),
-    # Scenario 6: two hub processes on one port behind the Redis broker (machine Redis).
-    "ssehub-redis2": ssehub_target(
-        "ssehub-redis2",
-        "--workers",
-        "2",
-        SSEHUB_BROKER_URL=os.environ.get("SSEHUB_BENCH_REDIS", "redis://127.0.0.1:6379/0"),
-        SSEHUB_REDIS_PREFIX=f"ssehub-bench-{os.getpid()}:",
-    ),
+    # Scenario 6: one and two hub processes (one port) behind the Redis broker (machine Redis).
+    "ssehub-redis1": ssehub_target("ssehub-redis1", **REDIS_ENV),
+    "ssehub-redis2": ssehub_target("ssehub-redis2", "--workers", "2", **REDIS_ENV),
     "peer": Target(
         name="peer",
         command=lambda port: [
@@ -403,9 +404,10 @@ async def run_one(name: str, target: Target, args: argparse.Namespace) -> dict[s
         now = os.times()
         result["server_cpu_s"] = round(server.cpu() - cpu_server, 2)
         result["loadgen_cpu_s"] = round(loadgen_cpu, 2)
-        result["publisher_cpu_s"] = round(
-            now.user + now.system - cpu_self.user - cpu_self.system, 2
-        )
+        own = now.user + now.system - cpu_self.user - cpu_self.system
+        # In-process load generation: this process's CPU is the load generator's, with the
+        # publisher's included.
+        result["publisher_cpu_s"] = round(own, 2) if fleet.local is None else None
         result["server_rss_mb"] = round(server.rss() / 2**20, 1)
     return {"scenario": name, "target": target.name, "n": args.n, **result}
 
@@ -479,7 +481,7 @@ def environment() -> dict[str, Any]:
 
 async def main(args: argparse.Namespace) -> list[dict[str, Any]]:
     limit = raise_fd_limit()
-    per_process = args.n // args.loadgen_procs + 100
+    per_process = args.n // max(1, args.loadgen_procs) + 100
     if per_process > limit:
         raise SystemExit(
             f"--n {args.n} needs {per_process} file descriptors per load generator process, "
@@ -487,12 +489,29 @@ async def main(args: argparse.Namespace) -> list[dict[str, Any]]:
         )
     RESULTS.mkdir(parents=True, exist_ok=True)
     rows = []
-    for name in args.scenarios:
-        for target_name in args.targets:
-            row = await run_one(name, TARGETS[target_name], args)
-            print(json.dumps(row), flush=True)
-            rows.append(row)
+    try:
+        for name in args.scenarios:
+            for target_name in args.targets:
+                row = await run_one(name, TARGETS[target_name], args)
+                print(json.dumps(row), flush=True)
+                rows.append(row)
+    finally:
+        if any(TARGETS[t].env.get("SSEHUB_BROKER_URL") for t in args.targets):
+            redis_url, prefix = REDIS_ENV["SSEHUB_BROKER_URL"], REDIS_ENV["SSEHUB_REDIS_PREFIX"]
+            await delete_redis_keys(redis_url, prefix)
     return rows
+
+
+async def delete_redis_keys(url: str, prefix: str) -> None:
+    """Remove what the Redis targets of this run stored."""
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(url)
+    try:
+        async for key in client.scan_iter(match=f"{prefix}*", count=1000):
+            await client.unlink(key)
+    finally:
+        await client.aclose()
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -513,7 +532,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--sources", type=int, default=1, help="127.0.0.x source addresses per loadgen process."
     )
     parser.add_argument(
-        "--loadgen-procs", type=int, default=1, help="Load generator processes (streams dealt)."
+        "--loadgen-procs",
+        type=int,
+        default=0,
+        help="Load generator child processes (streams dealt); 0: in this process.",
     )
     parser.add_argument("--py-spy", default="", help="Folder for py-spy profiles of the servers.")
     parser.add_argument("--save", action="store_true", help="Write bench/results/<date>.*")
