@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import re
 import resource
+import socket
 import time
 from array import array
 from collections.abc import Sequence
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 import httptools
 
 MAX_SAMPLES = 5_000_000  # latency samples kept per run (bounded memory)
+IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)  # Linux
 BENCH_DATA = re.compile(rb"^data: B ([0-9.]+) ([0-9]+)$", re.MULTILINE)
 
 
@@ -188,16 +190,11 @@ class Swarm:
         """Connect one stream and wait for its response headers (None when it failed)."""
         loop = asyncio.get_running_loop()
         source = self.sources[index % len(self.sources)]
-        local = (source, 0) if len(self.sources) > 1 else None
         try:
-            _, stream = await asyncio.wait_for(
-                loop.create_connection(
-                    lambda: SSEStream(self.totals, f"{self.host}:{self.port}", path, channel, prev),
-                    self.host,
-                    self.port,
-                    local_addr=local,
-                ),
-                10,
+            sock = await asyncio.wait_for(self._connect(source), 10)
+            _, stream = await loop.create_connection(
+                lambda: SSEStream(self.totals, f"{self.host}:{self.port}", path, channel, prev),
+                sock=sock,
             )
             if await asyncio.wait_for(stream.connected, 20):
                 return stream
@@ -206,6 +203,24 @@ class Swarm:
             pass
         self.failures += 1
         return None
+
+    async def _connect(self, source: str) -> socket.socket:
+        """A connected non-blocking socket from ``source``.
+
+        IP_BIND_ADDRESS_NO_PORT leaves the port to connect(): bind() alone searches for a free
+        port itself, which gets slower with every port in use (quadratic over 20k streams).
+        """
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.setblocking(False)
+            if source != "127.0.0.1":
+                sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+                sock.bind((source, 0))
+            await asyncio.get_running_loop().sock_connect(sock, (self.host, self.port))
+        except BaseException:
+            sock.close()
+            raise
+        return sock
 
     async def open_many(
         self, targets: Sequence[tuple[str, str]], *, concurrency: int = 500, deadline: float = 120
