@@ -9,6 +9,7 @@ a pipe; the parent waits for answers in a thread so its event loop keeps publish
 from __future__ import annotations
 
 import asyncio
+import gc
 import multiprocessing
 import os
 import time
@@ -136,6 +137,7 @@ def _addresses(index: int, sources: int) -> list[str]:
 
 def _child_main(pipe: Connection, host: str, port: int, sources: list[str]) -> None:
     raise_fd_limit()
+    gc.disable()
     uvloop.run(_serve(pipe, Swarm(host, port, sources)))
 
 
@@ -161,6 +163,7 @@ async def _handle(swarm: Swarm, command: str, args: tuple[Any, ...]) -> Any:
     if command == "reopen":
         return await swarm.reopen_all()
     if command == "reset":
+        gc.collect()  # between windows: the collector is off while they are measured
         totals.reset_window()
         return None
     if command == "counts":

@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import contextlib
 import datetime
+import gc
 import json
 import os
 import platform
@@ -480,6 +481,9 @@ def environment() -> dict[str, Any]:
 
 
 async def main(args: argparse.Namespace) -> list[dict[str, Any]]:
+    # A full collection over 20k client streams would stall the load generator mid-window and
+    # show up as server latency: collect between windows only (Fleet's "reset").
+    gc.disable()
     limit = raise_fd_limit()
     per_process = args.n // max(1, args.loadgen_procs) + 100
     if per_process > limit:

@@ -33,7 +33,7 @@ class Settings(BaseSettings):
         100, ge=1, description="Events buffered per subscriber before it counts as too slow."
     )
     heartbeat_seconds: float = Field(
-        30.0, ge=0, description="Interval of `: ping` comments on every stream; 0 disables."
+        30.0, ge=0, description="A `: ping` comment on every stream quiet this long; 0 disables."
     )
     retry_ms: int = Field(3000, ge=0, description="`retry:` sent to clients on connect.")
     fast_streams: bool = Field(

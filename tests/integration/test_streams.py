@@ -212,6 +212,22 @@ async def test_heartbeat_comments_at_configured_interval(client) -> None:
         assert 0.75 <= elapsed <= 1.7  # five beats of 0.2 s, not one every other tick
 
 
+async def test_heartbeats_go_to_quiet_streams_only(client) -> None:
+    settings = Settings(_env_file=None, heartbeat_seconds=0.3)  # type: ignore[call-arg]
+    async with (
+        running_hub(settings) as hub,
+        open_stream(client, f"{hub.url}/api/v1/sse/stream/busy") as busy,
+        open_stream(client, f"{hub.url}/api/v1/sse/stream/quiet") as quiet,
+    ):
+        for n in range(20):  # 1.2 s of events every 60 ms: four beats long
+            await publish(client, hub.url, "busy", n)
+            await busy.wait_count(n + 1)
+            await asyncio.sleep(0.06)
+        assert b": ping" not in busy.raw
+        assert quiet.raw.count(b": ping") >= 3
+        await busy.wait_for(lambda r: b": ping" in r.raw, 2)  # quiet now: the beat resumes
+
+
 async def test_batch_publish_and_history_api(hub, client) -> None:
     batch = [{"channel": "b1", "event": "e", "data": 1}, {"channel": "b2", "data": {"x": 2}}]
     response = await client.post(f"{hub.url}/api/v1/publish", json=batch)
