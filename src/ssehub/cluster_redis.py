@@ -29,6 +29,8 @@ log = logging.getLogger("ssehub.cluster")
 
 LEASE_SECONDS = 35.0  # > 3 keepalive intervals of the gate
 
+KEEPALIVE_CHUNK = 1000  # lease renewals per round trip
+
 NODE_TTL_SECONDS = 5.0  # a process silent this long counts as dead for slot limits
 
 ACQUIRE = """
@@ -228,13 +230,28 @@ class RedisClusterState:
         return list(live)
 
     async def keepalive(self, client_ids: list[str]) -> None:
-        """Extend the leases of this process's streams: slots and client records."""
+        """Extend the leases of this process's streams: slots and client records.
+
+        One ZADD per key and chunk of members, sent in pipelines of about ``KEEPALIVE_CHUNK``
+        members: 20k streams cost a few dozen commands, not 40,000, and no single step holds
+        the event loop or Redis for long.
+        """
         if not client_ids:
             return
         until = time.time() + self.lease
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for cid in client_ids:
-                pipe.zadd(self._expiry, {cid: until}, xx=True)
-                for scope in self._held.get(cid, ()):
-                    pipe.zadd(self._slot_key(scope), {self._member(cid): until}, xx=True)
+        by_key: dict[str, list[str]] = {self._expiry: list(client_ids)}
+        for cid in client_ids:
+            for scope in self._held.get(cid, ()):
+                by_key.setdefault(self._slot_key(scope), []).append(self._member(cid))
+        pipe = self.redis.pipeline(transaction=False)
+        queued = 0
+        for key, members in by_key.items():
+            for start in range(0, len(members), KEEPALIVE_CHUNK):
+                chunk = members[start : start + KEEPALIVE_CHUNK]
+                pipe.zadd(key, dict.fromkeys(chunk, until), xx=True)
+                queued += len(chunk)
+                if queued >= KEEPALIVE_CHUNK:
+                    await self._call(pipe.execute())
+                    queued = 0
+        if queued:
             await self._call(pipe.execute())

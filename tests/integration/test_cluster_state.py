@@ -116,6 +116,29 @@ async def test_a_dead_process_leases_expire_and_keepalive_extends_them() -> None
         delete_prefix(url, prefix)
 
 
+async def test_keepalive_of_thousands_of_streams_renews_every_lease() -> None:
+    url, prefix = shared_redis_url(), unique_prefix()
+    state = RedisClusterState(url, prefix=prefix, lease=1.0)
+    await state.start()
+    ids = [f"c{n}" for n in range(2500)]  # several ZADD chunks and pipelines
+    try:
+        for n, cid in enumerate(ids):
+            assert await state.acquire_slot("global", cid, 10_000)
+            assert await state.acquire_slot(f"user:u{n % 3}", cid, 10_000)
+            await state.register_client(record(cid, f"u{n % 3}"))
+        renewed_at = time.time()
+        await state.keepalive(ids)
+        slots = [f"{state.prefix}slot:{s}" for s in ("global", "user:u0", "user:u1", "user:u2")]
+        for key in [state._expiry, *slots]:
+            scores = [score for _, score in await state.redis.zrange(key, 0, -1, withscores=True)]
+            assert scores and min(scores) >= renewed_at + 0.9, key
+        assert len(await state.redis.zrange(state._expiry, 0, -1)) == 2500
+        assert await state.active_connections() == 2500
+    finally:
+        await state.close()
+        delete_prefix(url, prefix)
+
+
 async def test_slots_of_a_killed_process_free_as_soon_as_its_heartbeat_stops() -> None:
     url, prefix = shared_redis_url(), unique_prefix()
     alive = RedisClusterState(url, prefix=prefix, node_ttl=0.4)
