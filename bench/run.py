@@ -274,6 +274,7 @@ async def many_channels(server: Server, fleet: Fleet, args: argparse.Namespace) 
     for deliveries in args.rates:
         await fleet.reset_window()
         before = pub.counts()
+        cpu = server.cpu(), fleet.cpu()
         start = time.perf_counter()
         real = await pub.at_rate(names, deliveries / per_event, args.seconds)
         owed = fleet.expected(before, pub.counts())
@@ -286,6 +287,9 @@ async def many_channels(server: Server, fleet: Fleet, args: argparse.Namespace) 
             **percentiles(await fleet.latencies()),
             "loss": owed - counts["received"],
             "duplicates": counts["duplicates"],
+            # CPU seconds of this step alone (connecting the streams excluded).
+            "server_cpu_s": round(server.cpu() - cpu[0], 2),
+            "loadgen_cpu_s": round(fleet.cpu() - cpu[1], 2),
         }
         steps.append(step)
         ok = step["p99_ms"] < 50 and step["loss"] == 0 and real >= 0.9 * deliveries / per_event
