@@ -37,6 +37,7 @@ log = logging.getLogger("ssehub.redis")
 
 FAULTS = (RedisError, OSError, asyncio.TimeoutError)
 LISTEN_ACK_TIMEOUT = 5.0
+PRUNE_EVERY_SECONDS = 60.0  # how often history reads of exact channels prune the index
 
 PUBLISH = """
 local epoch = redis.call('GET', KEYS[1])
@@ -52,16 +53,22 @@ local seq = redis.call('INCR', KEYS[2])
 local sid = string.format('%d', seq)
 local maxlen = tonumber(ARGV[3])
 if maxlen > 0 then
+  local trimmed = 0
+  if redis.call('EXISTS', KEYS[3]) == 0 then
+    -- A new stream, or one that expired whole: what the channel (or any forgotten channel)
+    -- held before counts as trimmed, so a resume from before it gets a reset, not a hole.
+    trimmed = tonumber(redis.call('HGET', KEYS[8], ARGV[11]) or redis.call('GET', KEYS[9]) or '0')
+  end
+  redis.call('HSET', KEYS[8], ARGV[11], sid)
   local fields = {'x', ARGV[13], 't', ARGV[5], 'd', ARGV[9]}
   if ARGV[7] ~= '' then fields[#fields + 1] = 'e'; fields[#fields + 1] = ARGV[7] end
   if ARGV[8] ~= '' then fields[#fields + 1] = 'r'; fields[#fields + 1] = ARGV[8] end
   if ARGV[14] ~= '' then fields[#fields + 1] = 'l'; fields[#fields + 1] = ARGV[14] end
   redis.call('XADD', KEYS[3], sid .. '-0', unpack(fields))
-  local trimmed = 0
   local len = redis.call('XLEN', KEYS[3])
   if len > maxlen then
     local old = redis.call('XRANGE', KEYS[3], '-', '+', 'COUNT', len - maxlen)
-    trimmed = tonumber(string.match(old[#old][1], '^%d+'))
+    trimmed = math.max(trimmed, tonumber(string.match(old[#old][1], '^%d+')))
     redis.call('XTRIM', KEYS[3], 'MAXLEN', maxlen)
   end
   local cutoff = tonumber(ARGV[6])
@@ -104,10 +111,18 @@ end
 return {epoch, redis.call('GET', KEYS[2]) or '0'}
 """
 
-# Atomic, so a channel published to meanwhile cannot be dropped from the index.
+# Atomic, so a channel published to meanwhile cannot be dropped from the index. The newest
+# seq of a forgotten channel raises the "forgotten" watermark: resumes from before it that may
+# cover such a channel get a reset (the memory broker's ``_forgotten_upto``).
 PRUNE = """
 local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 500)
 if #gone > 0 then
+  local top = tonumber(redis.call('GET', KEYS[4]) or '0')
+  for _, seq in ipairs(redis.call('HMGET', KEYS[3], unpack(gone))) do
+    if seq and tonumber(seq) > top then top = tonumber(seq) end
+  end
+  redis.call('SET', KEYS[4], string.format('%d', top))
+  redis.call('HDEL', KEYS[3], unpack(gone))
   redis.call('ZREM', KEYS[1], unpack(gone))
   redis.call('ZREM', KEYS[2], unpack(gone))
 end
@@ -150,6 +165,9 @@ class RedisBroker:
         self._k_seq = prefix + "seq"
         self._k_index = prefix + "channels"  # channel → expiry of its newest event
         self._k_names = prefix + "names"  # the same channels by name (ZRANGEBYLEX)
+        self._k_newest = prefix + "newest"  # channel → seq of its newest event
+        self._k_forgotten = prefix + "forgotten"  # highest seq of a channel forgotten whole
+        self._pruned_at = 0.0
         self._live_prefix = prefix + "e:"
         self._control = prefix + "ctl"
         self._names: set[str] = set()
@@ -235,6 +253,8 @@ class RedisBroker:
             idem,
             self._k_index,
             self._k_names,
+            self._k_newest,
+            self._k_forgotten,
         ]
         stamp = repr(event.published_at)
         retry = "" if event.retry is None else str(event.retry)
@@ -304,27 +324,42 @@ class RedisBroker:
 
     async def _after(self, selector: Selector, after_seq: int, limit: int | None) -> History:
         channels = await self._channels(selector)
+        if not selector.patterns:
+            await self._prune_index(every=PRUNE_EVERY_SECONDS)  # bounds the index, now and then
         start = f"{after_seq + 1}-0"
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for channel in channels:
                     pipe.xrange(self.stream_key(channel), start, "+", count=limit)
                     pipe.get(self._trim_key(channel))
+                    pipe.hget(self._k_newest, channel)
+                pipe.get(self._k_forgotten)
                 replies = await pipe.execute()
         except FAULTS as exc:
             raise BrokerUnavailable("the Redis broker is unreachable; retry") from exc
         now = time.time()
         result = History()
         streams = []
+        unknown = False  # a channel Redis no longer (or never) knew
         for index, channel in enumerate(channels):
-            entries, trimmed = replies[2 * index], replies[2 * index + 1]
+            entries, trimmed, newest = replies[3 * index : 3 * index + 3]
             if trimmed is not None and int(trimmed) > after_seq:
                 result.gap = True
             events = [self._decode(channel, entry_id, fields) for entry_id, fields in entries]
             kept = [e for e in events if not self._expired(e, now)]
             if len(kept) < len(events):
                 result.gap = True
+            # Events after ``after`` were published: unless a limit cut the read, the stream
+            # must still hold the newest (it expires whole after twice the retention).
+            if newest is None:
+                unknown = True
+            elif int(newest) > after_seq and len(events) != limit:
+                result.gap = result.gap or not events or events[-1].seq < int(newest)
             streams.append(kept)
+        forgotten = int(replies[-1] or 0)
+        if forgotten > after_seq and (selector.patterns or unknown):
+            # A channel this stream may cover was forgotten whole after ``after``.
+            result.gap = True
         result.events = list(heapq.merge(*streams, key=lambda e: e.seq))[:limit]
         return result
 
@@ -370,11 +405,19 @@ class RedisBroker:
         found += sorted(n for n in names if any(matches(p, n) for p in selector.patterns))
         return found
 
-    async def _prune_index(self) -> None:
-        """Forget channels whose newest event expired a history age ago (bounded per call)."""
-        stale = f"({time.time() - self._history_ttl!r}"
+    async def _prune_index(self, *, every: float = 0.0) -> None:
+        """Forget channels whose newest event expired a history age ago (bounded per call).
+
+        With ``every``, at most once per that many seconds in this process.
+        """
+        now = time.time()
+        if every and now - self._pruned_at < min(every, self._history_ttl):
+            return
+        self._pruned_at = now
+        stale = f"({now - self._history_ttl!r}"
+        keys = [self._k_index, self._k_names, self._k_newest, self._k_forgotten]
         try:
-            await self._prune(keys=[self._k_index, self._k_names], args=[stale])
+            await self._prune(keys=keys, args=[stale])
         except FAULTS as exc:
             raise BrokerUnavailable("the Redis broker is unreachable; retry") from exc
 
