@@ -206,6 +206,17 @@ async def test_events_trimmed_during_an_outage_send_streams_through_a_resume(
             await old.wait_count(1, event="reset")
 
 
+@pytest.fixture
+async def short_lived() -> AsyncIterator[RedisBroker]:
+    """A broker on the shared Redis whose history lives 0.2 s (streams expire after 0.4 s)."""
+    url, prefix = shared_redis_url(), unique_prefix()
+    broker = RedisBroker(url, prefix=prefix, history_ttl=0.2)
+    await broker.start(lambda event: None)
+    yield broker
+    await broker.close()
+    delete_prefix(url, prefix)
+
+
 async def wait_forgotten(broker: RedisBroker, channel: str) -> None:
     """Until Redis expired ``channel``'s stream whole (twice its retention after the last event)."""
     async with asyncio.timeout(10):
@@ -213,46 +224,36 @@ async def wait_forgotten(broker: RedisBroker, channel: str) -> None:
             await asyncio.sleep(0.05)
 
 
-async def test_a_channel_expired_whole_reports_a_gap_before_and_after_reuse() -> None:
-    url, prefix = shared_redis_url(), unique_prefix()
-    broker = RedisBroker(url, prefix=prefix, history_ttl=0.2)
-    await broker.start(lambda event: None)
-    try:
-        before = await broker.head()
-        await broker.publish(make_event("gone", "e", "expires unseen"))
-        await wait_forgotten(broker, "gone")
-        # Not published since: the stream is gone, but its newest seq is still known.
-        assert (await broker.history(Selector.of(["gone"]), before)).gap
-        await broker.publish(make_event("gone", "e", "new"))
-        history = await broker.history(Selector.of(["gone"]), before)
-        assert history.gap
-        assert [e.data for e in history.events] == ["new"]
-        # A resume from after the lost event is exact: no gap.
-        newest = history.events[0]
-        assert not (await broker.history(Selector.of(["gone"]), newest.id)).gap
-    finally:
-        await broker.close()
-        delete_prefix(url, prefix)
+async def test_a_channel_expired_whole_reports_a_gap_before_and_after_reuse(
+    short_lived: RedisBroker,
+) -> None:
+    broker = short_lived
+    before = await broker.head()
+    await broker.publish(make_event("gone", "e", "expires unseen"))
+    await wait_forgotten(broker, "gone")
+    # Not published since: the stream is gone, but its newest seq is still known.
+    assert (await broker.history(Selector.of(["gone"]), before)).gap
+    await broker.publish(make_event("gone", "e", "new"))
+    history = await broker.history(Selector.of(["gone"]), before)
+    assert history.gap
+    assert [e.data for e in history.events] == ["new"]
+    # A resume from after the lost event is exact: no gap.
+    newest = history.events[0]
+    assert not (await broker.history(Selector.of(["gone"]), newest.id)).gap
 
 
-async def test_a_pruned_channel_raises_the_forgotten_watermark() -> None:
-    url, prefix = shared_redis_url(), unique_prefix()
-    broker = RedisBroker(url, prefix=prefix, history_ttl=0.2)
-    await broker.start(lambda event: None)
-    try:
-        before = await broker.head()
-        lost = await broker.publish(make_event("old:1", "e", "expires unseen"))
-        await wait_forgotten(broker, "old:1")
-        await broker._prune_index()  # the index forgets the channel: only the watermark is left
-        assert await broker.redis.hget(broker._k_newest, "old:1") is None
-        assert int(await broker.redis.get(broker._k_forgotten)) == lost.seq
-        assert (await broker.history(Selector.of(["old:*"]), before)).gap
-        assert (await broker.history(Selector.of(["old:1"]), before)).gap
-        assert not (await broker.history(Selector.of(["old:*"]), lost.id)).gap
-        # A channel never used before counts as forgotten too when first published to.
-        fresh = await broker.publish(make_event("new:1", "e", "first"))
-        history = await broker.history(Selector.of(["new:1"]), before)
-        assert history.gap and [e.id for e in history.events] == [fresh.id]
-    finally:
-        await broker.close()
-        delete_prefix(url, prefix)
+async def test_a_pruned_channel_raises_the_forgotten_watermark(short_lived: RedisBroker) -> None:
+    broker = short_lived
+    before = await broker.head()
+    lost = await broker.publish(make_event("old:1", "e", "expires unseen"))
+    await wait_forgotten(broker, "old:1")
+    await broker._prune_index()  # the index forgets the channel: only the watermark is left
+    assert await broker.redis.hget(broker._k_newest, "old:1") is None
+    assert int(await broker.redis.get(broker._k_forgotten)) == lost.seq
+    assert (await broker.history(Selector.of(["old:*"]), before)).gap
+    assert (await broker.history(Selector.of(["old:1"]), before)).gap
+    assert not (await broker.history(Selector.of(["old:*"]), lost.id)).gap
+    # A channel never used before counts as forgotten too when first published to.
+    fresh = await broker.publish(make_event("new:1", "e", "first"))
+    history = await broker.history(Selector.of(["new:1"]), before)
+    assert history.gap and [e.id for e in history.events] == [fresh.id]
