@@ -88,6 +88,19 @@ async def test_publish_rate_limit_per_ip_triggers_and_recovers(client) -> None:
         await publish(client, hub.url, "room", 4, headers=admin)
 
 
+async def test_behind_a_local_proxy_limits_count_the_forwarded_address(client) -> None:
+    async with running_hub(settings(stream_rate_per_ip=0.01, stream_burst_per_ip=1)) as hub:
+        reader = bearer(hs256("svc", subscribe=["*"], admin=True))
+        first = {**reader, "X-Forwarded-For": "203.0.113.7"}
+        async with open_stream(client, url(hub), headers=first):
+            again = await client.get(url(hub), headers=first)
+            expect_error(again, 429, "rate_limited", "from this address")
+            other = {**reader, "X-Forwarded-For": "203.0.113.8"}  # another client, own bucket
+            async with open_stream(client, url(hub), headers=other):
+                listed = (await client.get(f"{hub.url}/api/v1/sse/clients", headers=reader)).json()
+                assert sorted(c["ip"] for c in listed["clients"]) == ["203.0.113.7", "203.0.113.8"]
+
+
 async def test_publish_rate_limit_per_user(client) -> None:
     async with running_hub(settings(publish_rate_per_user=1, publish_burst_per_user=2)) as hub:
         alice = bearer(hs256("alice", publish=["room"]))
