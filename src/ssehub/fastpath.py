@@ -1,13 +1,14 @@
 """The direct stream path: an SSE stream written from the hub's dispatch, with no task per stream.
 
 ``DirectStreamProtocol`` is uvicorn's httptools protocol plus one extension in every request's
-scope. The stream routes run as usual (auth, admission, ``Hub.open``); then
-``EventStreamResponse`` hands the opened Connection to :meth:`DirectStreamProtocol.adopt`, the
-ASGI task ends and the protocol writes the Connection's frames straight to its transport. A
-push only marks the stream dirty; one callback per loop turn writes every dirty stream's queued
-frames in one chunk, so a burst of events costs one write per stream and the chunk of a
-broadcast is framed once. When the transport's write buffer passes its high-water mark the
-stream counts as stuck, and the Connection's slow-consumer policy closes it as on the ASGI path.
+scope. The stream routes run as usual (auth, admission, ``Hub.open``) and the response head goes
+out through the middleware; then ``EventStreamResponse`` hands the opened Connection to
+:meth:`DirectStreamProtocol.adopt`, the ASGI task ends and the protocol writes the Connection's
+frames straight to its transport. A push only marks the stream dirty; one callback per loop
+turn writes every dirty stream's queued frames in one chunk, so a burst of events costs one
+write per stream and the chunk of a broadcast is framed once. When the transport's write
+buffer passes its high-water mark the stream counts as stuck, and the Connection's
+slow-consumer policy closes it as on the ASGI path.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from .connection import CLIENT_GONE, SHUTDOWN, Connection
 from .settings import Settings
@@ -103,22 +104,25 @@ class DirectStreamProtocol(HttpToolsProtocol):
     def adopt(
         self,
         conn: Connection,
-        headers: list[tuple[bytes, bytes]],
         closer: Callable[[], Awaitable[None]],
         metrics: Any = None,
     ) -> bool:
-        """Take over the current request's response as ``conn``'s stream; False if it cannot."""
+        """Take over the current response, head already sent, as ``conn``'s stream.
+
+        False if it cannot (then the ASGI task keeps writing it).
+        """
         cycle = self.cycle
-        if cycle is None or cycle.response_started or self.pipeline or self.transport.is_closing():
+        if (
+            cycle is None
+            or not cycle.response_started
+            or cycle.response_complete
+            or not cycle.chunked_encoding
+            or self.pipeline
+            or self.transport.is_closing()
+        ):
             return False
-        head = [STATUS_LINE[200]]
-        for name, value in [*self.server_state.default_headers, *headers]:
-            head.extend((name, b": ", value, b"\r\n"))
-        if not cycle.keep_alive:
-            head.append(b"connection: close\r\n")
-        head.append(b"transfer-encoding: chunked\r\n\r\n")
-        # The ASGI task ends without sending: uvicorn must see a finished response.
-        cycle.response_started = cycle.response_complete = True
+        # The ASGI task ends without sending more: uvicorn must see a finished response.
+        cycle.response_complete = True
         self.cycle = None  # type: ignore[assignment]
         # Request state a stream never needs again (it is most of an idle stream's memory).
         self.scope = self.headers = self.parser = self.flow = self.pipeline = None  # type: ignore[assignment]
@@ -126,7 +130,7 @@ class DirectStreamProtocol(HttpToolsProtocol):
         conn.on_abort(self.transport.abort)
         # The Connection wakes its writer through ``_waiter``; this protocol stands in for it.
         conn._waiter = self  # type: ignore[assignment]
-        self.flush({}, b"".join(head))  # the head and what hub.open queued, in one write
+        self.flush({})  # what hub.open queued
         return True
 
     # -- the writer the Connection wakes (future-like: ``done`` and ``set_result``) -------------
@@ -139,7 +143,7 @@ class DirectStreamProtocol(HttpToolsProtocol):
             self.dirty = True
             _flusher(self.loop).mark(self)
 
-    def flush(self, framed: dict[bytes, bytes], head: bytes = b"") -> tuple[int, float]:
+    def flush(self, framed: dict[bytes, bytes]) -> tuple[int, float]:
         """Write what the Connection queued as one chunk, finish once it is closed.
 
         Returns the bytes written and the publish time of the oldest live event among them.
@@ -159,10 +163,8 @@ class DirectStreamProtocol(HttpToolsProtocol):
             if data is None:
                 data = framed[chunk] = b"%x\r\n%b\r\n" % (len(chunk), chunk)
             size, oldest, conn.oldest_at = len(chunk), conn.oldest_at, 0.0
-            self.transport.write(head + data if head else data)
+            self.transport.write(data)
             conn.wrote()
-        elif head:
-            self.transport.write(head)
         if conn.closed and not self.transport.is_closing():
             self.transport.write(END)
             self.transport.close()

@@ -1,14 +1,36 @@
-"""Wire metrics, request ids, the request body limit and the documented OpenAPI into an app."""
+"""Wire metrics, request ids, the body limit, CORS and the documented OpenAPI into an app."""
 
 from __future__ import annotations
 
 from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
 
 from .bodylimit import BodyLimitMiddleware
 from .logs import RequestIdMiddleware
 from .openapi import install_openapi
 from .routes import metrics
 from .routes.streams import StreamShortcut
+
+# What a browser page on an allowed origin may send to, and read from, the hub.
+CORS_REQUEST_HEADERS = [
+    *("Authorization", "Content-Type", "Last-Event-ID", "Idempotency-Key", "X-Request-ID")
+]
+CORS_EXPOSED_HEADERS = ["X-Client-Id", "X-Request-ID", "Retry-After"]
+
+
+def install_cors(app: FastAPI) -> None:
+    """Answer preflights and tag responses for ``settings.cors_origins`` (outermost layer)."""
+    origins = app.state.settings.cors_origins
+    if origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_credentials=True,  # EventSource withCredentials, the token cookie
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=CORS_REQUEST_HEADERS,
+            expose_headers=CORS_EXPOSED_HEADERS,
+            max_age=600,
+        )
 
 
 def install_observability(app: FastAPI) -> None:
@@ -17,5 +39,6 @@ def install_observability(app: FastAPI) -> None:
     app.add_middleware(StreamShortcut)  # innermost: request ids and the body limit still apply
     app.add_middleware(BodyLimitMiddleware, max_bytes=app.state.settings.max_request_bytes)
     app.add_middleware(RequestIdMiddleware)
+    install_cors(app)
     app.include_router(metrics.router)
     install_openapi(app)

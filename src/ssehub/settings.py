@@ -96,6 +96,11 @@ class Settings(BaseSettings):
     presence_events: list[str] = Field(
         default_factory=list, description="Channel patterns whose streams announce join/leave."
     )
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="Web origins allowed to call the hub from browsers (CORS), e.g. "
+        '`["https://app.example.com"]`; empty: no CORS headers.',
+    )
 
     stage_channel_prefix: str = Field(
         "ai_story",

@@ -11,13 +11,10 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from .connection import CLIENT_GONE, Connection
-from .logs import REQUEST_ID_HEADER, request_id
 
 ABORT = "ssehub: stream aborted (slow or dead consumer)"
 # Scope extension of a server that writes streams itself (fastpath.py): ``{"adopt": callable}``.
 EXTENSION = "ssehub.direct"
-
-REQUEST_ID = REQUEST_ID_HEADER.encode()
 
 STREAM_HEADERS = {
     "content-type": "text/event-stream; charset=utf-8",
@@ -49,20 +46,19 @@ class EventStreamResponse(Response):
         raw_headers = [(k.encode(), v.encode()) for k, v in headers.items()]
         metrics = getattr(getattr(scope.get("app"), "state", None), "metrics", None)
         direct = scope.get("extensions", {}).get(EXTENSION)
-        if direct is not None:
-            # Adopted streams bypass the send() of RequestIdMiddleware: echo the id here.
-            rid = request_id.get()
-            head = (
-                [*raw_headers, (REQUEST_ID_HEADER.encode(), rid.encode())] if rid else raw_headers
-            )
-            if direct["adopt"](conn, head, self.closer, metrics):
+        try:
+            # The head passes every middleware (request id, CORS) on both paths.
+            await send({"type": "http.response.start", "status": 200, "headers": raw_headers})
+            if direct is not None and direct["adopt"](conn, self.closer, metrics):
                 return  # the server's protocol writes this stream from now on (fastpath.py)
+        except BaseException:
+            await self.closer()
+            raise
         task = asyncio.current_task()
         assert task is not None
         conn.on_abort(lambda: task.cancel(ABORT))
         watcher = asyncio.create_task(_watch_disconnect(receive, conn))
         try:
-            await send({"type": "http.response.start", "status": 200, "headers": raw_headers})
             while (chunk := await conn.next_chunk()) is not None:
                 oldest, conn.oldest_at = conn.oldest_at, 0.0
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
