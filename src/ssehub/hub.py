@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from .background import stop_task
-from .brokers.base import Broker, parse_id
+from .brokers.base import Broker, History, parse_id
 from .channels import CONTROL, DISCONNECT_EVENT, matches
 from .connection import HISTORY_GAP, IDLE, KICKED, SHUTDOWN, Connection
 from .event import Event, encode_comment, encode_fields
@@ -146,14 +146,20 @@ class Hub:
     async def open(self, conn: Connection, last_event_id: str | None) -> None:
         """Register ``conn`` and queue its opening frames: connected, then reset or replay.
 
-        The connection is registered holding live events before history is read, so nothing
-        published meanwhile is missed, and held events already replayed are skipped.
+        The connection is registered holding live events before history (or, for a fresh
+        stream, the head) is read, so nothing published meanwhile is missed, and held events
+        already replayed (or older than the head) are skipped.
         """
         resuming = bool(last_event_id)
-        after = last_event_id if resuming else await self.broker.head()
         conn.pending = []
-        await self._attach(conn)
-        history = await self.broker.history(conn.selector, after)  # type: ignore[arg-type]
+        await self._attach(conn)  # returns once the broker delivers the channels' events here
+        if resuming:
+            after = last_event_id
+            history = await self.broker.history(conn.selector, after)  # type: ignore[arg-type]
+        else:
+            # Every event newer than the head arrives live and is held: nothing to read back.
+            after = await self.broker.head()
+            history = History()
         if history.gap:
             after = await self.broker.head()
             history.events = []

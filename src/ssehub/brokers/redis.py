@@ -444,8 +444,8 @@ class RedisBroker:
     async def listen(self, name: str) -> None:
         """Subscribe the reader to ``name`` and wait until Redis confirmed it.
 
-        Waiting matters: the hub reads history right after, and an event published between that
-        read and an unconfirmed subscription would reach neither.
+        Waiting matters: the hub reads history or the head right after, and an event published
+        between that read and an unconfirmed subscription would reach neither.
         """
         self._names.add(name)
         if not self.connected:
