@@ -199,6 +199,13 @@ async def drain(fleet: Fleet, want: int, timeout: float) -> dict[str, Any]:
         await asyncio.sleep(0.05)
 
 
+def busy_percent(before: Any, after: Any) -> float:
+    """How busy all cores were between two ``psutil.cpu_times()`` (every process, the kernel)."""
+    total = sum(after) - sum(before)
+    idle = (after.idle + after.iowait) - (before.idle + before.iowait)
+    return round(100 * (1 - idle / total), 1) if total > 0 else 0.0
+
+
 def spread(n: int, channels: int, target: Target, prefix: str) -> list[tuple[str, str]]:
     names = [f"{prefix}{i % channels}" for i in range(n)]
     return [(target.stream_path(name), name) for name in names]
@@ -275,6 +282,7 @@ async def many_channels(server: Server, fleet: Fleet, args: argparse.Namespace) 
         await fleet.reset_window()
         before = pub.counts()
         cpu = server.cpu(), fleet.cpu()
+        machine = psutil.cpu_times()
         start = time.perf_counter()
         real = await pub.at_rate(names, deliveries / per_event, args.seconds)
         owed = fleet.expected(before, pub.counts())
@@ -290,6 +298,7 @@ async def many_channels(server: Server, fleet: Fleet, args: argparse.Namespace) 
             # CPU seconds of this step alone (connecting the streams excluded).
             "server_cpu_s": round(server.cpu() - cpu[0], 2),
             "loadgen_cpu_s": round(fleet.cpu() - cpu[1], 2),
+            "machine_busy_pct": busy_percent(machine, psutil.cpu_times()),
         }
         steps.append(step)
         ok = step["p99_ms"] < 50 and step["loss"] == 0 and real >= 0.9 * deliveries / per_event
