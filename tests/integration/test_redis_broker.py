@@ -257,3 +257,17 @@ async def test_a_pruned_channel_raises_the_forgotten_watermark(short_lived: Redi
     fresh = await broker.publish(make_event("new:1", "e", "first"))
     history = await broker.history(Selector.of(["new:1"]), before)
     assert history.gap and [e.id for e in history.events] == [fresh.id]
+
+
+async def test_history_after_redis_lost_its_scripts(private_redis: RedisServer) -> None:
+    broker = RedisBroker(private_redis.url, prefix="t:")
+    await broker.start(lambda event: None)
+    try:
+        start = await broker.head()
+        sent = await broker.publish(make_event("a", None, "kept"))
+        redis.Redis(port=private_redis.port).script_flush()  # as after a Redis restart
+        history = await broker.history(Selector.of(["a"]), start)
+        assert not history.gap and [e.id for e in history.events] == [sent.id]
+        assert (await broker.history(Selector.of(["a"]), "other-1")).gap  # another epoch
+    finally:
+        await broker.close()

@@ -24,7 +24,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 from redis.retry import Retry
 
 from ..channels import Selector, is_pattern, matches
@@ -316,27 +316,29 @@ class RedisBroker:
         return secrets.token_hex(4)
 
     async def history(self, selector: Selector, after: str, *, limit: int | None = None) -> History:
-        epoch, newest = await self._position()
         position = parse_id(after)
-        if position is None or position[0] != epoch or position[1] > newest:
+        if position is None:
             return History(gap=True)
-        return await self._after(selector, position[1], limit)
+        return await self._after(selector, position[1], limit, epoch=position[0])
 
-    async def _after(self, selector: Selector, after_seq: int, limit: int | None) -> History:
+    async def _after(
+        self, selector: Selector, after_seq: int, limit: int | None, *, epoch: str | None = None
+    ) -> History:
+        """Events after ``after_seq``; with ``epoch``, a gap when the backplane is not there."""
         channels = await self._channels(selector)
         if not selector.patterns:
             await self._prune_index(every=PRUNE_EVERY_SECONDS)  # bounds the index, now and then
-        start = f"{after_seq + 1}-0"
         try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for channel in channels:
-                    pipe.xrange(self.stream_key(channel), start, "+", count=limit)
-                    pipe.get(self._trim_key(channel))
-                    pipe.hget(self._k_newest, channel)
-                pipe.get(self._k_forgotten)
-                replies = await pipe.execute()
+            replies = await self._read_after(channels, f"{after_seq + 1}-0", limit)
+        except NoScriptError:
+            await self._position()  # loads the head script after a Redis restart
+            replies = await self._read_after(channels, f"{after_seq + 1}-0", limit)
         except FAULTS as exc:
             raise BrokerUnavailable("the Redis broker is unreachable; retry") from exc
+        (current, newest), replies = replies[0], replies[1:]
+        self.epoch = current
+        if epoch is not None and (epoch != current or after_seq > int(newest)):
+            return History(gap=True)
         now = time.time()
         result = History()
         streams = []
@@ -384,6 +386,18 @@ class RedisBroker:
             for c, entries in zip(channels, replies, strict=True)
         ]
         return list(heapq.merge(*streams, key=lambda e: e.seq))[-limit:]
+
+    async def _read_after(self, channels: list[str], start: str, limit: int | None) -> list[Any]:
+        """One round trip: the head (epoch, newest seq), then each channel's entries and marks."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            # By hash: a registered Script would make the pipeline check the script cache first.
+            pipe.evalsha(self._head.sha, 2, self._k_epoch, self._k_seq, self._fresh())
+            for channel in channels:
+                pipe.xrange(self.stream_key(channel), start, "+", count=limit)
+                pipe.get(self._trim_key(channel))
+                pipe.hget(self._k_newest, channel)
+            pipe.get(self._k_forgotten)
+            return await pipe.execute()  # type: ignore[no-any-return]
 
     async def _channels(self, selector: Selector) -> list[str]:
         """The exact channels of ``selector`` plus the indexed channels its patterns match."""
