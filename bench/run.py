@@ -374,6 +374,7 @@ async def reconnect_storm(server: Server, fleet: Fleet, args: argparse.Namespace
         "lag_after_last_publish_s": round(caught_up - last_publish, 3) if caught_up else None,
         "missed": missed,
         "duplicates": counts["duplicates"],
+        "publish_errors": pub.errors,
     }
 
 

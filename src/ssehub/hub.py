@@ -66,6 +66,7 @@ class Hub:
         self._exact: dict[str, set[Connection]] = {}
         self._patterns: dict[str, set[Connection]] = {}
         self._pattern_hits: dict[str, tuple[str, ...]] = {}
+        self._listening: dict[str, asyncio.Future[None]] = {}  # listens still unconfirmed
         self._ticker: asyncio.Task[None] | None = None
         self.closing = False
         self.runs: RunStore | None = None  # project runs: 409 after the end, snapshots
@@ -204,19 +205,29 @@ class Hub:
         self.connections[conn.client_id] = conn
         self.stats.total_connections += 1
         self.metrics.opened(conn)
-        for name in conn.selector.channels:
-            subs = self._exact.get(name)
-            if subs is None:
-                subs = self._exact[name] = set()
-                await self.broker.listen(name)
-            subs.add(conn)
-        for name in conn.selector.patterns:
-            subs = self._patterns.get(name)
-            if subs is None:
-                subs = self._patterns[name] = set()
-                self._pattern_hits.clear()
-                await self.broker.listen(name)
-            subs.add(conn)
+        for index, names in (
+            (self._exact, conn.selector.channels),
+            (self._patterns, conn.selector.patterns),
+        ):
+            for name in names:
+                subs = index.get(name)
+                if subs is None:
+                    subs = index[name] = {conn}
+                    if index is self._patterns:
+                        self._pattern_hits.clear()
+                    ready = self._listening[name] = asyncio.get_running_loop().create_future()
+                    try:
+                        await self.broker.listen(name)
+                    finally:
+                        del self._listening[name]
+                        ready.set_result(None)
+                    continue
+                subs.add(conn)
+                # Another stream's listen of ``name`` may still be in flight: reading history
+                # or the head before the broker confirmed it could miss an event in between.
+                listening = self._listening.get(name)
+                if listening is not None:
+                    await asyncio.shield(listening)
 
     async def detach(self, conn: Connection) -> None:
         """Unregister a finished connection and release broker interest nobody else needs."""
