@@ -201,14 +201,15 @@ class Hub:
             upto = max(upto, event.seq)
         conn.go_live(upto)
 
+    def _indexes(self, conn: Connection) -> tuple[tuple[dict[str, set[Connection]], Any], ...]:
+        """The two indexes (channels, patterns), each with the names ``conn`` is filed under."""
+        return (self._exact, conn.selector.channels), (self._patterns, conn.selector.patterns)
+
     async def _attach(self, conn: Connection) -> None:
         self.connections[conn.client_id] = conn
         self.stats.total_connections += 1
         self.metrics.opened(conn)
-        for index, names in (
-            (self._exact, conn.selector.channels),
-            (self._patterns, conn.selector.patterns),
-        ):
+        for index, names in self._indexes(conn):
             for name in names:
                 subs = index.get(name)
                 if subs is None:
@@ -238,10 +239,7 @@ class Hub:
         self.metrics.closed(conn, reason)
         self.stats.closed_messages += conn.messages_sent
         self.stats.closed_bytes += conn.bytes_sent
-        for index, names in (
-            (self._exact, conn.selector.channels),
-            (self._patterns, conn.selector.patterns),
-        ):
+        for index, names in self._indexes(conn):
             for name in names:
                 subs = index.get(name)
                 if subs is None:
