@@ -98,6 +98,19 @@ class RunState:
             "timestamp": time.time(),
         }
 
+    def snapshot_event(self) -> Event:
+        """The snapshot as an event placed where it replays: before an ended run's outcome."""
+        event = make_event(self.channel, "snapshot", self.snapshot())
+        # An ended run's outcome (done/error, kept long) is replayed after its snapshot.
+        event.seq = self.last_seq - 1 if self.finished else self.last_seq
+        return event
+
+    def timeout_event(self) -> Event:
+        """The ``error: publisher_timeout`` that ends this run when its publisher went silent."""
+        return make_event(
+            self.channel, "error", messages.error(self.stage, self.project_id, "publisher_timeout")
+        )
+
 
 class RunStore(Protocol):
     """Run state behind the publish path and ``Hub.open`` (memory now, Redis later)."""
@@ -222,15 +235,7 @@ class MemoryRuns:
                 for name, run in self._runs.items()
                 if name not in selector.channels and selector.covers(name)
             ]
-        out = []
-        for run in found:
-            if not run.last_id:
-                continue
-            event = make_event(run.channel, "snapshot", run.snapshot())
-            # An ended run's outcome (done/error, kept long) is replayed after its snapshot.
-            event.seq = run.last_seq - 1 if run.finished else run.last_seq
-            out.append(event)
-        return out
+        return [run.snapshot_event() for run in found if run.last_id]
 
     # -- publisher timeout ---------------------------------------------------------------------
 
@@ -252,11 +257,7 @@ class MemoryRuns:
                 continue
             cutoff = time.monotonic() - timeout
             for run in [r for r in self._runs.values() if not r.finished and r.touched < cutoff]:
-                msg = messages.error(run.stage, run.project_id, "publisher_timeout")
-                try:
-                    await publish(make_event(run.channel, "error", msg))
-                except Exception:  # the broker may be down; try again next tick
-                    log.warning("could not end silent run %s", run.channel, exc_info=True)
+                await end_silent_run(publish, run)
 
     def _forget_finished(self) -> None:
         """Drop ended runs older than the outcome retention (their full text goes with them)."""
@@ -311,3 +312,11 @@ def create_runs(settings: Any) -> MemoryRuns:
 
         return RedisRuns(settings.broker_url, prefix=settings.redis_prefix, **options)
     return MemoryRuns(**options)
+
+
+async def end_silent_run(publish: Any, run: RunState) -> None:
+    """Publish the timeout that ends ``run``; a broker that is down is tried again next tick."""
+    try:
+        await publish(run.timeout_event())
+    except Exception:
+        log.warning("could not end silent run %s", run.channel, exc_info=True)

@@ -21,9 +21,9 @@ from redis.exceptions import RedisError
 from . import messages
 from .channels import Selector
 from .errors import BrokerUnavailable
-from .event import Event, make_event
+from .event import Event
 from .redis_client import pooled_client
-from .runs import MemoryRuns, RunClosed, RunState, decode
+from .runs import MemoryRuns, RunClosed, RunState, decode, end_silent_run
 
 log = logging.getLogger("ssehub.runs")
 
@@ -189,15 +189,8 @@ class RedisRuns(MemoryRuns):
                 continue
             members = await self.redis.smembers(self._project_key(parsed[0], parsed[1]))
             channels.update(m.decode() for m in members if selector.covers(m.decode()))
-        out = []
-        for channel in sorted(channels):
-            run = await self.get(channel)
-            if run is None or not run.last_id:
-                continue
-            event = make_event(run.channel, "snapshot", run.snapshot())
-            event.seq = run.last_seq - 1 if run.finished else run.last_seq
-            out.append(event)
-        return out
+        runs = [await self.get(channel) for channel in sorted(channels)]
+        return [run.snapshot_event() for run in runs if run is not None and run.last_id]
 
     async def start(self, publish: Any) -> None:
         self.loop = asyncio.get_running_loop()
@@ -219,10 +212,5 @@ class RedisRuns(MemoryRuns):
                     if not await self.redis.zrem(self._active, raw):
                         continue  # another hub process claimed it
                     run = await self.get(raw.decode())
-                    if run is None or run.finished:
-                        continue
-                    msg = messages.error(run.stage, run.project_id, "publisher_timeout")
-                    try:
-                        await publish(make_event(run.channel, "error", msg))
-                    except Exception:
-                        log.warning("could not end silent run %s", run.channel, exc_info=True)
+                    if run is not None and not run.finished:
+                        await end_silent_run(publish, run)
