@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import HTTPConnection
 
 from ..auth import Principal
@@ -18,7 +18,7 @@ from ..connection import Connection
 from ..errors import BadRequest, Unavailable
 from ..hub import Hub
 from ..settings import Settings
-from ..store import Conversation, Message
+from ..store import Conversation
 from ..stream import EventStreamResponse
 from .deps import get_hub, get_principal, get_settings
 from .streams import (
@@ -73,20 +73,7 @@ class MessageOut(BaseModel):
     first_token_ms: int | None
     created_at: datetime
 
-    @classmethod
-    def of(cls, m: Message) -> MessageOut:
-        return cls(
-            id=m.id,
-            role=m.role,
-            content=m.content,
-            status=m.status,
-            error=m.error,
-            model=m.model,
-            tokens=m.tokens,
-            latency_ms=m.latency_ms,
-            first_token_ms=m.first_token_ms,
-            created_at=m.created_at,
-        )
+    model_config = ConfigDict(from_attributes=True)  # read from a stored Message row
 
 
 class ConversationOut(BaseModel):
@@ -189,7 +176,7 @@ async def get_conversation(
     messages = await chat.store.messages(conversation.id)
     return ConversationDetail(
         **ConversationOut.of(conversation, chat).model_dump(),
-        messages=[MessageOut.of(m) for m in messages],
+        messages=[MessageOut.model_validate(m) for m in messages],
     )
 
 
