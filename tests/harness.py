@@ -263,3 +263,15 @@ async def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.
             if result:
                 return
             await asyncio.sleep(interval)
+
+
+async def execute_stage(
+    client: httpx.AsyncClient, hub: RunningHub, project: str, stage_name: str, data: dict[str, Any]
+) -> dict[str, Any]:
+    """``POST /api/v1/projects/{project}/execute_stage/``; the accepted task (asserts 200)."""
+    response = await client.post(
+        f"{hub.url}/api/v1/projects/{project}/execute_stage/",
+        json={"stage_name": stage_name, "input_data": data},
+    )
+    assert response.status_code == 200, response.text
+    return response.json()  # type: ignore[no-any-return]

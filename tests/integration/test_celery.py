@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from flaky_stages import assert_retried
-from harness import RunningHub, open_stream, running_hub
+from harness import RunningHub, execute_stage, open_stream, running_hub
 from redis_support import delete_prefix, shared_redis_url, unique_prefix
 from ssehub.settings import Settings
 
@@ -80,21 +80,6 @@ def worker(
             print(log.read_text(errors="replace"))
 
 
-async def execute(
-    client: httpx.AsyncClient,
-    hub: RunningHub,
-    project: str,
-    data: dict[str, Any],
-    stage_name: str = "rewrite",
-) -> dict[str, Any]:
-    response = await client.post(
-        f"{hub.url}/api/v1/projects/{project}/execute_stage/",
-        json={"stage_name": stage_name, "input_data": data},
-    )
-    assert response.status_code == 200, response.text
-    return response.json()  # type: ignore[no-any-return]
-
-
 async def wait_status(
     client: httpx.AsyncClient, hub: RunningHub, task_id: str, want: str
 ) -> dict[str, Any]:
@@ -111,7 +96,9 @@ async def test_celery_worker_streams_a_stage(
 ) -> None:
     url = f"{celery_hub.url}/api/v1/sse/projects/c1/stages/rewrite/"
     async with open_stream(client, url) as reader:
-        started = await execute(client, celery_hub, "c1", {"text": "x y z", "pace": 0})
+        started = await execute_stage(
+            client, celery_hub, "c1", "rewrite", {"text": "x y z", "pace": 0}
+        )
         await reader.wait_count(1, event="done", timeout=60)
     kinds = [e.event for e in reader.events if e.event != "connected"]
     assert kinds[0] == "stage_update" and kinds[-1] == "done"
@@ -129,7 +116,9 @@ async def test_celery_failing_stage_publishes_error(
 ) -> None:
     url = f"{celery_hub.url}/api/v1/sse/projects/c2/stages/rewrite/"
     async with open_stream(client, url) as reader:
-        await execute(client, celery_hub, "c2", {"fail": "quota exceeded", "pace": 0})
+        await execute_stage(
+            client, celery_hub, "c2", "rewrite", {"fail": "quota exceeded", "pace": 0}
+        )
         await reader.wait_count(1, event="error", timeout=60)
     error = json.loads(reader.of_type("error")[0].data)
     assert error["error"] == "RuntimeError: quota exceeded"
@@ -141,7 +130,9 @@ async def test_cancel_reaches_a_running_celery_task(
 ) -> None:
     url = f"{celery_hub.url}/api/v1/sse/projects/c3/stages/rewrite/"
     async with open_stream(client, url) as reader:
-        started = await execute(client, celery_hub, "c3", {"tokens": 100_000, "pace": 0.01})
+        started = await execute_stage(
+            client, celery_hub, "c3", "rewrite", {"tokens": 100_000, "pace": 0.01}
+        )
         await reader.wait_count(2, event="token", timeout=60)
         answer = await client.post(f"{celery_hub.url}/api/v1/tasks/{started['task_id']}/cancel")
         assert answer.status_code == 200, answer.text
@@ -164,6 +155,6 @@ async def test_celery_retries_publish_error_with_retry_count(
 ) -> None:
     url = f"{celery_hub.url}/api/v1/sse/projects/c4/stages/flaky/"
     async with open_stream(client, url) as reader:
-        await execute(client, celery_hub, "c4", {"fail_times": 2}, "flaky")
+        await execute_stage(client, celery_hub, "c4", "flaky", {"fail_times": 2})
         await reader.wait_count(1, event="done", timeout=60)
     assert_retried(reader)

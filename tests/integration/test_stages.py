@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from flaky_stages import assert_retried
-from harness import ROOT, RunningHub, open_stream, running_hub
+from harness import ROOT, RunningHub, execute_stage, open_stream, running_hub
 from ssehub.settings import Settings
 from ssehub.tasks import stage
 
@@ -38,23 +38,14 @@ def payloads(reader: Any) -> list[dict[str, Any]]:
     return [json.loads(e.data) for e in reader.events if e.event != "connected"]
 
 
-async def execute(
-    client: httpx.AsyncClient, hub: RunningHub, project: str, stage_name: str, data: dict[str, Any]
-) -> dict[str, Any]:
-    response = await client.post(
-        f"{hub.url}/api/v1/projects/{project}/execute_stage/",
-        json={"stage_name": stage_name, "input_data": data},
-    )
-    assert response.status_code == 200, response.text
-    return response.json()  # type: ignore[no-any-return]
-
-
 async def test_rewrite_streams_stage_update_tokens_done(
     client: httpx.AsyncClient, hub: RunningHub
 ) -> None:
     url = f"{hub.url}/api/v1/sse/projects/p1/stages/rewrite/"
     async with open_stream(client, url) as reader:
-        started = await execute(client, hub, "p1", "rewrite", {"text": "a b c d e", "pace": 0})
+        started = await execute_stage(
+            client, hub, "p1", "rewrite", {"text": "a b c d e", "pace": 0}
+        )
         assert set(started) == {"task_id", "channel", "message"}
         assert started["channel"] == "ai_story:project:p1:stage:rewrite"
         await reader.wait_count(1, event="done")
@@ -74,7 +65,9 @@ async def test_sync_stage_reports_progress_on_project_stream(
     client: httpx.AsyncClient, hub: RunningHub
 ) -> None:
     async with open_stream(client, f"{hub.url}/api/v1/sse/projects/p2/") as reader:
-        await execute(client, hub, "p2", "test_items", {"items": ["shot 1", "shot 2", "shot 3"]})
+        await execute_stage(
+            client, hub, "p2", "test_items", {"items": ["shot 1", "shot 2", "shot 3"]}
+        )
         await reader.wait_count(1, event="done")
     progress = [json.loads(e.data) for e in reader.of_type("progress")]
     assert [(p["current"], p["total"], p["progress"], p["item_name"]) for p in progress] == [
@@ -87,7 +80,7 @@ async def test_sync_stage_reports_progress_on_project_stream(
 
 async def test_failing_stage_publishes_error(client: httpx.AsyncClient, hub: RunningHub) -> None:
     async with open_stream(client, f"{hub.url}/api/v1/sse/projects/p3/stages/rewrite/") as reader:
-        started = await execute(
+        started = await execute_stage(
             client, hub, "p3", "rewrite", {"fail": "API调用失败: 超时", "fail_after": 2, "pace": 0}
         )
         await reader.wait_count(1, event="error")
@@ -102,7 +95,9 @@ async def test_failing_stage_publishes_error(client: httpx.AsyncClient, hub: Run
 
 async def test_cancel_stops_a_running_task(client: httpx.AsyncClient, hub: RunningHub) -> None:
     async with open_stream(client, f"{hub.url}/api/v1/sse/projects/p4/stages/rewrite/") as reader:
-        started = await execute(client, hub, "p4", "rewrite", {"tokens": 10_000, "pace": 0.01})
+        started = await execute_stage(
+            client, hub, "p4", "rewrite", {"tokens": 10_000, "pace": 0.01}
+        )
         await reader.wait_count(2, event="token")
         answer = await client.post(f"{hub.url}/api/v1/tasks/{started['task_id']}/cancel")
         assert answer.status_code == 200, answer.text
@@ -130,7 +125,7 @@ async def test_late_joiner_mid_stage_ends_with_exactly_the_answer(
 ) -> None:
     url = f"{hub.url}/api/v1/sse/projects/p6/stages/rewrite/"
     async with open_stream(client, url) as early:
-        await execute(client, hub, "p6", "rewrite", {"tokens": 300, "pace": 0.005})
+        await execute_stage(client, hub, "p6", "rewrite", {"tokens": 300, "pace": 0.005})
         await early.wait_count(3, event="token")
         async with open_stream(client, url) as late:
             await late.wait_count(1, event="done")
@@ -148,7 +143,7 @@ async def test_rewrite_with_prompt_streams_the_llm_provider(
     monkeypatch.setenv("SSEHUB_LLM_PROVIDER", "demo")
     monkeypatch.setenv("SSEHUB_DEMO_PACE_SECONDS", "0")
     async with open_stream(client, f"{hub.url}/api/v1/sse/projects/p7/stages/rewrite/") as reader:
-        await execute(client, hub, "p7", "rewrite", {"prompt": "a knight and a dragon"})
+        await execute_stage(client, hub, "p7", "rewrite", {"prompt": "a knight and a dragon"})
         await reader.wait_count(1, event="done")
     done = json.loads(reader.of_type("done")[0].data)
     tokens = "".join(json.loads(e.data)["content"] for e in reader.of_type("token"))
@@ -165,9 +160,9 @@ async def test_example_stages_load_from_stage_modules(client: httpx.AsyncClient)
         open_stream(client, f"{hub.url}/api/v1/sse/projects/p8/") as reader,
     ):
         script = {"script": "A knight. A dragon. A feast.", "pace": 0}
-        await execute(client, hub, "p8", "storyboard", script)
+        await execute_stage(client, hub, "p8", "storyboard", script)
         await reader.wait_count(1, event="done")
-        await execute(client, hub, "p8", "image_generation", {"shots": 3, "pace": 0})
+        await execute_stage(client, hub, "p8", "image_generation", {"shots": 3, "pace": 0})
         await reader.wait_count(2, event="done")
     board, images = (json.loads(e.data) for e in reader.of_type("done"))
     assert board["stage"] == "storyboard" and board["metadata"] == {"shots": 3}
@@ -182,9 +177,11 @@ async def test_task_nobody_watches_is_cancelled(client: httpx.AsyncClient) -> No
     async with running_hub(config) as hub:
         url = f"{hub.url}/api/v1/sse/projects/p9/"
         async with open_stream(client, url) as watched:
-            kept = await execute(client, hub, "p9", "rewrite", {"tokens": 60, "pace": 0.01})
+            kept = await execute_stage(client, hub, "p9", "rewrite", {"tokens": 60, "pace": 0.01})
             await watched.wait_count(1, event="done")  # watched for 0.6 s: runs to the end
-            dropped = await execute(client, hub, "p9", "rewrite", {"tokens": 10_000, "pace": 0.01})
+            dropped = await execute_stage(
+                client, hub, "p9", "rewrite", {"tokens": 10_000, "pace": 0.01}
+            )
             await watched.wait_count(1, event="token")
         deadline = asyncio.get_running_loop().time() + 10
         status: dict[str, Any] = {}
@@ -207,7 +204,7 @@ async def test_in_process_retries_publish_error_with_retry_count(
         running_hub(config) as hub,
         open_stream(client, f"{hub.url}/api/v1/sse/projects/p10/stages/flaky/") as reader,
     ):
-        await execute(client, hub, "p10", "flaky", {"fail_times": 2})
+        await execute_stage(client, hub, "p10", "flaky", {"fail_times": 2})
         await reader.wait_count(1, event="done")
     assert_retried(reader)
 
@@ -231,7 +228,7 @@ async def test_cancel_stops_a_sync_stage_in_its_thread(
 ) -> None:
     SLOW_STOPPED.clear()
     async with open_stream(client, f"{hub.url}/api/v1/sse/projects/p11/") as reader:
-        started = await execute(client, hub, "p11", "test_slow_sync", {})
+        started = await execute_stage(client, hub, "p11", "test_slow_sync", {})
         await reader.wait_count(3, event="progress")
         answer = await client.post(f"{hub.url}/api/v1/tasks/{started['task_id']}/cancel")
         assert answer.json()["status"] == "cancelled"
