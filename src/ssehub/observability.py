@@ -13,7 +13,11 @@ from .routes.streams import StreamShortcut
 
 # What a browser page on an allowed origin may send to, and read from, the hub.
 CORS_REQUEST_HEADERS = [
-    *("Authorization", "Content-Type", "Last-Event-ID", "Idempotency-Key", "X-Request-ID")
+    "Authorization",
+    "Content-Type",
+    "Last-Event-ID",
+    "Idempotency-Key",
+    "X-Request-ID",
 ]
 CORS_EXPOSED_HEADERS = ["X-Client-Id", "X-Request-ID", "Retry-After"]
 
