@@ -92,27 +92,33 @@ def publish(
         str, typer.Option(help="JSON payload (plain text is sent as a string).")
     ] = "null",
     event: Annotated[str | None, typer.Option(help="Event type.")] = None,
-    idempotency_key: Annotated[str | None, typer.Option(help="Idempotency-Key header.")] = None,
+    idempotency_key: Annotated[
+        str | None,
+        typer.Option(help="Idempotency-Key header (default: a fresh one, kept over retries)."),
+    ] = None,
+    retries: Annotated[int, typer.Option(help="Retries after a 503 or a lost connection.")] = 5,
     url: UrlOption = DEFAULT_URL,
     token: TokenOption = None,
 ) -> None:
-    """Publish one event to CHANNEL and print its id."""
+    """Publish one event to CHANNEL and print its id; retrying never publishes it twice."""
+    from .errors import HubError
+    from .transport import HttpTransport
+
     try:
         payload: Any = orjson.loads(data)
     except orjson.JSONDecodeError:
         payload = data
-    headers = _auth_headers(token)
-    if idempotency_key:
-        headers["Idempotency-Key"] = idempotency_key
-    response = httpx.post(
-        f"{url.rstrip('/')}/api/v1/publish/{channel}",
-        json={"event": event, "data": payload},
-        headers=headers,
-        timeout=10,
-    )
-    typer.echo(response.text)
-    if response.status_code != 200:
-        raise typer.Exit(1)
+    transport = HttpTransport(url, token, retries=retries)
+    try:
+        answer = transport.post(
+            channel, {"event": event, "data": payload}, idempotency_key=idempotency_key
+        )
+    except HubError as exc:
+        typer.echo(orjson.dumps({"error": {"code": exc.code, "message": exc.message}}).decode())
+        raise typer.Exit(1) from None
+    finally:
+        transport.close()
+    typer.echo(answer.text if answer is not None else "{}")
 
 
 @app.command()

@@ -125,10 +125,17 @@ class HttpTransport:
         raise failure
 
     def send(self, channel: str, event: str, data: Any) -> None:
+        self.post(channel, {"event": event, "data": data})
+
+    def post(
+        self, channel: str, body: dict[str, Any], *, idempotency_key: str | None = None
+    ) -> httpx.Response | None:
+        """Publish ``body``; 503s and lost connections are retried under one Idempotency-Key
+        (a 503 means "outcome unknown": the first attempt may still land). The final answer,
+        or None when a retry met a 409 after an earlier attempt ended the run."""
         if self._client is None:
             self._client = httpx.Client(headers=self.headers, timeout=self.timeout)
-        body = {"event": event, "data": data}
-        headers = {"Idempotency-Key": uuid.uuid4().hex}
+        headers = {"Idempotency-Key": idempotency_key or uuid.uuid4().hex}
         for attempt in range(self.retries + 1):
             response, error = None, None
             try:
@@ -136,8 +143,9 @@ class HttpTransport:
             except httpx.TransportError as exc:
                 error = exc
             if self._outcome(response, error, attempt):
-                return
+                return response if response is not None and response.status_code < 300 else None
             time.sleep(self._delay(attempt, response))
+        return None  # unreachable: the last attempt is final
 
     async def asend(self, channel: str, event: str, data: Any) -> None:
         if self._aclient is None:
