@@ -153,9 +153,10 @@ async def resume_after_restart(server: RedisServer, *, snapshot_after: int | Non
     10th gets ``reset`` and then exactly the 6 events accepted since."""
     server.start()
     try:
-        async with running_hub(redis_settings(server)) as hub, httpx.AsyncClient(
-            timeout=httpx.Timeout(10, read=None)
-        ) as client:
+        async with (
+            running_hub(redis_settings(server)) as hub,
+            httpx.AsyncClient(timeout=httpx.Timeout(10, read=None)) as client,
+        ):
             stream = f"{hub.url}/api/v1/sse/stream/chaos:r"
             async with open_stream(client, stream) as live:
                 for i in range(10):

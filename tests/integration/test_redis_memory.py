@@ -29,7 +29,7 @@ async def test_maxmemory_with_a_volatile_policy_evicts_history_but_never_ids() -
     try:
         start = await broker.head()
         ids = []
-        for i in range(1500):  # 1500 × 4 KB: well past 3 MB
+        for i in range(1500):  # 1500 events of 4 KB: well past 3 MB
             stored = await broker.publish(make_event(f"ch:{i}", "e", "x" * 4000))
             ids.append(stored.seq)
         direct = redis.Redis(port=server.port, decode_responses=True)

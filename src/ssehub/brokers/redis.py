@@ -55,7 +55,9 @@ end
 """
 
 # Refuses (``{'', '', 2}``) unless the caller checked in with this Redis incarnation (CHECK_IN).
-PUBLISH = FORGET + """
+PUBLISH = (
+    FORGET
+    + """
 local epoch = redis.call('GET', KEYS[1])
 if not epoch or redis.call('HGET', KEYS[10], 'run') ~= ARGV[1] then
   return {'', '', 2}
@@ -124,6 +126,7 @@ end
 redis.call('PUBLISH', ARGV[10], epoch .. '\\n' .. sid .. '\\n' .. ARGV[12])
 return {epoch, sid, 0}
 """
+)
 
 HEAD = """
 return {redis.call('GET', KEYS[1]) or '', redis.call('GET', KEYS[2]) or '0'}
@@ -693,7 +696,7 @@ class RedisBroker:
             return
         if epoch != self._delivered_epoch:
             self._delivered_epoch, self._delivered = epoch, base
-            self._lost(names)  # Redis lost its history (or its newest ids) while the reader was away
+            self._lost(names)  # Redis lost its history (or its newest ids) meanwhile
         if not names:
             self._delivered = max(self._delivered, newest)
             return
