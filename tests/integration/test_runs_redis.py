@@ -55,8 +55,10 @@ async def test_snapshot_and_409_across_hubs(
         assert [json.loads(e.data)["full_text"] for e in project.of_type("snapshot")] == [
             "".join(words[:30])
         ]
-        with pytest.raises(RunClosed):
-            async with Publisher("x1", "rewrite", url=two.url, coalesce_tokens=1) as late:
+        with pytest.raises(RunClosed):  # the ended run's own publisher, through the other hub
+            async with Publisher(
+                "x1", "rewrite", url=two.url, coalesce_tokens=1, run_id=pub.run_id
+            ) as late:
                 await late.publish_token("late")
     snap = json.loads(reader.of_type("snapshot")[0].data)
     assert snap["full_text"] == "".join(words[:30])

@@ -39,6 +39,10 @@ class StageStarted(BaseModel):
     task_id: str
     channel: str
     message: str
+    run_id: str = Field(description="The run this task publishes; every message carries it.")
+    resume_after: str = Field(
+        description="Send it as Last-Event-ID (or `lastEventId`) to receive the whole run."
+    )
 
 
 def get_tasks(request: Request) -> TaskManager:
@@ -131,7 +135,13 @@ async def execute_stage(
     )
     require_publish(principal, channel)
     info = await tasks.submit(project_id, spec, body.input_data)
-    return StageStarted(task_id=info.task_id, channel=info.channel, message="task started")
+    return StageStarted(
+        task_id=info.task_id,
+        channel=info.channel,
+        message="task started",
+        run_id=info.run_id or "",
+        resume_after=info.resume_after,
+    )
 
 
 @router.get("/tasks/{task_id}", responses=ERRORS)
@@ -141,7 +151,7 @@ async def task_status(
     tasks: TaskManager = Depends(get_tasks),
 ) -> dict[str, Any]:
     """State of an executed stage: pending, running, done, error or cancelled."""
-    require_publish(principal, tasks.get(task_id).channel)
+    require_publish(principal, (await tasks.get(task_id)).channel)
     return await tasks.status(task_id)
 
 
@@ -152,5 +162,5 @@ async def cancel_task(
     tasks: TaskManager = Depends(get_tasks),
 ) -> dict[str, Any]:
     """Stop a task: its run ends with `error: cancelled` and the runner stops the stage."""
-    require_publish(principal, tasks.get(task_id).channel)
+    require_publish(principal, (await tasks.get(task_id)).channel)
     return await tasks.cancel(task_id)
