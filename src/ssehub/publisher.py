@@ -115,6 +115,7 @@ class _Stage:
         if full_text is None and self.token_full_text:
             full_text = self.text
         msg = messages.token(self.stage, self.project_id, "".join(self._buffer), full_text)
+        msg["token_count"] = len(self._buffer)  # the real tokens this message coalesces
         self.tokens_sent += len(self._buffer)
         self._buffer.clear()
         self._buffer_full_text = None

@@ -84,7 +84,8 @@ def test_shapes_match_seed_002_field_by_field() -> None:
     token, update, progress, error, done = rec.data
     for msg in rec.data:
         # The seed's keys in the seed's order, then the run id every stage message carries.
-        assert list(msg) == [*SEED_KEYS[msg["type"]], "run_id"]
+        extra = ["token_count"] if msg["type"] == "token" else []
+        assert list(msg) == [*SEED_KEYS[msg["type"]], *extra, "run_id"]
         assert msg["run_id"] == (pub.run_id if msg["type"] != "done" else other.run_id)
         assert before <= msg["timestamp"] <= time.time()
         assert isinstance(msg["timestamp"], float)
@@ -97,6 +98,7 @@ def test_shapes_match_seed_002_field_by_field() -> None:
         "stage": "rewrite",
         "project_id": "123",
         "timestamp": token["timestamp"],
+        "token_count": 1,
         "run_id": token["run_id"],
     }
     assert update == {
