@@ -212,9 +212,15 @@ class TaskManager:
         self._watcher: asyncio.Task[None] | None = None
 
     async def submit(
-        self, project_id: str, spec: StageSpec, input_data: dict[str, Any]
+        self,
+        project_id: str,
+        spec: StageSpec,
+        input_data: dict[str, Any],
+        *,
+        run_id: str | None = None,
     ) -> TaskInfo:
-        """Open the run with ``stage_update: pending`` and hand the stage to the runner."""
+        """Open the run (``run_id``, new by default) with ``stage_update: pending`` and hand
+        the stage to the runner."""
         channel = messages.stage_channel(project_id, spec.name, self.prefix)
         info = TaskInfo(
             task_id=str(uuid.uuid4()),
@@ -222,7 +228,7 @@ class TaskManager:
             stage=spec.name,
             channel=channel,
             queue=spec.queue,
-            run_id=new_run_id(),
+            run_id=run_id or new_run_id(),
         )
         pending = messages.stage_update(spec.name, project_id, "pending", 0, "task queued")
         pending["run_id"] = info.run_id
