@@ -40,7 +40,9 @@ OTHER = "other"
 TOKEN_TYPES = frozenset({"token", "chunk", "ai_response_chunk", "task.progress"})
 DONE_TYPES = frozenset({"done", "complete", "ai_response_complete", "task.completed"})
 ERROR_TYPES = frozenset({"error", "conversation_error", "task.failed"})
-START_TYPES = frozenset({"stage_update", "progress", "ai_response_start", "task.created"})
+START_TYPES = frozenset(
+    {"stage_update", "progress", "user_message", "ai_response_start", "task.created"}
+)
 RUN_TYPES = TOKEN_TYPES | DONE_TYPES | START_TYPES | ERROR_TYPES | {"cancelled"}
 MAX_RUNS = 10_000
 RUN_IDLE_SECONDS = 3600.0  # a run silent this long is counted as abandoned
