@@ -56,9 +56,9 @@ class RunFilter:
         rid = msg.get("run_id")
         if not isinstance(rid, str) or not rid:
             return event_id != "" and event_id in self.history.values()
-        if msg.get("type") == "snapshot" and msg.get("status") not in (None, "running"):
-            if rid not in self.seen:
-                self._remember(self.history, rid, str(msg.get("last_event_id") or ""))
+        ended = msg.get("type") == "snapshot" and msg.get("status") not in (None, "running")
+        if ended and rid not in self.seen:
+            self._remember(self.history, rid, str(msg.get("last_event_id") or ""))
         if rid in self.history:
             return True
         if msg.get("type") != "snapshot":

@@ -69,7 +69,8 @@ async def test_fetch_transport_honours_retry_and_reports_no_status_for_a_drop(
             "window.errors = []; window.opens = 0;"
             "const c = new m.SSEClient(`/api/v1/sse/stream/${arg}`,"
             "  {transport: 'fetch', reconnect: {initialMs: 20000, maxMs: 30000}});"
-            "c.on('connectionerror', (i) => window.errors.push(i)).on('open', () => window.opens++);"
+            "c.on('connectionerror', (i) => window.errors.push(i));"
+            "c.on('open', () => window.opens++);"
             "c.connect();",
             channel,
         )
@@ -145,8 +146,9 @@ async def test_use_sse_on_message_gets_start_progress_complete_and_error(
     async with running_hub(demo_settings()) as hub:
         await page.goto(f"{hub.url}/healthz")
         react_url = "data:text/javascript," + MINI_REACT.replace("%", "%25").replace("#", "%23")
+        importmap = json.dumps({"imports": {"react": react_url}})
         page_html = (
-            '<!doctype html><script type="importmap">{"imports": {"react": "%s"}}</script>'
+            f'<!doctype html><script type="importmap">{importmap}</script>'
             '<script type="module">'
             "import { render } from 'react';"
             "import { useSSE } from '/static/react/useSSE.js';"
@@ -154,7 +156,7 @@ async def test_use_sse_on_message_gets_start_progress_complete_and_error(
             "window.start = (channel) => render(() => useSSE(channel, {"
             "  onMessage: (data, event) => window.types.push(event.type) }));"
             "window.ready = true;</script>"
-        ) % json.dumps(react_url)[1:-1]
+        )
         await page.set_content(page_html)
         await page.wait_for_function("window.ready === true", timeout=5000)
         channel = unique_channel()
@@ -168,4 +170,3 @@ async def test_use_sse_on_message_gets_start_progress_complete_and_error(
         await page.wait_for_function("window.types.includes('error')", timeout=5000)
         types = await page.evaluate("window.types.filter(t => t !== 'connected')")
     assert types == ["start", "progress", "complete", "error"]
-

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from test_metrics import scrape, value
 
 from chat_support import chat_hub, create_conversation, database, send
 from harness import execute_stage, running_hub, wait_until
@@ -15,7 +16,6 @@ from ssehub.agent import HubClient, StreamingAgent
 from ssehub.event import make_event
 from ssehub.metrics import Metrics
 from ssehub.settings import Settings
-from test_metrics import scrape, value
 
 
 def figures(text: str, family: str) -> dict[str, float]:
@@ -55,9 +55,7 @@ def test_tokens_per_second_counts_real_tokens_not_coalesced_messages() -> None:
 
 async def test_a_stage_run_feeds_the_run_metrics(client: httpx.AsyncClient) -> None:
     async with running_hub(Settings(_env_file=None)) as hub:  # type: ignore[call-arg]
-        started = await execute_stage(
-            client, hub, "m1", "rewrite", {"tokens": 40, "pace": 0.005}
-        )
+        started = await execute_stage(client, hub, "m1", "rewrite", {"tokens": 40, "pace": 0.005})
         await wait_until(lambda: _ended(hub, started["channel"]), timeout=20)
         got = figures(await scrape(client, hub.url), "ai_story")
     assert got["done"] == 1 and got["ttft_count"] == 1 and got["duration_count"] == 1

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from ..settings import Settings
-from .registry import STAGES, StageSpec, get_stage, load_modules, stage
 from .info import TaskInfo
+from .registry import STAGES, StageSpec, get_stage, load_modules, stage
 from .runner import CeleryRunner, InProcessRunner, Runner, TaskManager
 from .store import create_task_store
 

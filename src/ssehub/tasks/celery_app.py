@@ -3,9 +3,9 @@
 Workers publish to the hub over HTTP (``SSEHUB_HUB_URL`` with ``SSEHUB_PUBLISHER_TOKEN``), so the
 hub applies the run lifecycle to their messages. Every message carries the task's run id, so
 once the run ended (a cancel included) the hub refuses them all: a revoked task that a worker
-starts anyway stops at its first message and publishes nothing. A failing stage publishes ``error`` with its
-``retry_count``; when the stage allows retries, Celery retries it and the next attempt reopens the
-run (its ``stage_update: processing``) and counts one more.
+starts anyway stops at its first message and publishes nothing. A failing stage publishes
+``error`` with its ``retry_count``; when the stage allows retries, Celery retries it and the
+next attempt reopens the run (its ``stage_update: processing``) and counts one more.
 """
 
 from __future__ import annotations

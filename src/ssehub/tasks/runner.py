@@ -294,8 +294,10 @@ class TaskManager:
 
     async def _ended(self, info: TaskInfo) -> bool:
         run = await self._run_of(info)
-        return info.finished_at is not None or info.state == "cancelled" or (
-            run is not None and run.finished
+        return (
+            info.finished_at is not None
+            or info.state == "cancelled"
+            or (run is not None and run.finished)
         )
 
     def _watched_here(self, channel: str) -> bool:
