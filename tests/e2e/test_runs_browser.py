@@ -141,23 +141,19 @@ async def test_the_stage_panel_runs_again_and_cancels_the_new_run(
 async def test_use_sse_on_message_gets_start_progress_complete_and_error(
     page: Page, client: httpx.AsyncClient
 ) -> None:
-    from test_react_hook import MINI_REACT
+    from test_react_hook import hook_page
 
     async with running_hub(demo_settings()) as hub:
         await page.goto(f"{hub.url}/healthz")
-        react_url = "data:text/javascript," + MINI_REACT.replace("%", "%25").replace("#", "%23")
-        importmap = json.dumps({"imports": {"react": react_url}})
-        page_html = (
-            f'<!doctype html><script type="importmap">{importmap}</script>'
-            '<script type="module">'
+        script = (
             "import { render } from 'react';"
             "import { useSSE } from '/static/react/useSSE.js';"
             "window.types = [];"
             "window.start = (channel) => render(() => useSSE(channel, {"
             "  onMessage: (data, event) => window.types.push(event.type) }));"
-            "window.ready = true;</script>"
+            "window.ready = true;"
         )
-        await page.set_content(page_html)
+        await page.set_content(hook_page(script))
         await page.wait_for_function("window.ready === true", timeout=5000)
         channel = unique_channel()
         await page.evaluate("(c) => window.start(c)", channel)

@@ -311,7 +311,9 @@ export class SSEClient {
   /** True for an event of a run that had ended before this client joined (see Runs above). */
   _isHistory(type, data, id) {
     const rid = data && typeof data === 'object' ? data.run_id : undefined;
-    if (typeof rid !== 'string' || !rid) return !!id && [...this._historyRuns.values()].includes(id);
+    if (typeof rid !== 'string' || !rid) {
+      return !!id && this._historyRuns.size > 0 && [...this._historyRuns.values()].includes(id);
+    }
     if (type === 'snapshot' && data.status && data.status !== 'running' && !this._seenRuns.has(rid)) {
       this._historyRuns.set(rid, data.last_event_id || '');
       if (this._historyRuns.size > 1000) this._historyRuns.delete(this._historyRuns.keys().next().value);
