@@ -52,6 +52,8 @@ async def test_task_status_and_cancel_answer_from_every_process(tmp_path: Path) 
             async with on_node(hub.url) as (one, node):
                 nodes.add(node)
                 answered += (await one.get(f"{hub.url}/api/v1/tasks/{task}")).status_code == 200
+        print(f"task status calls: {answered} of 10 answered (processes: {len(nodes)})")
+        assert answered == 10
         other = None
         url = f"{hub.url}/api/v1/sse/projects/k1/stages/rewrite/"
         async with httpx.AsyncClient(timeout=10) as viewer, open_stream(viewer, url) as reader:
@@ -64,8 +66,6 @@ async def test_task_status_and_cancel_answer_from_every_process(tmp_path: Path) 
                         break
             assert other is not None, "every connection reached the same process"
             await reader.wait_count(1, event="error", timeout=10)
-        print(f"task status calls: {answered} of 10 answered (processes: {len(nodes)})")
-        assert answered == 10
         assert cancel.status_code == 200, cancel.text
         assert json.loads(reader.of_type("error")[0].data)["error"] == "cancelled"
         # The process running the stage sees the cancel and stops it.
