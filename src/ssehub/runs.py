@@ -236,7 +236,9 @@ class MemoryRuns:
             or (run.finished and kind == "stage_update" and data.get("status") in opening(run))
         ):
             _, project, stage = messages.parse_stage_channel(event.channel)  # type: ignore[misc]
-            ended = [*run.ended, run.run_id][-MAX_ENDED_IDS:] if run is not None else []
+            ended = run.ended if run is not None else []
+            if run is not None and run.run_id != rid:
+                ended = [*ended, run.run_id][-MAX_ENDED_IDS:]
             run = RunState(channel=event.channel, project_id=project, stage=stage, ended=ended)
             run.run_id = rid or run.run_id
             self._runs[event.channel] = run
