@@ -152,10 +152,11 @@ class ChatService:
 
     async def owned(self, conversation_id: str, principal: Principal) -> Conversation:
         """The caller's conversation; NotFound for unknown ids and other users' conversations."""
+        owner = owner_of(principal)  # 401/403 before anything about the id is told
         conversation = None
         if len(conversation_id) <= 32:
             conversation = await self.store.get_conversation(conversation_id)
-        if conversation is None or conversation.owner != owner_of(principal):
+        if conversation is None or conversation.owner != owner:
             raise NotFound(f"no conversation {conversation_id[:64]!r}")
         return conversation
 
