@@ -128,7 +128,9 @@ async def test_chat_answers_on_the_post_response_count_as_streams(
             stats = (await client.get(f"{hub.url}/api/v1/sse/stats", headers=admin)).json()
             assert stats["statistics"]["active_connections"] == 2
             assert active_gauge((await client.get(f"{hub.url}/metrics")).text) == 2
-            for response in (first, second):  # each ends with its answer
+            for cid, response in zip(cids, (first, second), strict=False):
+                # Each response ends with its answer: cancelled here rather than waited for.
+                assert (await client.post(f"{api}/{cid}/cancel", headers=alice)).status_code == 200
                 async with asyncio.timeout(30):
                     async for _ in response.aiter_raw():
                         pass
