@@ -36,6 +36,10 @@ class ReadLimits:
         )
 
 
+class HeadRefused(Exception):
+    """Raised in a parser callback to stop parsing a request already answered with 431."""
+
+
 class GuardedProtocol(HttpToolsProtocol):
     """httptools with a head size limit, a head timeout and a body timeout (see module doc)."""
 
@@ -62,8 +66,11 @@ class GuardedProtocol(HttpToolsProtocol):
             self.head_bytes += len(data)
         super().data_received(data)
         if self.reading_head and self.head_bytes > self.limits.max_header_bytes:
-            limit = self.limits.max_header_bytes
-            self._refuse(431, "headers_too_large", f"the request head exceeds {limit} bytes")
+            self._refuse_head()  # a head still incomplete after this many bytes
+
+    def send_400_response(self, msg: str) -> None:
+        if not self.transport.is_closing():  # not after this protocol's own refusal
+            super().send_400_response(msg)
 
     # -- parser callbacks ------------------------------------------------------------------------
 
@@ -73,6 +80,10 @@ class GuardedProtocol(HttpToolsProtocol):
             self._arm(self.limits.header_timeout)
 
     def on_headers_complete(self) -> None:
+        size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
+        if size > self.limits.max_header_bytes:  # a whole head that came in one piece
+            self._refuse_head()
+            raise HeadRefused  # stops the parser: no task is started for this request
         self.reading_head = False
         self._arm(self.limits.body_timeout)  # cancelled at once when there is no body
         super().on_headers_complete()
@@ -93,6 +104,10 @@ class GuardedProtocol(HttpToolsProtocol):
             self.timer.cancel()
             self.timer = None
 
+    def _refuse_head(self) -> None:
+        limit = self.limits.max_header_bytes
+        self._refuse(431, "headers_too_large", f"the request head exceeds {limit} bytes")
+
     def _timed_out(self) -> None:
         self.timer = None
         part, seconds = ("head", self.limits.header_timeout)
@@ -107,8 +122,14 @@ class GuardedProtocol(HttpToolsProtocol):
         if transport.is_closing():
             return
         cycle = self.cycle
-        answer = cycle is None or cycle.response_complete or not cycle.response_started
-        if cycle is not None and not cycle.response_complete:
+        in_progress = cycle is not None and not cycle.response_complete
+        # Answer only where nothing else answers: a new request's head with no response still
+        # being written, or a body whose request has no response yet.
+        if self.reading_head:
+            answer = not in_progress
+        else:
+            answer = in_progress and not cycle.response_started
+        if in_progress:
             cycle.disconnected = True  # its task's reads end now and its answer is dropped
             cycle.message_event.set()
         if answer:

@@ -42,7 +42,10 @@ class Settings(BaseSettings):
     )
     max_event_bytes: int = Field(65536, ge=1, description="Largest accepted event payload.")
     max_request_bytes: int = Field(
-        16 * 1024 * 1024, ge=1024, description="Largest request body; larger ones get 413 unread."
+        1024 * 1024,
+        ge=1024,
+        description="Largest request body of a route without a limit of its own; larger ones "
+        "get 413 unread.",
     )
     max_publish_bytes: int = Field(
         256 * 1024,
