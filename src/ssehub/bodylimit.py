@@ -16,8 +16,8 @@ from .errors import PayloadTooLarge
 class BodyLimitMiddleware:
     """Refuse a declared ``Content-Length`` over the limit at once; cut chunked bodies there.
 
-    ``routes`` maps paths to their own limits (``max_bytes`` is that of every other path); a
-    path ending in ``*`` covers every path it prefixes, and the longest matching entry wins.
+    ``max_bytes`` bounds every body; ``routes`` maps paths to lower limits of their own (a path
+    ending in ``*`` covers every path it prefixes, and the longest matching entry wins).
     """
 
     def __init__(
@@ -26,9 +26,9 @@ class BodyLimitMiddleware:
         self.app = app
         self.max_bytes = max_bytes
         routes = routes or {}
-        self.exact = {path: n for path, n in routes.items() if path[-1:] != "*"}
+        self.exact = {path: min(n, max_bytes) for path, n in routes.items() if path[-1:] != "*"}
         self.prefixes = sorted(
-            ((path[:-1], n) for path, n in routes.items() if path[-1:] == "*"),
+            ((path[:-1], min(n, max_bytes)) for path, n in routes.items() if path[-1:] == "*"),
             key=lambda item: -len(item[0]),
         )
 

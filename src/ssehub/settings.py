@@ -44,8 +44,8 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(
         1024 * 1024,
         ge=1024,
-        description="Largest request body of a route without a limit of its own; larger ones "
-        "get 413 unread.",
+        description="Largest request body on any route (publish routes have lower limits of "
+        "their own); larger ones get 413 unread.",
     )
     max_publish_bytes: int = Field(
         256 * 1024,

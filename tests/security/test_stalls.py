@@ -16,6 +16,7 @@ import orjson
 import pytest
 
 from harness import RunningHub, open_stream, publish, running_hub, wait_until
+from redis_support import delete_prefix, shared_redis_url, unique_prefix
 from ssehub.settings import Settings
 
 HOSTILE = "user:u1:" + "*a" * 7 + "*b"  # 8 wildcards: within the default cap
@@ -30,8 +31,12 @@ def quoted(name: str) -> str:
     return urllib.parse.quote(name, safe="")
 
 
-async def test_hostile_pattern_stalls_nobody(client: httpx.AsyncClient) -> None:
-    async with running_hub(hub_settings()) as hub:
+@pytest.mark.parametrize("backplane", ["memory", "redis"])
+async def test_hostile_pattern_stalls_nobody(client: httpx.AsyncClient, backplane: str) -> None:
+    options = {}
+    if backplane == "redis":  # Redis matches the pattern too (PSUBSCRIBE), and so does the hub
+        options = {"broker_url": shared_redis_url(), "redis_prefix": unique_prefix()}
+    async with running_hub(hub_settings(**options)) as hub:
         hostile = f"{hub.url}/api/v1/sse/stream/{quoted(HOSTILE)}"
         watcher = f"{hub.url}/api/v1/sse/stream/{quoted('user:u1:*')}"
         async with open_stream(client, hostile) as trap, open_stream(client, watcher) as live:
@@ -47,6 +52,8 @@ async def test_hostile_pattern_stalls_nobody(client: httpx.AsyncClient) -> None:
             await asyncio.wait_for(publishing, 10)
             await live.wait_count(len(NEAR_MISSES), timeout=10)
             assert trap.data == []
+    if options:
+        delete_prefix(options["broker_url"], options["redis_prefix"])
 
 
 async def test_patterns_with_too_many_wildcards_are_refused(client: httpx.AsyncClient) -> None:
