@@ -7,7 +7,6 @@ answering within a bounded wait while it lasts.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import urllib.parse
 from collections.abc import AsyncIterator
 
@@ -15,7 +14,7 @@ import httpx
 import orjson
 import pytest
 
-from harness import RunningHub, open_stream, publish, running_hub, wait_until
+from harness import RunningHub, open_stream, publish, raw_exchange, running_hub, wait_until
 from redis_support import delete_prefix, shared_redis_url, unique_prefix
 from ssehub.settings import Settings
 
@@ -87,24 +86,6 @@ async def test_resume_beyond_the_channel_budget_gets_a_reset(client: httpx.Async
             assert [e.event for e in many.events] == ["connected", "reset"]
 
 
-async def raw_answer(hub: RunningHub, payload: bytes, timeout: float = 15) -> bytes:
-    """Send ``payload`` on a new connection and read until the hub closes it."""
-    url = urllib.parse.urlsplit(hub.url)
-    reader, writer = await asyncio.open_connection(url.hostname, url.port)
-    try:
-        writer.write(payload)
-        with contextlib.suppress(ConnectionError):
-            await writer.drain()
-        data = b""
-        async with asyncio.timeout(timeout):
-            with contextlib.suppress(ConnectionError):
-                while chunk := await reader.read(65536):
-                    data += chunk
-        return data
-    finally:
-        writer.close()
-
-
 def status_and_error(data: bytes) -> tuple[int, str]:
     head, _, body = data.partition(b"\r\n\r\n")
     status = int(head.split(b" ", 2)[1])
@@ -122,14 +103,14 @@ async def test_publish_bodies_are_refused_by_size_before_parsing(
                 f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                 f"Content-Length: {size}\r\n\r\n"
             ).encode()
-            answer = await raw_answer(hub, declared + b"[" * size)
+            answer = await raw_exchange(hub.url, declared + b"[" * size)
             assert status_and_error(answer) == (413, "payload_too_large")
         junk = b"[" * 5000
         chunked = (
             b"POST /api/v1/publish/x HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
             b"Transfer-Encoding: chunked\r\n\r\n" + b"%x\r\n%s\r\n0\r\n\r\n" % (len(junk), junk)
         )
-        assert status_and_error(await raw_answer(hub, chunked)) == (413, "payload_too_large")
+        assert status_and_error(await raw_exchange(hub.url, chunked)) == (413, "payload_too_large")
         # The batch has its own, larger bound on bytes and one on events.
         batch = [{"channel": "x", "data": "a" * 1000}] * 5
         assert (await client.post(f"{hub.url}/api/v1/publish", json=batch)).status_code == 200
@@ -152,9 +133,9 @@ async def guarded() -> AsyncIterator[RunningHub]:
 
 async def test_oversized_head_gets_431(guarded: RunningHub) -> None:
     big = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n"
-    assert status_and_error(await raw_answer(guarded, big)) == (431, "headers_too_large")
+    assert status_and_error(await raw_exchange(guarded.url, big)) == (431, "headers_too_large")
     fits = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Ok: " + b"a" * 4000
-    assert (await raw_answer(guarded, fits + b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
+    assert (await raw_exchange(guarded.url, fits + b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
 
 
 @pytest.mark.parametrize(
@@ -168,7 +149,7 @@ async def test_oversized_head_gets_431(guarded: RunningHub) -> None:
 async def test_a_head_that_never_ends_gets_408_and_is_closed(
     guarded: RunningHub, payload: bytes
 ) -> None:
-    assert status_and_error(await raw_answer(guarded, payload)) == (408, "request_timeout")
+    assert status_and_error(await raw_exchange(guarded.url, payload)) == (408, "request_timeout")
 
 
 async def test_a_body_that_never_ends_is_dropped_and_freed(
@@ -180,7 +161,7 @@ async def test_a_body_that_never_ends_is_dropped_and_freed(
         b"Transfer-Encoding: chunked\r\n\r\n"
     )
     part = b"%x\r\n%s\r\n" % (4096, b" " * 4096)
-    answers = await asyncio.gather(*(raw_answer(guarded, head + part * 8) for _ in range(5)))
+    answers = await asyncio.gather(*(raw_exchange(guarded.url, head + part * 8) for _ in range(5)))
     for data in answers:
         assert status_and_error(data) == (408, "request_timeout")
     # Their request tasks ended: what they had read is no longer held.
