@@ -98,9 +98,15 @@ async def open_streams(client: httpx.AsyncClient, urls: list[str]) -> list[httpx
 
 
 async def pattern(url: str, client: httpx.AsyncClient) -> dict[str, Any]:
-    """Streams on the hostile pattern, then events on 60-character channels it nearly matches."""
+    """Streams on the hostile pattern, then events on 60-character channels it nearly matches.
+
+    Set ``SSEHUB_BROKER_URL=redis://...`` in the environment to run it on the Redis broker.
+    """
     quoted = urllib.parse.quote(HOSTILE, safe="")
-    streams = await open_streams(client, [f"{url}/api/v1/sse/stream/{quoted}"] * 3)
+    urls = [f"{url}/api/v1/sse/stream/{quoted}"] * 3
+    # A plain pattern too: on Redis, events reach the hub (and its matching) only when some
+    # stream's pattern matched them there.
+    streams = await open_streams(client, [*urls, f"{url}/api/v1/sse/stream/user:u1:*"])
     statuses = [s.status_code for s in streams]
     for i in range(3):
         channel = "user:u1:" + "a" * 51 + "cdefg"[i]

@@ -122,10 +122,14 @@ async def test_publish_bodies_are_refused_by_size_before_parsing(
         assert single.status_code == 413
 
 
-@pytest.fixture
-async def guarded() -> AsyncIterator[RunningHub]:
+@pytest.fixture(params=[True, False], ids=["direct-streams", "asgi-streams"])
+async def guarded(request: pytest.FixtureRequest) -> AsyncIterator[RunningHub]:
+    """A hub with short read limits, on either server protocol (both carry the guard)."""
     settings = hub_settings(
-        max_header_bytes=8192, header_timeout_seconds=0.5, body_timeout_seconds=1.0
+        max_header_bytes=8192,
+        header_timeout_seconds=0.5,
+        body_timeout_seconds=1.0,
+        fast_streams=request.param,
     )
     async with running_hub(settings) as hub:
         yield hub
@@ -169,7 +173,7 @@ async def test_a_body_that_never_ends_is_dropped_and_freed(
     assert (await client.get(f"{guarded.url}/healthz")).status_code == 200
 
 
-async def test_streams_and_kept_alive_connections_outlive_the_read_timeouts(
+async def test_streams_outlive_the_read_timeouts(
     guarded: RunningHub, client: httpx.AsyncClient
 ) -> None:
     async with open_stream(client, f"{guarded.url}/api/v1/sse/stream/calm") as reader:
@@ -177,3 +181,19 @@ async def test_streams_and_kept_alive_connections_outlive_the_read_timeouts(
         await publish(client, guarded.url, "calm", "still here")
         await reader.wait_count(1)
         assert reader.data == ["still here"]
+
+
+async def test_a_kept_alive_connection_outlives_the_head_timeout(guarded: RunningHub) -> None:
+    url = urllib.parse.urlsplit(guarded.url)
+    reader, writer = await asyncio.open_connection(url.hostname, url.port)
+    try:
+        for _ in range(2):
+            writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            async with asyncio.timeout(10):
+                head = await reader.readuntil(b"\r\n\r\n")
+                assert head.startswith(b"HTTP/1.1 200"), head
+                length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+                await reader.readexactly(length)
+            await asyncio.sleep(0.7)  # idle past the head timeout, within uvicorn's keep-alive
+    finally:
+        writer.close()
