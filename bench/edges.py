@@ -157,6 +157,18 @@ async def batch(url: str, client: httpx.AsyncClient) -> dict[str, Any]:
     return {"status": answer.status_code}
 
 
+async def batch_fits(url: str, client: httpx.AsyncClient) -> dict[str, Any]:
+    """A batch within the limits (1000 events of 900 B) to a channel with 200 streams, 5 times."""
+    streams = await open_streams(client, [f"{url}/api/v1/sse/stream/busy"] * 200)
+    items = [{"channel": "busy", "data": "b" * 900} for _ in range(1000)]
+    statuses = [(await client.post(f"{url}/api/v1/publish", json=items)).status_code]
+    for _ in range(4):
+        statuses.append((await client.post(f"{url}/api/v1/publish", json=items)).status_code)
+    for s in streams:
+        await s.aclose()
+    return {"statuses": statuses}
+
+
 async def slow(url: str, client: httpx.AsyncClient) -> dict[str, Any]:
     """40 chunked bodies of (up to) 15 MB that never end, held 8 s (body timeout set to 5 s)."""
     parsed = urllib.parse.urlsplit(url)
@@ -181,7 +193,7 @@ async def slow(url: str, client: httpx.AsyncClient) -> dict[str, Any]:
             closed += 1
         except ConnectionError:
             closed += 1
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         writer.close()
     return {"connections": 40, "closed_by_hub": closed}
@@ -220,6 +232,7 @@ SCENARIOS: dict[str, Callable[[str, httpx.AsyncClient], Awaitable[dict[str, Any]
     "resume": resume,
     "body": body,
     "batch": batch,
+    "batch-fits": batch_fits,
     "slow": slow,
     "header": header,
 }
