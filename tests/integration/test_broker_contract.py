@@ -245,3 +245,18 @@ async def test_past_the_channel_bound_the_least_recent_channel_is_forgotten(
     assert (await broker.history(Selector.of(["b"]), first.id)).gap
     since = await broker.history(Selector.of(["b"]), format_id(broker.epoch, again.seq - 1))
     assert not since.gap and [e.data for e in since.events] == ["b2"]
+
+
+async def test_pattern_resume_reads_only_its_prefix_and_stays_within_budget(
+    make_broker: BrokerFactory,
+) -> None:
+    broker = await make_broker(max_resume_channels=50)
+    first = await put(broker, "few:0", 0)
+    for i in range(120):  # kept channels outside the resumed prefix cost it nothing
+        await put(broker, f"many:{i}", i)
+    last = await put(broker, "few:1", 1)
+    few = await broker.history(Selector.of(["few:*"]), first.id)
+    assert not few.gap and [e.id for e in few.events] == [last.id]
+    # Past the budget: a reset (start at the head), never a silent partial replay.
+    assert (await broker.history(Selector.of(["many:*"]), first.id)).gap
+    assert (await broker.history(Selector.of(["*"]), first.id)).gap

@@ -30,6 +30,7 @@ def create_broker(settings: Settings) -> Broker:
             idempotency_max_keys=settings.idempotency_max_keys,
             max_channels=settings.history_max_channels,
             max_bytes=settings.history_max_bytes,
+            max_resume_channels=settings.max_resume_channels,
         )
     if url.startswith(("redis://", "rediss://", "unix://")):
         try:
