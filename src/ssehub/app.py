@@ -29,6 +29,7 @@ from .observability import install_observability
 from .routes import admin, conversations, health, presence, projects, publish, streams, tickets, ui
 from .runs import create_runs, publish_event
 from .settings import Settings
+from .startup import log_broker
 from .stream import AbortedStreamFilter
 from .tasks import create_task_manager
 from .tickets import WithTickets
@@ -122,6 +123,7 @@ def create_app(
         await gate.start()
         await chat.start()
         chain_sigterm(hub)
+        await log_broker(settings, hub.broker)
         try:
             yield
         finally:
