@@ -101,13 +101,13 @@ def serve(
         os.environ["SSEHUB_DEMO"] = "true"
     settings = settings_or_exit()
     host, port = host or settings.host, port or settings.port
-    # The app (and every worker process) reads the address it is served on, for its log lines.
-    os.environ["SSEHUB_HOST"], os.environ["SSEHUB_PORT"] = host, str(port)
     refusal = open_access_refusal(settings, host)
     if refusal:
         fail(refusal, code=2)
     if workers > 1 and settings.broker_url.startswith("memory:"):
         fail("--workers > 1 needs a shared broker: set SSEHUB_BROKER_URL=redis://...", code=2)
+    # The app (and every worker process) reads the address it is served on, for its log lines.
+    os.environ["SSEHUB_HOST"], os.environ["SSEHUB_PORT"] = host, str(port)
     # uvicorn re-raises SIGTERM after a graceful stop; exit 0 then, as service managers expect.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     config = dict(

@@ -71,7 +71,7 @@ def test_cli_publish_and_listen(tmp_path) -> None:
         assert line == {
             "id": published["id"],
             "event": "task.progress",
-            "data": '{"task_id":"1","progress":50}',
+            "data": {"task_id": "1", "progress": 50},  # the decoded value, not a JSON string
         }
         listen.terminate()
         listen.wait(10)
