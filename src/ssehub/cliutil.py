@@ -30,8 +30,8 @@ def unreachable(url: str, exc: httpx.TransportError) -> str:
 def hub_message(response: httpx.Response) -> str:
     """The hub's JSON error message, or the start of whatever else answered."""
     try:
-        body: Any = response.json()
-        return str(body["error"]["message"])
+        error: Any = response.json()["error"]
+        return f"{error['code']}: {error['message']}"
     except (ValueError, KeyError, TypeError):
         return response.text[:120].strip() or response.reason_phrase
 
