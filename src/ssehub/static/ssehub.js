@@ -355,10 +355,34 @@ export class SSEClient {
         this._emit('connectionerror', { attempt: this.attempts, delayMs: null, fatal: false }, { type: 'connectionerror' });
         if (this.attempts > this.reconnectOptions.maxAttempts) this._giveUp({});
       } else {
-        // The browser gave up (HTTP error, wrong content type): reconnect with backoff.
-        this._retry({});
+        // The browser gave up (HTTP error, wrong content type) without saying why: ask once
+        // with fetch, then stop on a refusal (400, 401, 403, ...) or reconnect with backoff.
+        this._explainRefusal(source);
       }
     });
+  }
+
+  async _explainRefusal(source) {
+    const abort = new AbortController();
+    this._abort = abort;
+    let status = null;
+    let message;
+    try {
+      const response = await fetch(this.streamUrl(), {
+        headers: { Accept: 'text/event-stream' },
+        signal: abort.signal,
+        cache: 'no-store',
+        credentials: this.options.withCredentials ? 'include' : 'same-origin',
+      });
+      if (!response.ok) [status, message] = [response.status, await errorMessage(response)];
+    } catch {
+      // unreachable: retry below
+    }
+    abort.abort(); // a stream that does open now is not read here: EventSource reconnects
+    if (source !== this._source || this._abort !== abort || !this._wanted) return;
+    this._abort = null;
+    if (FATAL_STATUS.has(status)) this._fail({ status, message, fatal: true });
+    else this._retry({ status, message });
   }
 
   async _openFetch() {
@@ -368,6 +392,7 @@ export class SSEClient {
     if (this.options.token) headers.Authorization = `Bearer ${this.options.token}`;
     if (this.lastEventId) headers['Last-Event-ID'] = this.lastEventId;
     let status = null;
+    let message;
     try {
       const response = await fetch(withQuery(this.url, {}), {
         headers,
@@ -386,9 +411,10 @@ export class SSEClient {
         this._fail({ status: err.status, message: err.message, fatal: true });
         return;
       }
+      if (err instanceof HTTPError) message = err.message;
     }
     if (this._abort !== abort || !this._wanted) return;
-    this._retry({ status });
+    this._retry({ status, message });
   }
 
   async _poll() {
@@ -429,14 +455,14 @@ export class SSEClient {
     this._timer = setTimeout(() => this._poll(), full ? 0 : this.options.pollIntervalMs ?? 2000);
   }
 
-  _retry({ status = null }) {
+  _retry({ status = null, message }) {
     this._teardown();
     if (!this._wanted) return;
     this.attempts++;
     if (this.attempts > this.reconnectOptions.maxAttempts) return this._giveUp({ status });
     const delayMs = backoffDelay(this.attempts, this.reconnectOptions);
     this._setState(STATES.CONNECTING);
-    this._emit('connectionerror', { attempt: this.attempts, delayMs, status, fatal: false }, { type: 'connectionerror' });
+    this._emit('connectionerror', { attempt: this.attempts, delayMs, status, message, fatal: false }, { type: 'connectionerror' });
     this._timer = setTimeout(() => this._open(), delayMs);
   }
 
