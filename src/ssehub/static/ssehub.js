@@ -8,8 +8,8 @@
 //
 // Handlers receive (data, event): `data` is the parsed JSON payload (the raw string when it is
 // not JSON) and `event` is {type, id, data (raw text), channel?}. Server events keep their names
-// (seed 002's `error` included); the client's own lifecycle events are `statechange`
-// ({state, previous}), `open`, `connectionerror` ({attempt, delayMs, status, fatal}) and
+// (the stages' `error` included); the client's own lifecycle events are `statechange`
+// ({state, previous}), `open`, `connectionerror` ({attempt, delayMs, status, message, fatal}) and
 // `fallback` ({transport}). `*` receives every server event.
 
 export const STATES = Object.freeze({ CONNECTING: 'connecting', OPEN: 'open', CLOSED: 'closed' });
@@ -158,7 +158,7 @@ export class HTTPError extends Error {
 }
 
 /**
- * POST a JSON body and read the text/event-stream answer (seed 004's POST streams).
+ * POST a JSON body and read the text/event-stream answer (e.g. a chat answer's POST stream).
  * `handlers` maps event types to fn(data, event); `handlers['*']` sees every event.
  * Options: {token, headers, signal}. Resolves with the list of events when the stream ends.
  */
@@ -485,7 +485,7 @@ export class SSEClient {
   }
 }
 
-/** Several named streams (seed 004's connection map): connect, get, disconnect, disconnectAll. */
+/** Several named streams by name: connect, get, disconnect, disconnectAll. */
 export class ConnectionManager {
   constructor(defaults = {}) {
     this.defaults = defaults;
