@@ -114,7 +114,7 @@ class Settings(BaseSettings):
         description="Prefix of project stage channels: `{prefix}:project:{id}:stage:{name}`.",
     )
     anonymous_project_streams: bool = Field(
-        True, description="Serve the project stage streams `/api/v1/sse/projects/...` without credentials."
+        True, description="Serve project stage streams `/api/v1/sse/projects/...` without a token."
     )
     publisher_timeout_seconds: float = Field(
         120.0,
