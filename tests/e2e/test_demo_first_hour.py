@@ -129,3 +129,15 @@ async def test_api_docs_render_with_other_hosts_blocked(browser: Browser) -> Non
             await context.close()
     # ReDoc's only outside request is its "powered by" logo, which it renders without.
     assert all(url.startswith("https://cdn.redoc.ly/redoc/logo") for url in blocked)
+
+
+async def test_a_second_stage_run_shows_its_own_events(page: Page) -> None:
+    """The stage stream replays the run before (snapshot, done): the card waits for this one."""
+    async with running_hub(demo_settings()) as hub:
+        await open_demo(page, hub.url, unique_channel())
+        for text in ("first run words", "second run here"):
+            await page.fill("#stage-input", f'{{"text": "{text}", "pace": 0.05}}')
+            await page.click("#stage-start")
+            await page.wait_for_selector("#stage-status[data-status=done]", timeout=15_000)
+            assert await page.inner_text("#stage-text") == text
+            assert await page.inner_text("#stage-message") == "done"  # its stage_update

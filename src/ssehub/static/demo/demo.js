@@ -435,34 +435,40 @@ $('stage-form').addEventListener('submit', async (ev) => {
   // The stage stream: subscribed before the run starts, so no event is missed.
   const stageUrl = `/api/v1/sse/projects/${encodeURIComponent(project)}/stages/${encodeURIComponent(stage)}/`;
   const client = manager.open('stage', stageUrl, { token });
+  // A stage run before this one is replayed first (snapshot, done): show events from the
+  // `stage_update` that opens this run on.
+  let opened = false;
+  const ours = (fn) => (d) => opened && fn(d);
   client
     .on('stage_update', (d) => {
+      opened ||= ['pending', 'processing'].includes(d.status);
+      if (!opened) return;
       if (d.status) setStageStatus(d.status);
       if (d.progress !== undefined) setProgress(d.progress);
       if (d.message) $('stage-message').textContent = d.message;
     })
-    .on('progress', (d) => {
+    .on('progress', ours((d) => {
       setProgress(d.progress ?? (d.total ? (100 * d.current) / d.total : 0));
       $('stage-message').textContent = `${d.item_name || 'item'} (${d.current}/${d.total})`;
-    })
-    .on('token', (d) => {
+    }))
+    .on('token', ours((d) => {
       const out = $('stage-text');
       out.textContent = d.full_text ?? out.textContent + (d.content || '');
       out.scrollTop = out.scrollHeight;
-    })
-    .on('snapshot', (d) => {
+    }))
+    .on('snapshot', ours((d) => {
       if (d.full_text) $('stage-text').textContent = d.full_text;
       if (d.progress !== undefined) setProgress(d.progress);
-    })
-    .on('done', (d) => {
+    }))
+    .on('done', ours((d) => {
       setProgress(100);
       setStageStatus('done');
       if (d.full_text) $('stage-text').textContent = d.full_text;
       const meta = d.metadata || {};
       const facts = [meta.tokens_used && `${meta.tokens_used} tokens`, meta.latency_ms && `${meta.latency_ms} ms`].filter(Boolean);
       finishStage(`Done${facts.length ? ` · ${facts.join(' · ')}` : ''}`, true);
-    })
-    .on('error', (d) => {
+    }))
+    .on('error', ours((d) => {
       if (/cancel/i.test(d.error || '')) {
         setStageStatus('cancelled');
         finishStage('Cancelled', false);
@@ -470,7 +476,7 @@ $('stage-form').addEventListener('submit', async (ev) => {
       }
       setStageStatus('error');
       finishStage(`Failed: ${d.error || 'error'}${d.retry_count ? ` (retry ${d.retry_count})` : ''}`, false);
-    })
+    }))
     .connect();
   try {
     await waitOpen(client);
