@@ -10,10 +10,11 @@ from pydantic import BaseModel, Field
 from .. import messages
 from ..auth import Principal, require_publish
 from ..channels import validate_channel
+from ..errors import BadRequest
 from ..settings import Settings
 from ..stream import EventStreamResponse
 from ..tasks import TaskManager, get_stage
-from .deps import get_principal, get_settings
+from .deps import get_principal, get_settings, get_stream_principal
 from .streams import STREAM_RESPONSES, StreamOptions, stream_options
 
 router = APIRouter(prefix="/api/v1", tags=["projects"])
@@ -49,11 +50,15 @@ def get_tasks(request: Request) -> TaskManager:
 async def stream_principal(options: StreamOptions, names: list[str]) -> Principal:
     """Anonymous read of the named project channels when configured, else the caller."""
     if options.settings.anonymous_project_streams:
-        return Principal(subscribe=tuple(names))
-    return await get_principal(options.request)
+        return Principal(subscribe=tuple(names), authenticated=False)
+    return await get_stream_principal(options.request)
 
 
 def _stage_names(settings: Settings, project_id: str, stage_name: str | None) -> list[str]:
+    # A `*` would turn the exact names into a pattern over other projects or stages.
+    for what, value in (("project id", project_id), ("stage name", stage_name or "")):
+        if "*" in value:
+            raise BadRequest(f"a {what} must not contain '*'")
     prefix = settings.stage_channel_prefix
     if stage_name is None:
         return [messages.project_pattern(project_id, prefix)]
@@ -95,7 +100,7 @@ async def stage_stream_authenticated(
     project_id: str,
     stage_name: str,
     options: StreamOptions = Depends(stream_options),
-    principal: Principal = Depends(get_principal),
+    principal: Principal = Depends(get_stream_principal),
 ) -> EventStreamResponse:
     """One stage of a project, for an authenticated caller with rights on its channel."""
     return await options.open(_stage_names(options.settings, project_id, stage_name), principal)
@@ -110,7 +115,7 @@ async def stage_stream_authenticated(
 async def project_stream_authenticated(
     project_id: str,
     options: StreamOptions = Depends(stream_options),
-    principal: Principal = Depends(get_principal),
+    principal: Principal = Depends(get_stream_principal),
 ) -> EventStreamResponse:
     """Every stage of a project, for an authenticated caller with rights on its channels."""
     return await options.open(_stage_names(options.settings, project_id, None), principal)
