@@ -124,7 +124,7 @@ def create_app(
     gate = Gate(settings, cluster, hub)
     chat = ChatService.from_settings(settings, hub, gate)
     runs = hub.runs = create_runs(settings)
-    tasks = create_task_manager(hub, settings)
+    tasks = create_task_manager(hub, settings, cluster)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

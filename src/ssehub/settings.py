@@ -55,7 +55,38 @@ class Settings(BaseSettings):
     )
     max_event_bytes: int = Field(65536, ge=1, description="Largest accepted event payload.")
     max_request_bytes: int = Field(
-        16 * 1024 * 1024, ge=1024, description="Largest request body; larger ones get 413 unread."
+        1024 * 1024,
+        ge=1024,
+        description="Largest request body on any route (publish routes have lower limits of "
+        "their own); larger ones get 413 unread.",
+    )
+    max_publish_bytes: int = Field(
+        256 * 1024,
+        ge=1024,
+        description="Largest body of a single publish (room for `max_event_bytes` as escaped "
+        "JSON); larger ones get 413 unread.",
+    )
+    max_batch_bytes: int = Field(
+        1024 * 1024, ge=1024, description="Largest body of a batch publish; larger get 413 unread."
+    )
+    max_batch_events: int = Field(1000, ge=1, description="Most events in one batch publish.")
+    max_pattern_wildcards: int = Field(
+        8, ge=1, description="Most `*` in a channel pattern a stream or ticket may name (else 400)."
+    )
+    max_resume_channels: int = Field(
+        10000,
+        ge=1,
+        description="Kept channels one pattern resume may examine; past it the stream gets "
+        "`reset` and starts at the head.",
+    )
+    max_header_bytes: int = Field(
+        32 * 1024, ge=1024, description="Largest request head (line and headers); larger get 431."
+    )
+    header_timeout_seconds: float = Field(
+        10.0, gt=0, description="Time a client has to send a request's head; then 408 and close."
+    )
+    body_timeout_seconds: float = Field(
+        30.0, gt=0, description="Time a client has to send a request's body; then 408 and close."
     )
     shutdown_grace_seconds: float = Field(
         3.0, ge=0, description="How long SIGTERM waits for streams to close before forcing it."

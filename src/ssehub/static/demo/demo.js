@@ -410,9 +410,13 @@ function setStageStatus(status) {
 }
 
 let stageTask = null;
+let stageRun = null; // the run this panel started: other runs' outcomes are not its outcome
+
+const otherRun = (d) => stageRun && d.run_id && d.run_id !== stageRun;
 
 function finishStage(text, ok) {
   stageTask = null;
+  stageRun = null;
   $('stage-cancel').disabled = true;
   const el = $('stage-done');
   el.hidden = false;
@@ -432,43 +436,41 @@ $('stage-form').addEventListener('submit', async (ev) => {
   $('stage-done').hidden = true;
   $('stage-message').textContent = 'subscribing…';
   $('stage-start').disabled = true;
-  // The stage stream: subscribed before the run starts, so no event is missed.
+  // The stage stream: subscribed before the run starts, so no event is missed. The
+  // client follows the current or next run: an earlier run's replayed outcome is not shown.
+  stageRun = null;
   const stageUrl = `/api/v1/sse/projects/${encodeURIComponent(project)}/stages/${encodeURIComponent(stage)}/`;
   const client = manager.open('stage', stageUrl, { token });
-  // A stage run before this one is replayed first (snapshot, done): show events from the
-  // `stage_update` that opens this run on.
-  let opened = false;
-  const ours = (fn) => (d) => opened && fn(d);
   client
     .on('stage_update', (d) => {
-      opened ||= ['pending', 'processing'].includes(d.status);
-      if (!opened) return;
       if (d.status) setStageStatus(d.status);
       if (d.progress !== undefined) setProgress(d.progress);
       if (d.message) $('stage-message').textContent = d.message;
     })
-    .on('progress', ours((d) => {
+    .on('progress', (d) => {
       setProgress(d.progress ?? (d.total ? (100 * d.current) / d.total : 0));
       $('stage-message').textContent = `${d.item_name || 'item'} (${d.current}/${d.total})`;
-    }))
-    .on('token', ours((d) => {
+    })
+    .on('token', (d) => {
       const out = $('stage-text');
       out.textContent = d.full_text ?? out.textContent + (d.content || '');
       out.scrollTop = out.scrollHeight;
-    }))
-    .on('snapshot', ours((d) => {
+    })
+    .on('snapshot', (d) => {
       if (d.full_text) $('stage-text').textContent = d.full_text;
       if (d.progress !== undefined) setProgress(d.progress);
-    }))
-    .on('done', ours((d) => {
+    })
+    .on('done', (d) => {
+      if (otherRun(d)) return;
       setProgress(100);
       setStageStatus('done');
       if (d.full_text) $('stage-text').textContent = d.full_text;
       const meta = d.metadata || {};
       const facts = [meta.tokens_used && `${meta.tokens_used} tokens`, meta.latency_ms && `${meta.latency_ms} ms`].filter(Boolean);
       finishStage(`Done${facts.length ? ` · ${facts.join(' · ')}` : ''}`, true);
-    }))
-    .on('error', ours((d) => {
+    })
+    .on('error', (d) => {
+      if (otherRun(d)) return;
       if (/cancel/i.test(d.error || '')) {
         setStageStatus('cancelled');
         finishStage('Cancelled', false);
@@ -476,7 +478,7 @@ $('stage-form').addEventListener('submit', async (ev) => {
       }
       setStageStatus('error');
       finishStage(`Failed: ${d.error || 'error'}${d.retry_count ? ` (retry ${d.retry_count})` : ''}`, false);
-    }))
+    })
     .connect();
   try {
     await waitOpen(client);
@@ -487,6 +489,7 @@ $('stage-form').addEventListener('submit', async (ev) => {
     });
     if (!$('stage-done').hidden) return;
     stageTask = out.task_id;
+    stageRun = out.run_id || null;
     $('stage-cancel').disabled = false;
     if ($('stage-message').textContent === 'subscribing…') {
       $('stage-message').textContent = `${out.message || 'started'} · task ${out.task_id}`;
