@@ -23,6 +23,14 @@ class PublishFailed(HubError):
     """The hub answered a publish with an error other than 409."""
 
 
+def retry_delay(attempt: int, response: httpx.Response | None, backoff: float = 0.1) -> float:
+    """Seconds before retry ``attempt``: the hub's ``Retry-After`` (at most 5 s), else doubling."""
+    after = response.headers.get("retry-after") if response is not None else None
+    if after and after.replace(".", "", 1).isdigit():
+        return min(float(after), 5.0)
+    return float(min(backoff * 2**attempt, 5.0))
+
+
 class Transport(Protocol):
     """Delivers one event; sync from worker threads, async in an event loop."""
 
@@ -92,10 +100,7 @@ class HttpTransport:
         return f"{self.base_url}/api/v1/publish/{quote(channel, safe=':@=')}"
 
     def _delay(self, attempt: int, response: httpx.Response | None) -> float:
-        after = response.headers.get("retry-after") if response is not None else None
-        if after and after.replace(".", "", 1).isdigit():
-            return min(float(after), 5.0)
-        return float(min(self.backoff * 2**attempt, 5.0))
+        return retry_delay(attempt, response, self.backoff)
 
     def _outcome(
         self, response: httpx.Response | None, error: Exception | None, attempt: int
