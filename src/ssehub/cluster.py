@@ -11,6 +11,7 @@ import time
 from typing import Any, Protocol, TypedDict, runtime_checkable
 
 GLOBAL_SCOPE = "global"
+MAX_BUCKETS = 100_000  # rate buckets one process keeps (callers limited recently)
 
 
 def user_scope(user_id: str) -> str:
@@ -89,7 +90,7 @@ class MemoryClusterState:
     def __init__(self) -> None:
         self._tickets: dict[str, tuple[float, dict[str, Any]]] = {}
         self._slots: dict[str, set[str]] = {}
-        self._buckets: dict[str, tuple[float, float]] = {}
+        self._buckets: dict[str, tuple[float, float, float]] = {}  # tokens, stamp, full at
         self._clients: dict[str, ClientRecord] = {}
 
     async def start(self) -> None:
@@ -128,16 +129,27 @@ class MemoryClusterState:
 
     async def take_token(self, key: str, rate: float, burst: int, cost: int = 1) -> float:
         now = time.monotonic()
-        if len(self._buckets) > 100_000:
-            self._buckets.clear()
-        tokens, stamp = self._buckets.get(key, (float(burst), now))
+        if key not in self._buckets and len(self._buckets) >= MAX_BUCKETS:
+            self._forget_buckets(now)
+        tokens, stamp, _ = self._buckets.get(key, (float(burst), now, now))
         tokens = min(float(burst), tokens + (now - stamp) * rate)
         need = min(cost, burst)
+        wait = 0.0
         if tokens >= need:
-            self._buckets[key] = (tokens - cost, now)
-            return 0.0
-        self._buckets[key] = (tokens, now)
-        return (need - tokens) / rate
+            tokens -= cost
+        else:
+            wait = (need - tokens) / rate
+        self._buckets[key] = (tokens, now, now + (burst - tokens) / rate)
+        return wait
+
+    def _forget_buckets(self, now: float) -> None:
+        """Make room for a new bucket: drop the full ones (they limit nobody), else those that
+        fill up soonest. Never all at once: that would lift everyone's limits, debts included."""
+        self._buckets = {k: v for k, v in self._buckets.items() if v[2] > now}
+        room = MAX_BUCKETS // 2  # each pass frees half the bound: its cost spreads over as many
+        if len(self._buckets) > room:
+            kept = sorted(self._buckets.items(), key=lambda item: item[1][2])
+            self._buckets = dict(kept[-room:])
 
     async def register_client(self, record: ClientRecord) -> None:
         self._clients[record["client_id"]] = record

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from ssehub.auth import Principal, covers, principal_from_claims
 from ssehub.channels import matches
-from ssehub.cluster import MemoryClusterState
+from ssehub.cluster import MAX_BUCKETS, MemoryClusterState
 from ssehub.errors import Unauthorized
 
 
@@ -113,3 +113,13 @@ async def test_memory_cluster_slots_tickets_and_buckets() -> None:
     assert await cluster.take_token("k", 1.0, 2) == 0.0
     wait = await cluster.take_token("k", 1.0, 2)
     assert 0.0 < wait <= 1.0
+
+
+async def test_memory_cluster_flood_of_new_callers_keeps_a_limited_callers_bucket() -> None:
+    """Past the bucket bound, forgetting buckets must not lift a limit still in force: before,
+    100,001 buckets (one per address of a flood) cleared all of them, debts included."""
+    cluster = MemoryClusterState()
+    assert await cluster.take_token("publish:user:a", 1.0, 5, cost=50) == 0.0  # 45 in debt
+    for n in range(MAX_BUCKETS + 10):
+        await cluster.take_token(f"stream:ip:10.{n}", 5.0, 20)  # each bucket fills in 0.2 s
+    assert await cluster.take_token("publish:user:a", 1.0, 5) > 40
