@@ -120,6 +120,7 @@ def create_app(
         heartbeat_seconds=settings.heartbeat_seconds,
         retry_ms=settings.retry_ms,
         idle_timeout_seconds=settings.client_timeout_seconds,
+        max_resume_events=settings.max_resume_events,
     )
     gate = Gate(settings, cluster, hub)
     chat = ChatService.from_settings(settings, hub, gate)

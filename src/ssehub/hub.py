@@ -51,6 +51,7 @@ class Hub:
         heartbeat_seconds: float = 30.0,
         retry_ms: int | None = 3000,
         idle_timeout_seconds: float = 0.0,
+        max_resume_events: int | None = None,
         metrics: Metrics | None = None,
     ) -> None:
         self.broker = broker
@@ -59,6 +60,7 @@ class Hub:
         self.heartbeat_seconds = heartbeat_seconds
         self.retry_ms = retry_ms
         self.idle_timeout_seconds = idle_timeout_seconds
+        self.max_resume_events = max_resume_events
         self.stats = HubStats()
         self.connections: dict[str, Connection] = {}
         self._exact: dict[str, set[Connection]] = {}
@@ -154,7 +156,7 @@ class Hub:
         await self._attach(conn)  # returns once the broker delivers the channels' events here
         if resuming:
             after = last_event_id
-            history = await self.broker.history(conn.selector, after)  # type: ignore[arg-type]
+            history = await self._resume(conn, after)  # type: ignore[arg-type]
         else:
             # Every event newer than the head arrives live and is held: nothing to read back.
             after = await self.broker.head()
@@ -201,6 +203,16 @@ class Hub:
                 conn.messages_sent += 1
             upto = max(upto, event.seq)
         conn.go_live(upto)
+
+    async def _resume(self, conn: Connection, after: str) -> History:
+        """What the broker kept after ``after``; a gap when that is more than one resume may
+        replay (``max_resume_events``): the client starts over at the head, told by ``reset``."""
+        budget = self.max_resume_events
+        limit = None if budget is None else budget + 1
+        history = await self.broker.history(conn.selector, after, limit=limit)
+        if budget is not None and len(history.events) > budget:
+            return History(gap=True)
+        return history
 
     def _indexes(self, conn: Connection) -> tuple[tuple[dict[str, set[Connection]], Any], ...]:
         """The two indexes (channels, patterns), each with the names ``conn`` is filed under."""

@@ -91,6 +91,12 @@ class Settings(BaseSettings):
         description="Kept channels one pattern resume may examine; past it the stream gets "
         "`reset` and starts at the head.",
     )
+    max_resume_events: int = Field(
+        10000,
+        ge=1,
+        description="Most kept events one resume replays; past it the stream gets `reset` and "
+        "starts at the head.",
+    )
     max_header_bytes: int = Field(
         32 * 1024, ge=1024, description="Largest request head (line and headers); larger get 431."
     )

@@ -89,6 +89,36 @@ async def test_resume_beyond_the_channel_budget_gets_a_reset(client: httpx.Async
             assert [e.event for e in many.events] == ["connected", "reset"]
 
 
+@pytest.mark.parametrize("backplane", ["memory", "redis"])
+async def test_resume_beyond_the_event_budget_gets_a_reset(
+    client: httpx.AsyncClient, backplane: str
+) -> None:
+    """A resume replays at most ``max_resume_events``: before, one resume from an old id over a
+    full history merged and framed every kept event on the loop (405,000 events: 1.1 s, 17 MB
+    queued on one stream), and a client could repeat it at its stream rate."""
+    options: dict[str, object] = {"max_resume_events": 100}
+    if backplane == "redis":
+        options |= {"broker_url": shared_redis_url(), "redis_prefix": unique_prefix()}
+    async with running_hub(hub_settings(**options)) as hub:
+        first = await publish(client, hub.url, "q:0", 0)
+        resume = {"Last-Event-ID": first["id"]}
+        items = [{"channel": f"r:{i % 3}", "data": i} for i in range(100)]
+        assert (await client.post(f"{hub.url}/api/v1/publish", json=items)).status_code == 200
+        base = f"{hub.url}/api/v1/sse/stream"
+        async with open_stream(client, f"{base}/{quoted('r:*')}", headers=resume) as within:
+            await within.wait_count(100)
+            assert within.data == [str(i) for i in range(100)] and not within.of_type("reset")
+        await publish(client, hub.url, "r:0", 100)  # one past the budget
+        async with open_stream(client, f"{base}/{quoted('r:*')}", headers=resume) as beyond:
+            await beyond.wait_for(lambda r: r.of_type("reset"))
+            await publish(client, hub.url, "r:1", "live")
+            await beyond.wait_count(2)  # the reset, then the live event
+            assert [e.event for e in beyond.events] == ["connected", "reset", "message"]
+            assert beyond.data[1:] == ["live"]  # from the head on, nothing replayed
+    if backplane == "redis":
+        delete_prefix(shared_redis_url(), str(options["redis_prefix"]))
+
+
 def status_and_error(data: bytes) -> tuple[int, str]:
     head, _, body = data.partition(b"\r\n\r\n")
     status = int(head.split(b" ", 2)[1])

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import itertools
 import math
 import secrets
 import time
 from collections import OrderedDict, deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from ..background import stop_task
@@ -139,7 +141,7 @@ class MemoryBroker:
         ):
             # A channel this stream may cover expired whole after ``after``: maybe missed events.
             result.gap = True
-        result.events = list(heapq.merge(*streams, key=lambda e: e.seq))[:limit]
+        result.events = list(itertools.islice(heapq.merge(*streams, key=lambda e: e.seq), limit))
         return result
 
     async def recent(self, selector: Selector, *, limit: int) -> list[Event]:
@@ -252,12 +254,14 @@ class MemoryBroker:
             self._idempotent_hit("")
 
 
-def _newer(events: deque[Event], seq: int) -> list[Event]:
-    """The kept events after ``seq``, read back from the newest (seq order, oldest first)."""
-    newer = []
-    for event in reversed(events):
-        if event.seq <= seq:
-            break
-        newer.append(event)
-    newer.reverse()
-    return newer
+def _newer(events: deque[Event], seq: int) -> Iterator[Event]:
+    """The kept events after ``seq``, oldest first, read lazily: a limited merge of many
+    channels takes only what it needs (the start is found by bisection, events are in seq order)."""
+    low, high = 0, len(events)
+    while low < high:
+        middle = (low + high) // 2
+        if events[middle].seq <= seq:
+            low = middle + 1
+        else:
+            high = middle
+    return (events[index] for index in range(low, len(events)))

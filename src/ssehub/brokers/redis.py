@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import heapq
+import itertools
 import logging
 import secrets
 import time
@@ -504,7 +505,7 @@ class RedisBroker:
         if forgotten > after_seq and (selector.patterns or unknown):
             # A channel this stream may cover was forgotten whole after ``after``.
             result.gap = True
-        result.events = list(heapq.merge(*streams, key=lambda e: e.seq))[:limit]
+        result.events = list(itertools.islice(heapq.merge(*streams, key=lambda e: e.seq), limit))
         return result
 
     async def _replay_epoch(self, selector: Selector, limit: int | None) -> History:
