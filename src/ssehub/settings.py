@@ -174,6 +174,10 @@ class Settings(BaseSettings):
     conversation_burst_per_user: int = Field(
         20, ge=1, description="Burst of conversations created per user."
     )
+    stage_rate_per_user: float = Field(
+        2.0, ge=0, description="Stage runs started/s per user (each may call a model); 0=off."
+    )
+    stage_burst_per_user: int = Field(30, ge=1, description="Burst of stage runs per user.")
     max_answers_per_user: int = Field(
         3, ge=1, description="Chat answers one user may have streaming at once."
     )

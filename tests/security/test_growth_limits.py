@@ -99,6 +99,26 @@ async def test_ticket_creation_is_rate_limited_per_user(client: httpx.AsyncClien
         assert other.status_code == 201
 
 
+async def test_stage_runs_are_rate_limited_per_user(client: httpx.AsyncClient) -> None:
+    """Each stage run may call a model: before, one user started runs without any limit."""
+    settings = jwt_settings(stage_rate_per_user=0.01, stage_burst_per_user=3)
+    body = {"stage_name": "rewrite", "input_data": {"pace": 0}}
+    rights = ["ai_story:project:42:*"]
+    ann = bearer(hs256("ann", publish=rights, subscribe=rights))
+    async with running_hub(settings) as hub:
+        url = f"{hub.url}/api/v1/projects/42/execute_stage/"
+        answers = [await client.post(url, json=body, headers=ann) for _ in range(4)]
+        assert [r.status_code for r in answers] == [200, 200, 200, 429]
+        expect_rate_limited(answers[3])
+        async with client.stream(
+            "POST", f"{url}stream/", json=body, headers=ann
+        ) as streamed:  # the POST-stream variant starts a run too
+            await streamed.aread()
+        expect_rate_limited(streamed)
+        ben = bearer(hs256("ben", publish=rights))
+        assert (await client.post(url, json=body, headers=ben)).status_code == 200
+
+
 async def test_conversation_creation_is_rate_limited_per_user(
     db: dict[str, Any], client: httpx.AsyncClient
 ) -> None:

@@ -29,6 +29,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "Missing or invalid credentials."},
     403: {"description": "No right to the project's stage channels."},
     404: {"description": "Unknown stage or task."},
+    429: {"description": "Stage runs started too fast by this user or address (Retry-After)."},
 }
 
 
@@ -132,11 +133,13 @@ async def project_stream_authenticated(
 
 @router.post("/projects/{project_id}/execute_stage/", responses=ERRORS)
 async def execute_stage(
+    request: Request,
     project_id: str,
     body: ExecuteStage,
     settings: Settings = Depends(get_settings),
     principal: Principal = Depends(get_principal),
     tasks: TaskManager = Depends(get_tasks),
+    gate: Gate = Depends(get_gate),
 ) -> StageStarted:
     """Run a registered stage; its messages stream on the returned channel."""
     spec = get_stage(body.stage_name)
@@ -144,6 +147,7 @@ async def execute_stage(
         messages.stage_channel(project_id, spec.name, settings.stage_channel_prefix)
     )
     require_publish(principal, channel)
+    await gate.check_rate("stage", principal, client_ip(request))
     info = await tasks.submit(project_id, spec, body.input_data)
     return started(info)
 
@@ -199,6 +203,7 @@ async def execute_stage_stream(
         user_id=principal.user_id,
         info={"ip": ip, "user_agent": request.headers.get("user-agent", "")},
     )
+    await gate.check_rate("stage", principal, ip)
     await gate.check_rate("stream", principal, ip)
     await gate.admit(conn, principal)
 
