@@ -27,6 +27,7 @@ from .gate import Gate
 from .hub import Hub
 from .observability import install_observability
 from .routes import admin, conversations, health, presence, projects, publish, streams, tickets, ui
+from .routes import aisdk
 from .runs import create_runs, publish_event
 from .settings import Settings
 from .stream import AbortedStreamFilter
@@ -151,6 +152,7 @@ def create_app(
     install_observability(app)
     for module in (streams, publish, health, tickets, admin, presence, conversations, projects):
         app.include_router(module.router)
+    app.include_router(aisdk.router)  # chat in the AI SDK's UI message stream protocol
     ui.mount(app)
     return app
 
