@@ -3,6 +3,7 @@ from them: installed on first use with ``npm ci``, bundled by esbuild only when 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -10,7 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Page
+from playwright.async_api import Page, Request, Route
 
 PACKAGES = Path(__file__).resolve().parent / "e2e" / "protocols"
 NODE_MODULES = PACKAGES / "node_modules"
@@ -61,10 +62,13 @@ def build_page(source: str) -> Path:
 
 async def serve_page(page: Page, base: str, bundle: Path, path: str = "/test-app") -> str:
     """Serve ``bundle`` at ``base + path`` (same origin as the hub) and return that URL."""
-    html = f'<!doctype html><meta charset="utf-8"><div id="root"></div><script type="module" src="{path}.js"></script>'
-    script = bundle.read_bytes()
+    html = (
+        '<!doctype html><meta charset="utf-8"><div id="root"></div>'
+        f'<script type="module" src="{path}.js"></script>'
+    )
+    script = await asyncio.to_thread(bundle.read_bytes)
 
-    async def fulfil(route, request) -> None:  # type: ignore[no-untyped-def]
+    async def fulfil(route: Route, request: Request) -> None:
         if request.url.split("?")[0].endswith(".js"):
             await route.fulfill(body=script, content_type="text/javascript")
         else:

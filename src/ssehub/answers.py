@@ -122,6 +122,7 @@ class AnswerSpan:
     """Where one answer's events are in history: before its newest one, and how it ended."""
 
     message_id: int
+    newest_id: str  # id of the newest kept event of the answer
     before_newest: str  # resume position just before the newest kept event of the answer
     before_first: str  # just before the oldest kept one (its start while history keeps it)
     ended: bool
@@ -151,7 +152,9 @@ async def locate_answer(
         ended = ended or event.event in ENDS
     if newest is None or oldest is None or message_id is None:
         return None
-    return AnswerSpan(message_id, position_before(newest), position_before(oldest), ended)
+    return AnswerSpan(
+        message_id, newest.id, position_before(newest), position_before(oldest), ended
+    )
 
 
 def position_before(event: Event) -> str:

@@ -26,8 +26,19 @@ from .errors import HubError, error_response, hub_error_response
 from .gate import Gate
 from .hub import Hub
 from .observability import install_observability
-from .routes import admin, conversations, health, presence, projects, publish, streams, tickets, ui
-from .routes import aisdk
+from .routes import (
+    admin,
+    agui,
+    aisdk,
+    conversations,
+    health,
+    presence,
+    projects,
+    publish,
+    streams,
+    tickets,
+    ui,
+)
 from .runs import create_runs, publish_event
 from .settings import Settings
 from .stream import AbortedStreamFilter
@@ -153,6 +164,7 @@ def create_app(
     for module in (streams, publish, health, tickets, admin, presence, conversations, projects):
         app.include_router(module.router)
     app.include_router(aisdk.router)  # chat in the AI SDK's UI message stream protocol
+    app.include_router(agui.router)  # chat answers as AG-UI agents
     ui.mount(app)
     return app
 

@@ -77,7 +77,11 @@ class RelayResponse(Response):
                     conn.wrote()
             if conn.close_reason != CLIENT_GONE:
                 await send(
-                    {"type": "http.response.body", "body": translation.closing(), "more_body": False}
+                    {
+                        "type": "http.response.body",
+                        "body": translation.closing(),
+                        "more_body": False,
+                    }
                 )
         finally:
             watcher.cancel()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -54,10 +53,8 @@ async def assistant_texts(page: Page) -> list[str]:
 
 async def wait_text(page: Page, minimum: int = 1) -> None:
     """Until the assistant's message has at least ``minimum`` characters."""
-    await page.wait_for_function(
-        f"[...document.querySelectorAll('{ASSISTANT}')].some(e => e.textContent.length >= {minimum})",
-        timeout=20_000,
-    )
+    lengths = f"[...document.querySelectorAll('{ASSISTANT}')].map(e => e.textContent.length)"
+    await page.wait_for_function(f"{lengths}.some(n => n >= {minimum})", timeout=20_000)
 
 
 async def wait_ready(page: Page) -> None:

@@ -61,7 +61,7 @@ class ChatRequest(BaseModel):
     messages: list[UIMessage] = Field(default_factory=list, max_length=10_000)
     message: UIMessage | None = None
     trigger: Literal["submit-message", "regenerate-message"] = "submit-message"
-    messageId: str | None = Field(None, max_length=200)  # noqa: N815 (the SDK's field name)
+    messageId: str | None = Field(None, max_length=200)  # the SDK spells it so
 
     model_config = ConfigDict(extra="allow")
 
@@ -146,9 +146,7 @@ async def chat_endpoint(
     return RelayResponse(conn, translation, closer=closer, headers=UI_MESSAGE_STREAM_HEADERS)
 
 
-@router.get(
-    "/{chat_id}/stream", responses={**ERRORS, **STREAM_RESPONSE}, response_model=None
-)
+@router.get("/{chat_id}/stream", responses={**ERRORS, **STREAM_RESPONSE}, response_model=None)
 async def resume_stream(
     chat_id: str,
     request: Request,
