@@ -26,19 +26,8 @@ from .errors import HubError, error_response, hub_error_response
 from .gate import Gate
 from .hub import Hub
 from .observability import install_observability
-from .routes import (
-    admin,
-    agui,
-    aisdk,
-    conversations,
-    health,
-    presence,
-    projects,
-    publish,
-    streams,
-    tickets,
-    ui,
-)
+from .routes import admin, conversations, health, presence, projects, publish, streams, tickets, ui
+from .routes.protocols import mount as mount_protocols
 from .runs import create_runs, publish_event
 from .settings import Settings
 from .stream import AbortedStreamFilter
@@ -163,8 +152,7 @@ def create_app(
     install_observability(app)
     for module in (streams, publish, health, tickets, admin, presence, conversations, projects):
         app.include_router(module.router)
-    app.include_router(aisdk.router)  # chat in the AI SDK's UI message stream protocol
-    app.include_router(agui.router)  # chat answers as AG-UI agents
+    mount_protocols(app)  # the AI SDK's useChat and AG-UI over chat and runs
     ui.mount(app)
     return app
 

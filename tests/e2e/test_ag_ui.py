@@ -15,6 +15,9 @@ import httpx
 from harness import running_hub
 from protocol_support import ensure_packages, run_node
 from ssehub.settings import Settings
+from ssehub.tasks.builtin import words
+
+STAGE_INPUT = {"text": "one two three four five six", "tokens": 40}  # as in agui.mjs
 
 
 async def stored_answer(client: httpx.AsyncClient, base: str, thread_id: str) -> dict[str, Any]:
@@ -22,7 +25,9 @@ async def stored_answer(client: httpx.AsyncClient, base: str, thread_id: str) ->
     return detail["messages"][-1]  # type: ignore[no-any-return]
 
 
-async def test_http_agent_runs_reconnects_joins_late_and_is_cancelled(tmp_path: Path) -> None:
+async def test_http_agent_on_chat_and_stages_runs_reconnects_joins_late_and_cancels(
+    tmp_path: Path,
+) -> None:
     ensure_packages()
     settings = Settings(  # type: ignore[call-arg]
         _env_file=None,
@@ -62,3 +67,41 @@ async def test_http_agent_runs_reconnects_joins_late_and_is_cancelled(tmp_path: 
         assert stopped["outcome"] == {"type": "cancelled"}
         assert stopped["texts"] == [answer["content"]]
         assert not hub.app.state.chat.turns
+
+        stage_runs(result, await task_state(client, hub.url, result["stageCancelled"]["taskId"]))
+
+
+async def task_state(client: httpx.AsyncClient, base: str, task_id: str) -> str:
+    return (await client.get(f"{base}/api/v1/tasks/{task_id}")).json()["status"]  # type: ignore[no-any-return]
+
+
+def stage_runs(result: Any, cancelled_task: str) -> None:
+    """The stage agent: a step with state deltas and a text message; joins and a cancel."""
+    full = result["stage"]
+    assert full["types"][:3] == ["RUN_STARTED", "STEP_STARTED", "STATE_SNAPSHOT"]
+    assert "STATE_DELTA" in full["types"]
+    assert full["types"][-3:] == ["TEXT_MESSAGE_END", "STEP_FINISHED", "RUN_FINISHED"]
+    assert full["text"] == "".join(words({**STAGE_INPUT, "tokens": 10}))
+    assert full["state"] == {
+        "stage": "rewrite",
+        "status": "completed",
+        "progress": 100,
+        "message": "done",
+    }
+
+    joined, text = result["stageJoin"], "".join(words(STAGE_INPUT))
+    assert joined["lateTypes"][:4] == [
+        "RUN_STARTED",
+        "STEP_STARTED",
+        "STATE_SNAPSHOT",
+        "TEXT_MESSAGE_START",
+    ]
+    assert joined["lateText"] == text  # the snapshot's text so far, then the live tail
+    assert joined["lateState"]["status"] == "completed"
+    assert joined["againText"] == text  # reconnected after its last id: each token once
+    assert joined["againTypes"][-1] == "RUN_FINISHED"
+
+    stopped = result["stageCancelled"]
+    assert stopped["outcome"] == {"type": "cancelled"}
+    assert text.startswith(stopped["text"]) and stopped["text"] != text
+    assert cancelled_task == "cancelled"

@@ -97,10 +97,71 @@ async function cancelled() {
   return { threadId, types: seen.types, texts: assistantText(client), outcome };
 }
 
+// Stage runs: the built-in `rewrite` stage streams `tokens` words, `pace` seconds apart.
+const STAGE_INPUT = { text: 'one two three four five six', tokens: 40, pace: 0.05 };
+const stageUrl = (project) => `${HUB}/api/v1/ag-ui/stages/${project}/rewrite`;
+const textOf = (client) => client.messages.map((m) => m.content).join('');
+const stateOf = (client) => client.state;
+
+async function stageFull() {
+  const project = newId();
+  const { client, seen } = agent(stageUrl(project), newId());
+  await client.runAgent({ runId: newId(), forwardedProps: { ...STAGE_INPUT, tokens: 10, pace: 0 } });
+  return { project, types: seen.types, text: textOf(client), state: stateOf(client) };
+}
+
+async function stageReconnectAndJoin() {
+  const project = newId();
+  const runner = agent(stageUrl(project), newId());
+  let taskId;
+  runner.client.subscribe({ onRunStartedEvent: ({ event }) => void (taskId = event.metadata?.task_id) });
+  const running = runner.client.runAgent({ runId: newId(), forwardedProps: STAGE_INPUT });
+  await until(() => contents(runner.seen) >= 5, 'five tokens');
+  const late = agent(`${stageUrl(project)}/join`, newId());
+  const joining = late.client.runAgent({ runId: newId() });
+  await until(() => contents(late.seen) >= 2, 'the late joiner\'s tokens');
+  runner.client.abortRun();
+  await running.catch(() => {});
+  const again = agent(stageUrl(project), runner.client.threadId, {
+    initialMessages: runner.client.messages,
+    headers: { 'Last-Event-ID': runner.seen.ids.at(-1) },
+  });
+  await again.client.runAgent({ runId: newId() });
+  await joining;
+  return {
+    project,
+    taskId,
+    lateTypes: late.seen.types,
+    lateText: textOf(late.client),
+    lateState: stateOf(late.client),
+    againTypes: again.seen.types,
+    againText: textOf(again.client),
+  };
+}
+
+async function stageCancelled() {
+  const project = newId();
+  const { client, seen } = agent(stageUrl(project), newId());
+  let taskId;
+  let outcome;
+  client.subscribe({
+    onRunStartedEvent: ({ event }) => void (taskId = event.metadata?.task_id),
+    onRunFinishedEvent: ({ event }) => void (outcome = event.outcome),
+  });
+  const running = client.runAgent({ runId: newId(), forwardedProps: STAGE_INPUT });
+  await until(() => contents(seen) >= 2, 'two tokens');
+  await fetch(`${HUB}/api/v1/tasks/${taskId}/cancel`, { method: 'POST' });
+  await running;
+  return { project, taskId, types: seen.types, outcome, text: textOf(client) };
+}
+
 const result = {
   full: await fullRun(),
   reconnect: await reconnect(),
   late: await lateJoin(),
   cancelled: await cancelled(),
+  stage: await stageFull(),
+  stageJoin: await stageReconnectAndJoin(),
+  stageCancelled: await stageCancelled(),
 };
 console.log(JSON.stringify(result));
