@@ -5,7 +5,8 @@ round, sends one message through each of: ssehub's ``POST .../messages/stream``,
 conversation stream (``GET .../stream`` open, then ``POST .../messages``), the AI SDK endpoint
 and the AG-UI chat agent; each on a fresh conversation created before the clock starts. The
 time runs from sending the request to reading the first text (first ``ai_response_chunk``,
-``text-delta`` or ``TEXT_MESSAGE_CONTENT``). Prints a JSON line per protocol (median, p90, max in ms).
+``text-delta`` or ``TEXT_MESSAGE_CONTENT``). Prints a JSON line per protocol (median, p90, max
+in ms).
 
     python bench/protocols_ttft.py --rounds 100
 """
