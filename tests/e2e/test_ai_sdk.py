@@ -51,10 +51,10 @@ async def assistant_texts(page: Page) -> list[str]:
     return await page.locator(ASSISTANT).all_inner_texts()
 
 
-async def wait_text(page: Page, minimum: int = 1) -> None:
-    """Until the assistant's message has at least ``minimum`` characters."""
-    lengths = f"[...document.querySelectorAll('{ASSISTANT}')].map(e => e.textContent.length)"
-    await page.wait_for_function(f"{lengths}.some(n => n >= {minimum})", timeout=20_000)
+async def wait_text(page: Page, minimum: int = 1, answer: int = 1) -> None:
+    """Until assistant message number ``answer`` has at least ``minimum`` characters."""
+    nth = f"document.querySelectorAll('{ASSISTANT}')[{answer - 1}]"
+    await page.wait_for_function(f"{nth}?.textContent.length >= {minimum}", timeout=20_000)
 
 
 async def wait_ready(page: Page) -> None:
@@ -125,7 +125,7 @@ async def test_stop_reaches_the_model_also_on_a_resumed_stream(
         assert not hub.app.state.chat.turns  # the model call ended
 
         await page.evaluate("void chat.send('stop me after a reload')")
-        await wait_text(page, 10)
+        await wait_text(page, 10, answer=2)
         await page.reload()
         await page.wait_for_function("window.chat !== undefined", timeout=15_000)
         await page.wait_for_selector('#status[data-status="streaming"]', timeout=15_000)
@@ -148,6 +148,7 @@ def two_hub_processes(tmp_path: Path) -> Any:
         "SSEHUB_REDIS_PREFIX": prefix,
         "SSEHUB_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'chat.db'}",
         "SSEHUB_DEMO_PACE_SECONDS": "0.08",
+        "SSEHUB_CHAT_CHECKPOINT_SECONDS": "0.3",
     }
     first = start_hub_process(tmp_path, env)
     second = None
@@ -176,3 +177,13 @@ async def test_reload_lands_on_another_hub_process_over_redis(
         shown = await assistant_texts(page)
         assert shown == [stored["content"]]
         assert shown[0].count(LABEL) == 1
+
+        # Stop on the other process: the answering one ends the model call at its checkpoint.
+        await open_chat(page, runner.url, chat_bundle, chat_id)
+        await page.evaluate("void chat.send('stopped from the other process')")
+        await wait_text(page, 20, answer=2)
+        await open_chat(page, other.url, chat_bundle, chat_id)
+        await wait_text(page, 20, answer=2)  # resumed there
+        await page.evaluate("void chat.stop()")
+        stopped = await stored_answer(runner.url, chat_id, status="cancelled")
+        assert "instead." not in stopped["content"]
