@@ -18,6 +18,7 @@ from .brokers.base import format_id, parse_id
 from .channels import Selector
 from .event import Event
 from .parser import ServerSentEvent
+from .relay import Translation
 
 START = "ai_response_start"
 CHUNK = "ai_response_chunk"
@@ -59,20 +60,31 @@ def event_data(data: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-class AnswerFollower:
+class AnswerFollower(Translation):
     """Feeds one answer's hub events to ``steps``; other answers' events are skipped.
 
     ``joined``: the client already holds the text up to where its stream starts (a reconnect
     with an event id), so the first chunk adds only its own delta; otherwise a stream starting
-    mid-answer opens with the whole text so far.
+    mid-answer opens with the whole text so far. ``terminator`` ends the protocol's stream.
     """
 
-    def __init__(self, steps: AnswerSteps, message_id: int | None, *, joined: bool = False):
+    def __init__(
+        self,
+        steps: AnswerSteps,
+        message_id: int | None,
+        *,
+        joined: bool = False,
+        terminator: bytes = b"",
+    ) -> None:
         self.steps = steps
         self.message_id = message_id
         self.joined = joined
+        self.terminator = terminator
         self.open = False
         self.done = False
+
+    def closing(self) -> bytes:
+        return self.terminator
 
     def feed(self, event: ServerSentEvent) -> list[bytes]:
         """The protocol frames for one hub event."""

@@ -23,9 +23,9 @@ ENDED = "protocol_stream_ended"
 
 
 class Translation:
-    """What a relay turns each hub event into, and whether the protocol stream is complete."""
+    """What a relay turns each hub event into; ``done`` once the protocol's stream is complete."""
 
-    done: bool = False
+    done = False
 
     def feed(self, event: ServerSentEvent) -> list[bytes]:
         """The frames for one hub event."""

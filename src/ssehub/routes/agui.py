@@ -37,8 +37,7 @@ from ..chat import ChatService
 from ..errors import BadRequest, Conflict
 from ..event import validate_field
 from ..hub import Hub
-from ..parser import ServerSentEvent
-from ..relay import RelayResponse, Translation, fixed_response
+from ..relay import RelayResponse, fixed_response
 from ..settings import Settings
 from ..store import CANCELLED, COMPLETE, STREAMING, Conversation
 from .aisdk import ui_message_id
@@ -110,20 +109,6 @@ class RunSteps:
         return [frame(finished, event_id)]
 
 
-class AgentRun(Translation):
-    """One answer's hub events as an AG-UI event stream."""
-
-    def __init__(self, steps: RunSteps, message_id: int | None, *, joined: bool = False):
-        self.follower = AnswerFollower(steps, message_id, joined=joined)
-
-    @property
-    def done(self) -> bool:  # type: ignore[override]
-        return self.follower.done
-
-    def feed(self, event: ServerSentEvent) -> list[bytes]:
-        return self.follower.feed(event)
-
-
 def new_message_text(body: RunAgentInput, settings: Settings) -> str:
     """The text of the input's last message, which must be the user's."""
     last = body.messages[-1] if body.messages else None
@@ -152,7 +137,7 @@ async def run_chat(
     conversation = await thread_conversation(chat, body.thread_id, principal, create=True)
     content = new_message_text(body, settings)
     conn, closer, turn = await answer_stream(chat, hub, settings, conversation, content, principal)
-    translation = AgentRun(RunSteps(body), turn.message_id)
+    translation = AnswerFollower(RunSteps(body), turn.message_id)
     return RelayResponse(conn, translation, closer=closer)
 
 
@@ -180,13 +165,13 @@ async def join_chat(
         if span.ended and not before(last_id, span.newest_id):
             return await ended_run(chat, body, span.message_id, last_id)
         conn, closer = await join_stream(request, hub, settings, principal, conversation, last_id)
-        translation = AgentRun(RunSteps(body), span.message_id, joined=True)
+        translation = AnswerFollower(RunSteps(body), span.message_id, joined=True)
         return RelayResponse(conn, translation, closer=closer)
     snapshot = await earlier_messages(chat, conversation, span.message_id)
     conn, closer = await join_stream(
         request, hub, settings, principal, conversation, span.before_newest
     )
-    translation = AgentRun(RunSteps(body, snapshot=snapshot), span.message_id)
+    translation = AnswerFollower(RunSteps(body, snapshot=snapshot), span.message_id)
     return RelayResponse(conn, translation, closer=closer)
 
 

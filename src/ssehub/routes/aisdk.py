@@ -20,10 +20,8 @@ from ..auth import Principal
 from ..chat import ChatService
 from ..errors import BadRequest
 from ..hub import Hub
-from ..parser import ServerSentEvent
-from ..relay import RelayResponse, Translation
+from ..relay import RelayResponse
 from ..settings import Settings
-from ..store import STREAMING
 from .answer_streams import (
     answer_stream,
     find_answer,
@@ -111,21 +109,9 @@ class UIMessageSteps:
         return out
 
 
-class UIMessageStream(Translation):
+def ui_message_stream(message_id: int | None) -> AnswerFollower:
     """One answer's hub events as a UI message stream, ended by ``[DONE]``."""
-
-    def __init__(self, message_id: int | None) -> None:
-        self.follower = AnswerFollower(UIMessageSteps(), message_id)
-
-    @property
-    def done(self) -> bool:  # type: ignore[override]
-        return self.follower.done
-
-    def feed(self, event: ServerSentEvent) -> list[bytes]:
-        return self.follower.feed(event)
-
-    def closing(self) -> bytes:
-        return DONE
+    return AnswerFollower(UIMessageSteps(), message_id, terminator=DONE)
 
 
 @router.post("", responses={**ERRORS, 200: STREAM_RESPONSE[200]}, response_model=None)
@@ -142,7 +128,7 @@ async def chat_endpoint(
     content = prompt_text(body.user_message().parts, settings)
     conversation = await thread_conversation(chat, body.id, principal, create=True)
     conn, closer, turn = await answer_stream(chat, hub, settings, conversation, content, principal)
-    translation = UIMessageStream(turn.message_id)
+    translation = ui_message_stream(turn.message_id)
     return RelayResponse(conn, translation, closer=closer, headers=UI_MESSAGE_STREAM_HEADERS)
 
 
@@ -171,17 +157,14 @@ async def resume_stream(
             return Response(status_code=204)
         wanted = running.id
     span = await find_answer(hub, settings, conversation, wanted)
-    if span is None:
-        stored = await chat.store.get_message(wanted)
-        if stored is None or stored.conversation_id != conversation.id or answer is not None:
-            return Response(status_code=204)
-        if stored.status != STREAMING:
-            return Response(status_code=204)
-        position = await hub.broker.head()  # not published yet: everything arrives live
-    else:
+    if span is not None:
         position = span.before_newest
+    elif answer is None:
+        position = await hub.broker.head()  # running, nothing published yet: all of it is live
+    else:
+        return Response(status_code=204)
     conn, closer = await join_stream(request, hub, settings, principal, conversation, position)
-    translation = UIMessageStream(wanted)
+    translation = ui_message_stream(wanted)
     return RelayResponse(conn, translation, closer=closer, headers=UI_MESSAGE_STREAM_HEADERS)
 
 
