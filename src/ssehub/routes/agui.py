@@ -42,13 +42,12 @@ from ..settings import Settings
 from ..store import CANCELLED, COMPLETE, STREAMING, Conversation
 from .aisdk import ui_message_id
 from .answer_streams import (
-    answer_stream,
     find_answer,
     join_stream,
     prompt_text,
     thread_conversation,
 )
-from .conversations import ERRORS, get_chat
+from .conversations import ERRORS, answer_stream, get_chat
 from .deps import get_hub, get_principal, get_settings
 from .streams import resume_id
 

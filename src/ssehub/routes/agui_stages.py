@@ -37,6 +37,7 @@ from ..parser import ServerSentEvent
 from ..relay import RelayResponse, Translation, fixed_response
 from ..runs import RunState
 from ..settings import Settings
+from ..stream import EventStreamResponse
 from ..tasks import TaskManager, get_stage
 from .agui import RESPONSES, before, frame
 from .deps import get_hub, get_principal, get_settings
@@ -168,11 +169,26 @@ def stage_input(body: RunAgentInput) -> dict[str, Any]:
     return props if isinstance(props, dict) else {}
 
 
-def reader(principal: Principal, settings: Settings, channel: str) -> Principal:
-    """Who reads the stage channel: anyone when project streams are anonymous, else the caller."""
+async def stage_stream(
+    request: Request,
+    hub: Hub,
+    settings: Settings,
+    principal: Principal,
+    channel: str,
+    last_event_id: str | None,
+) -> EventStreamResponse:
+    """A hub stream of the stage channel (read by anyone when project streams are anonymous)."""
     if settings.anonymous_project_streams:
-        return Principal(subscribe=(channel,))
-    return principal
+        principal = Principal(subscribe=(channel,))
+    return await open_stream(
+        request,
+        hub=hub,
+        settings=settings,
+        principal=principal,
+        names=[channel],
+        types=messages.STAGE_TYPES | {"snapshot"},
+        last_event_id=last_event_id,
+    )
 
 
 @router.post("/{project_id}/{stage_name}", responses=RESPONSES, response_model=None)
@@ -195,15 +211,8 @@ async def run_stage(
     )
     require_publish(principal, channel)
     # Listening from the head before the run opens: its first event is not missed.
-    stream = await open_stream(
-        request,
-        hub=hub,
-        settings=settings,
-        principal=reader(principal, settings, channel),
-        names=[channel],
-        types=messages.STAGE_TYPES,
-        last_event_id=await hub.broker.head(),
-    )
+    head = await hub.broker.head()
+    stream = await stage_stream(request, hub, settings, principal, channel, head)
     try:
         info = await tasks.submit(project_id, spec, stage_input(body))
     except BaseException:
@@ -240,13 +249,5 @@ async def join_stage(
             ending, {"error": error}, last_id
         )
         return fixed_response(frames, {})
-    stream = await open_stream(
-        request,
-        hub=hub,
-        settings=settings,
-        principal=reader(principal, settings, channel),
-        names=[channel],
-        types=messages.STAGE_TYPES | {"snapshot"},
-        last_event_id=last_id,
-    )
+    stream = await stage_stream(request, hub, settings, principal, channel, last_id)
     return RelayResponse(stream.conn, translation, closer=stream.closer)

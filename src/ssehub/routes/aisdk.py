@@ -23,13 +23,12 @@ from ..hub import Hub
 from ..relay import RelayResponse
 from ..settings import Settings
 from .answer_streams import (
-    answer_stream,
     find_answer,
     join_stream,
     prompt_text,
     thread_conversation,
 )
-from .conversations import ERRORS, Cancelled, get_chat
+from .conversations import ERRORS, Cancelled, answer_stream, get_chat
 from .deps import get_hub, get_principal, get_settings
 
 router = APIRouter(prefix="/api/v1/ai-sdk/chat", tags=["ai-sdk"])

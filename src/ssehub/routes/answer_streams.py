@@ -1,11 +1,11 @@
-"""What the protocol endpoints (AI SDK, AG-UI) share: a client's chat id as a conversation, the
-stream of a new answer, and a stream joining an answer already in the channel's history."""
+"""What the protocol endpoints (AI SDK, AG-UI) share: a client's chat id as a conversation and a
+stream joining an answer already in the channel's history (a new answer's stream is
+``conversations.answer_stream``)."""
 
 from __future__ import annotations
 
 import dataclasses
 import re
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -13,10 +13,9 @@ from fastapi import Request
 
 from ..answers import ANSWER_EVENTS, AnswerSpan, locate_answer
 from ..auth import Principal
-from ..channels import Selector
-from ..chat import ChatService, Turn, conversation_channel, owner_of
+from ..chat import ChatService, conversation_channel, owner_of
 from ..connection import Connection
-from ..errors import BadRequest, NotFound, Unavailable
+from ..errors import BadRequest, NotFound
 from ..hub import Hub
 from ..settings import Settings
 from ..store import Conversation, StoreUnavailable
@@ -54,34 +53,6 @@ def prompt_text(parts: list[Any], settings: Settings) -> str:
         if isinstance(part, dict) and part.get("type") == "text"
     ]
     return check_content("".join(texts), settings)
-
-
-async def answer_stream(
-    chat: ChatService,
-    hub: Hub,
-    settings: Settings,
-    conversation: Conversation,
-    content: str,
-    principal: Principal,
-) -> tuple[Connection, Closer, Turn]:
-    """Send ``content`` and return a connection that receives this answer's events directly."""
-    if hub.closing:
-        raise Unavailable("the hub is shutting down", headers={"Retry-After": "1"})
-    conn = Connection(
-        client_id=str(uuid.uuid4()),
-        selector=Selector.of([conversation_channel(conversation.id)]),
-        max_buffer=settings.subscriber_buffer,
-        user_id=principal.user_id,
-    )
-    turn = await chat.send(conversation, content, listener=conn)
-    # Known to the hub (not subscribed): heartbeats, the idle timeout and SIGTERM reach it too.
-    hub.connections[conn.client_id] = conn
-
-    async def forget() -> None:
-        turn.listeners.discard(conn)
-        await hub.detach(conn)
-
-    return conn, forget, turn
 
 
 async def find_answer(

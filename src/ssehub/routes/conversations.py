@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -13,7 +14,7 @@ from starlette.requests import HTTPConnection
 
 from ..auth import Principal
 from ..channels import Selector
-from ..chat import ChatService, conversation_channel, owner_of
+from ..chat import ChatService, Turn, conversation_channel, owner_of
 from ..connection import Connection
 from ..errors import BadRequest, Unavailable
 from ..hub import Hub
@@ -243,10 +244,23 @@ async def send_message_stream(
     The events and ids are those of the conversation's stream; the response ends with the
     answer. Closing it does not stop the answer (use ``/cancel``).
     """
-    if hub.closing:
-        raise Unavailable("the hub is shutting down", headers={"Retry-After": "1"})
     conversation = await chat.owned(conversation_id, principal)
     content = check_content(body.content, settings)
+    conn, closer, _ = await answer_stream(chat, hub, settings, conversation, content, principal)
+    return EventStreamResponse(conn, closer=closer)
+
+
+async def answer_stream(
+    chat: ChatService,
+    hub: Hub,
+    settings: Settings,
+    conversation: Conversation,
+    content: str,
+    principal: Principal,
+) -> tuple[Connection, Callable[[], Awaitable[None]], Turn]:
+    """Send ``content`` and return a connection that receives this answer's events directly."""
+    if hub.closing:
+        raise Unavailable("the hub is shutting down", headers={"Retry-After": "1"})
     conn = Connection(
         client_id=str(uuid.uuid4()),
         selector=Selector.of([conversation_channel(conversation.id)]),
@@ -261,7 +275,7 @@ async def send_message_stream(
         turn.listeners.discard(conn)
         await hub.detach(conn)
 
-    return EventStreamResponse(conn, closer=forget)
+    return conn, forget, turn
 
 
 @router.post("/{conversation_id}/cancel", responses=ERRORS)
