@@ -63,9 +63,9 @@ def event_data(data: str) -> dict[str, Any]:
 class AnswerFollower(Translation):
     """Feeds one answer's hub events to ``steps``; other answers' events are skipped.
 
-    ``joined``: the client already holds the text up to where its stream starts (a reconnect
-    with an event id), so the first chunk adds only its own delta; otherwise a stream starting
-    mid-answer opens with the whole text so far. ``terminator`` ends the protocol's stream.
+    A stream starting mid-answer opens with the whole text so far; after :meth:`reopen` (a
+    reconnect whose client holds the text up to there) only deltas follow. ``terminator`` ends
+    the protocol's stream.
     """
 
     def __init__(
@@ -73,18 +73,21 @@ class AnswerFollower(Translation):
         steps: AnswerSteps,
         message_id: int | None,
         *,
-        joined: bool = False,
         terminator: bytes = b"",
     ) -> None:
         self.steps = steps
         self.message_id = message_id
-        self.joined = joined
         self.terminator = terminator
         self.open = False
         self.done = False
 
     def closing(self) -> bytes:
         return self.terminator
+
+    def reopen(self, message_id: int, event_id: str) -> list[bytes]:
+        """Open the answer for a client that already holds its text up to ``event_id``."""
+        self.message_id, self.open = message_id, True
+        return self.steps.opened(message_id, "", event_id)
 
     def feed(self, event: ServerSentEvent) -> list[bytes]:
         """The protocol frames for one hub event."""
@@ -109,7 +112,7 @@ class AnswerFollower(Translation):
 
     def _text_before(self, kind: str, data: dict[str, Any]) -> str:
         """The text a client joining at this event lacks (all of it before this event)."""
-        if self.joined or kind == START:
+        if kind == START:
             return ""
         if kind == CHUNK:
             whole = str(data.get("accumulated_content") or "")

@@ -123,6 +123,7 @@ async def test_stop_reaches_the_model_also_on_a_resumed_stream(
         first = await stored_answer(hub.url, chat_id, status="cancelled")
         assert LABEL.startswith(first["content"].strip()[:10])
         assert not hub.app.state.chat.turns  # the model call ended
+        await wait_ready(page)  # the SDK's own stop is done too: it would abort the next send
 
         await page.evaluate("void chat.send('stop me after a reload')")
         await wait_text(page, 10, answer=2)

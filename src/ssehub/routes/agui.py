@@ -2,11 +2,11 @@
 
 ``POST /api/v1/ag-ui/chat`` runs the thread's new user message (thread id = conversation id).
 Every event carries the id of the hub event it comes from; a client that sends it back as
-``Last-Event-ID`` continues exactly: the run is re-opened (``RUN_STARTED``, the message's
-``TEXT_MESSAGE_START`` again) and only the text after that id follows. ``POST .../chat/join``
-joins the thread's running (or latest) answer late: run start, a messages snapshot, the re-opened
-message with its text so far, then the live tail. Event shapes and encoding come from
-``ag-ui-protocol``.
+``Last-Event-ID`` continues exactly: the run is re-opened at once (``RUN_STARTED``, the
+message's ``TEXT_MESSAGE_START`` again) and only the text after that id follows.
+``POST .../chat/join`` joins the thread's running (or latest) answer late: run start, a messages
+snapshot, the re-opened message with its text so far, then the live tail. Event shapes and
+encoding come from ``ag-ui-protocol``.
 """
 
 from __future__ import annotations
@@ -164,8 +164,10 @@ async def join_chat(
         if span.ended and not before(last_id, span.newest_id):
             return await ended_run(chat, body, span.message_id, last_id)
         conn, closer = await join_stream(request, hub, settings, principal, conversation, last_id)
-        translation = AnswerFollower(RunSteps(body), span.message_id, joined=True)
-        return RelayResponse(conn, translation, closer=closer)
+        translation = AnswerFollower(RunSteps(body), span.message_id)
+        # At once: the run and its message, re-opened; then only what came after that id.
+        prelude = translation.reopen(span.message_id, last_id)
+        return RelayResponse(conn, translation, closer=closer, prelude=prelude)
     snapshot = await earlier_messages(chat, conversation, span.message_id)
     conn, closer = await join_stream(
         request, hub, settings, principal, conversation, span.before_newest

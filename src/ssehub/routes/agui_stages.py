@@ -32,6 +32,7 @@ from .. import messages
 from ..answers import event_data
 from ..auth import Principal, require_publish
 from ..channels import validate_channel
+from ..errors import Conflict
 from ..hub import Hub
 from ..parser import ServerSentEvent
 from ..relay import RelayResponse, Translation, fixed_response
@@ -239,9 +240,11 @@ async def join_stage(
         messages.stage_channel(project_id, stage_name, settings.stage_channel_prefix)
     )
     run = await hub.runs.get(channel) if hub.runs else None
+    if run is None:
+        raise Conflict("this stage has no run to join: start one")
     last_id = resume_id(request, None)
     known = dataclasses.replace(run) if run is not None and last_id is not None else None
-    translation = StageRun(body, stage_name, run.run_id if run else body.run_id, known)
+    translation = StageRun(body, stage_name, run.run_id, known)
     if known is not None and known.finished and last_id and not before(last_id, known.last_id):
         ending = "done" if known.status == "done" else "error"
         error = "cancelled" if known.status == "cancelled" else known.error
@@ -250,4 +253,6 @@ async def join_stage(
         )
         return fixed_response(frames, {})
     stream = await stage_stream(request, hub, settings, principal, channel, last_id)
-    return RelayResponse(stream.conn, translation, closer=stream.closer)
+    # A reconnect is re-opened at once; a late joiner's prelude comes from the run snapshot.
+    prelude = translation.open_run(last_id) if known is not None and last_id else []
+    return RelayResponse(stream.conn, translation, closer=stream.closer, prelude=prelude)
