@@ -136,7 +136,7 @@ def start_hub_process(
         stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 60
     nodes: set[str] = set()
     while True:
         if process.poll() is not None:

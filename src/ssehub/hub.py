@@ -205,10 +205,15 @@ class Hub:
         """The two indexes (channels, patterns), each with the names ``conn`` is filed under."""
         return (self._exact, conn.selector.channels), (self._patterns, conn.selector.patterns)
 
-    async def _attach(self, conn: Connection) -> None:
+    def adopt(self, conn: Connection) -> None:
+        """Count ``conn`` as an open stream (heartbeats, idle timeout, SIGTERM, stats) without
+        subscribing it: events reach it from its owner (a chat answer on its POST response)."""
         self.connections[conn.client_id] = conn
         self.stats.total_connections += 1
         self.metrics.opened(conn)
+
+    async def _attach(self, conn: Connection) -> None:
+        self.adopt(conn)
         for index, names in self._indexes(conn):
             for name in names:
                 subs = index.get(name)

@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     idempotency_window_seconds: float = Field(
         300.0, gt=0, description="How long an Idempotency-Key returns the first publish's id."
     )
+    idempotency_max_keys: int = Field(
+        100_000, ge=1, description="Idempotency-Keys remembered at once (memory broker); oldest go."
+    )
 
     subscriber_buffer: int = Field(
         100, ge=1, description="Events buffered per subscriber before it counts as too slow."
@@ -36,6 +39,9 @@ class Settings(BaseSettings):
         30.0, ge=0, description="A `: ping` comment on every stream quiet this long; 0 disables."
     )
     retry_ms: int = Field(3000, ge=0, description="`retry:` sent to clients on connect.")
+    max_retry_ms: int = Field(
+        600_000, ge=0, description="Largest `retry` a publish may set (400 above it)."
+    )
     fast_streams: bool = Field(
         True,
         description="Write streams from the hub's dispatch on the server protocol (no task each).",
@@ -63,6 +69,11 @@ class Settings(BaseSettings):
     jwt_audience: str | None = Field(None, description="Required `aud` claim, if set.")
     jwt_issuer: str | None = Field(None, description="Required `iss` claim, if set.")
     jwt_leeway_seconds: float = Field(5.0, ge=0, description="Clock skew allowed on exp/nbf.")
+    jwt_max_lifetime_seconds: float = Field(
+        30 * 86400.0,
+        ge=0,
+        description="Longest token lifetime accepted (`exp` past now or `iat`, 401 above); 0 off.",
+    )
     token_cookie: str = Field("ssehub_token", description="Cookie that may carry the token.")
     admin_claim: str = Field(
         "admin", description="Claim granting the admin API: `true`, or a list/string with `admin`."
@@ -90,6 +101,26 @@ class Settings(BaseSettings):
     publish_burst_per_user: int = Field(500, ge=1, description="Burst of publishes per user.")
     publish_rate_per_ip: float = Field(0.0, ge=0, description="Publishes/s per IP; 0=off.")
     publish_burst_per_ip: int = Field(1000, ge=1, description="Burst of publishes per IP.")
+    publish_bytes_rate_per_user: float = Field(
+        2 * 1024 * 1024, ge=0, description="Event data characters/s per user; 0=off."
+    )
+    publish_bytes_burst_per_user: int = Field(
+        16 * 1024 * 1024, ge=1, description="Burst of event data characters per user."
+    )
+    max_connections_per_ip: int = Field(
+        20, ge=1, description="Concurrent streams per address of callers without a `sub`."
+    )
+    ticket_rate_per_user: float = Field(5.0, ge=0, description="Tickets issued/s per user; 0=off.")
+    ticket_burst_per_user: int = Field(20, ge=1, description="Burst of tickets per user.")
+    conversation_rate_per_user: float = Field(
+        1.0, ge=0, description="Conversations created/s per user; 0=off."
+    )
+    conversation_burst_per_user: int = Field(
+        20, ge=1, description="Burst of conversations created per user."
+    )
+    max_answers_per_user: int = Field(
+        3, ge=1, description="Chat answers one user may have streaming at once."
+    )
     client_timeout_seconds: float = Field(
         300.0, ge=0, description="Close a stream after this long without a successful write."
     )

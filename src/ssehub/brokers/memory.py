@@ -34,15 +34,18 @@ class MemoryBroker:
         history_size: int = 1000,
         history_ttl: float = 3600.0,
         idempotency_window: float = 300.0,
+        idempotency_max_keys: int = 100_000,
     ) -> None:
         self.epoch = secrets.token_hex(3)
         self._history_size = history_size
         self._history_ttl = history_ttl
         self._idempotency_window = idempotency_window
+        self._idempotency_max_keys = idempotency_max_keys
         self._seq = 0
         self._forgotten_upto = 0
         self._logs: dict[str, ChannelLog] = {}
-        self._idempotent: OrderedDict[str, tuple[float, Event]] = OrderedDict()
+        # key -> (time, seq, channel): what answering a repeat needs, never the event itself.
+        self._idempotent: OrderedDict[str, tuple[float, int, str]] = OrderedDict()
         self._on_event: EventHandler | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -59,7 +62,9 @@ class MemoryBroker:
         if idempotency_key is not None:
             first = self._idempotent_hit(idempotency_key)
             if first is not None:
-                return first
+                seq, channel = first
+                event.seq, event.id, event.channel = seq, format_id(self.epoch, seq), channel
+                return event
         self._seq += 1
         event.seq = self._seq
         event.id = format_id(self.epoch, self._seq)
@@ -73,7 +78,9 @@ class MemoryBroker:
                 log.next_expiry = min(log.next_expiry, event.published_at + event.ttl)
             self._trim(log, time.time())
         if idempotency_key is not None:
-            self._idempotent[idempotency_key] = (time.monotonic(), event)
+            if len(self._idempotent) >= self._idempotency_max_keys:
+                self._idempotent.popitem(last=False)  # the oldest key goes first
+            self._idempotent[idempotency_key] = (time.monotonic(), event.seq, event.channel)
         if self._on_event is not None:
             self._on_event(event)
         return event
@@ -157,15 +164,16 @@ class MemoryBroker:
                 log.next_expiry = min(log.next_expiry, event.published_at + event.ttl)
         log.events = kept
 
-    def _idempotent_hit(self, key: str) -> Event | None:
+    def _idempotent_hit(self, key: str) -> tuple[int, str] | None:
+        """(seq, channel) of the first publish with ``key`` within the window, or None."""
         cutoff = time.monotonic() - self._idempotency_window
         while self._idempotent:
-            first_key, (stamp, _) = next(iter(self._idempotent.items()))
+            first_key, (stamp, _, _) = next(iter(self._idempotent.items()))
             if stamp >= cutoff:
                 break
             del self._idempotent[first_key]
         hit = self._idempotent.get(key)
-        return hit[1] if hit else None
+        return hit[1:] if hit else None
 
     async def _sweep_forever(self) -> None:
         """Drop expired history so idle channels do not hold memory forever."""

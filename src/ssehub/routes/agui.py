@@ -135,7 +135,9 @@ async def run_chat(
         return await join_chat(body, request, chat, hub, settings, principal)
     conversation = await thread_conversation(chat, body.thread_id, principal, create=True)
     content = new_message_text(body, settings)
-    conn, closer, turn = await answer_stream(chat, hub, settings, conversation, content, principal)
+    conn, closer, turn = await answer_stream(
+        request, chat, hub, settings, conversation, content, principal
+    )
     translation = AnswerFollower(RunSteps(body), turn.message_id)
     return RelayResponse(conn, translation, closer=closer)
 

@@ -116,6 +116,7 @@ def ui_message_stream(message_id: int | None) -> AnswerFollower:
 @router.post("", responses={**ERRORS, 200: STREAM_RESPONSE[200]}, response_model=None)
 async def chat_endpoint(
     body: ChatRequest,
+    request: Request,
     chat: ChatService = Depends(get_chat),
     hub: Hub = Depends(get_hub),
     settings: Settings = Depends(get_settings),
@@ -126,7 +127,9 @@ async def chat_endpoint(
         raise BadRequest("regenerating an answer is not supported: send the message again")
     content = prompt_text(body.user_message().parts, settings)
     conversation = await thread_conversation(chat, body.id, principal, create=True)
-    conn, closer, turn = await answer_stream(chat, hub, settings, conversation, content, principal)
+    conn, closer, turn = await answer_stream(
+        request, chat, hub, settings, conversation, content, principal
+    )
     translation = ui_message_stream(turn.message_id)
     return RelayResponse(conn, translation, closer=closer, headers=UI_MESSAGE_STREAM_HEADERS)
 
