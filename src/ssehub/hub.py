@@ -12,13 +12,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
 from .background import stop_task
 from .brokers.base import Broker, History, parse_id
 from .channels import CONTROL, DISCONNECT_EVENT, matches
 from .connection import HISTORY_GAP, IDLE, KICKED, SHUTDOWN, Connection
-from .event import Event, encode_comment, encode_fields
+from .event import Event, encode_comment, encode_fields, json_text
 from .metrics import Metrics
 from .runs import RunStore, snapshot_tail
 
@@ -179,15 +177,16 @@ class Hub:
             encode_fields(
                 id=after,
                 event="connected",
-                data=orjson.dumps(opening).decode(),
+                data=json_text(opening),
                 retry=self.retry_ms,
             )
         )
         if history.gap:
             self.stats.resets += 1
             self.metrics.resets.inc()
+            # The client's id is echoed as JSON text: escaped, it cannot break a line anywhere.
             notice = {"reason": "history_gap", "last_event_id": last_event_id, "resume_from": after}
-            conn.buffer.append(encode_fields(event="reset", data=orjson.dumps(notice).decode()))
+            conn.buffer.append(encode_fields(event="reset", data=json_text(notice)))
         elif resuming:
             self.stats.resumes += 1
             self.metrics.resumes.inc()

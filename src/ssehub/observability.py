@@ -8,7 +8,7 @@ from starlette.middleware.cors import CORSMiddleware
 from .bodylimit import BodyLimitMiddleware
 from .logs import RequestIdMiddleware
 from .openapi import install_openapi
-from .routes import metrics
+from .routes import metrics, publish
 from .routes.streams import StreamShortcut
 
 # What a browser page on an allowed origin may send to, and read from, the hub.
@@ -41,7 +41,15 @@ def install_observability(app: FastAPI) -> None:
     """``GET /metrics``, ``X-Request-ID`` on every response, error bodies in ``/openapi.json``."""
     app.state.metrics = app.state.hub.metrics
     app.add_middleware(StreamShortcut)  # innermost: request ids and the body limit still apply
-    app.add_middleware(BodyLimitMiddleware, max_bytes=app.state.settings.max_request_bytes)
+    settings = app.state.settings
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_request_bytes,
+        routes={
+            f"{publish.router.prefix}/publish": settings.max_batch_bytes,
+            f"{publish.router.prefix}/publish/*": settings.max_publish_bytes,
+        },
+    )
     app.add_middleware(RequestIdMiddleware)
     install_cors(app)
     app.include_router(metrics.router)

@@ -82,12 +82,8 @@ def stage_runs(result: Any, cancelled_task: str) -> None:
     assert "STATE_DELTA" in full["types"]
     assert full["types"][-3:] == ["TEXT_MESSAGE_END", "STEP_FINISHED", "RUN_FINISHED"]
     assert full["text"] == "".join(words({**STAGE_INPUT, "tokens": 10}))
-    assert full["state"] == {
-        "stage": "rewrite",
-        "status": "completed",
-        "progress": 100,
-        "message": "done",
-    }
+    state = full["state"]
+    assert (state["stage"], state["status"], state["progress"]) == ("rewrite", "completed", 100)
 
     joined, text = result["stageJoin"], "".join(words(STAGE_INPUT))
     assert joined["lateTypes"][:4] == [

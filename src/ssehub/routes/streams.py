@@ -91,7 +91,7 @@ async def open_stream(
     client_id = client_id or str(uuid.uuid4())
     for name in names:
         if name not in own:  # reserved names only as /connect adds them
-            validate_channel(name, allow_pattern=True)
+            validate_channel(name, allow_pattern=True, max_wildcards=settings.max_pattern_wildcards)
             require_subscribe(principal, name)
     gate: Gate = request.app.state.gate
     ip = client_ip(request)

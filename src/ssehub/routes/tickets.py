@@ -51,7 +51,7 @@ async def create_ticket(
     """Issue a short-lived ticket that opens one stream over exactly these channels."""
     channels = list(dict.fromkeys(body.channels))
     for name in channels:
-        validate_channel(name, allow_pattern=True)
+        validate_channel(name, allow_pattern=True, max_wildcards=settings.max_pattern_wildcards)
         require_subscribe(principal, name)
     await gate.check_rate("ticket", principal, client_ip(request))
     ttl = settings.ticket_ttl_seconds
