@@ -49,6 +49,7 @@ class RedisServer:
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     workdir: str = field(default_factory=tempfile.mkdtemp)
+    options: list[str] = field(default_factory=list)  # more redis-server flags
 
     @property
     def url(self) -> str:
@@ -60,7 +61,7 @@ class RedisServer:
             pytest.skip("NO REDIS: redis-server is not installed")
         self.process = subprocess.Popen(
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", self.workdir],
+             "--appendonly", "no", "--dir", self.workdir, *self.options],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )  # fmt: skip

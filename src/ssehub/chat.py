@@ -19,6 +19,7 @@ from datetime import timedelta
 from typing import Any
 
 from .auth import CHALLENGE, Principal
+from .background import stop_task
 from .connection import Connection
 from .errors import Conflict, Forbidden, HubError, NotFound, Unauthorized
 from .event import Event, make_event
@@ -100,7 +101,7 @@ class ChatService:
         default_model: str,
         checkpoint_seconds: float = 3.0,
         history_messages: int = 50,
-        stale_seconds: float = 70.0,
+        lease_seconds: float = 10.0,
         gate: Gate | None = None,
     ) -> None:
         self.store = store
@@ -109,9 +110,10 @@ class ChatService:
         self.default_model = default_model
         self.checkpoint_seconds = checkpoint_seconds
         self.history_messages = history_messages
-        self.stale_seconds = stale_seconds
+        self.lease_seconds = lease_seconds
         self.gate = gate  # caps the answers streaming at once per user, across processes
         self.turns: dict[str, Turn] = {}
+        self._reaper: asyncio.Task[None] | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, hub: Hub, gate: Gate | None = None) -> ChatService:
@@ -130,17 +132,18 @@ class ChatService:
             default_model=model,
             checkpoint_seconds=settings.chat_checkpoint_seconds,
             history_messages=settings.chat_history_messages,
-            # A live answer gets a chunk within the timeout and is saved soon after one.
-            stale_seconds=settings.chat_checkpoint_seconds + settings.llm_timeout_seconds + 5,
+            lease_seconds=settings.chat_answer_lease_seconds,
             gate=gate,
         )
 
     async def start(self) -> None:
-        """Prepare the store (it connects on first use)."""
+        """Prepare the store (it connects on first use) and start the reaper."""
         await self.store.start()
+        self._reaper = asyncio.create_task(self._reap_forever(), name="ssehub-chat-reaper")
 
     async def close(self) -> None:
         """Stop running answers (saved with status ``error``), then close provider and store."""
+        await stop_task(self._reaper)
         await asyncio.gather(*(turn.stop(SHUTDOWN) for turn in list(self.turns.values())))
         closer = getattr(self.provider, "aclose", None)
         if closer is not None:
@@ -199,13 +202,46 @@ class ChatService:
         return turn
 
     async def reap(self, conversation_id: str) -> None:
-        """End, as interrupted, an answer that no process has written for ``stale_seconds``."""
+        """End, as interrupted, an answer that no process has written for ``lease_seconds``."""
         if conversation_id not in self.turns:
             await self._end_abandoned(conversation_id)
 
-    async def _end_abandoned(self, conversation_id: str) -> None:
-        idle_before = now() - timedelta(seconds=self.stale_seconds)
-        await self.store.end_streaming(conversation_id, ERROR, ABANDONED, idle_before=idle_before)
+    async def _end_abandoned(self, conversation_id: str | None = None) -> None:
+        """End abandoned answers (of one conversation, or all) and announce each one's end."""
+        idle_before = now() - timedelta(seconds=self.lease_seconds)
+        ended = await self.store.end_abandoned(
+            idle_before, ABANDONED, conversation_id=conversation_id
+        )
+        for message in ended:
+            if message.conversation_id in self.turns:
+                continue  # answered here after all (a stalled loop): its own end follows
+            event = make_event(
+                conversation_channel(message.conversation_id),
+                "conversation_error",
+                {
+                    "message_id": message.id,
+                    "error": ABANDONED,
+                    "code": "interrupted",
+                    "partial_content": message.content,
+                },
+            )
+            await self.hub.broker.publish(event)
+
+    async def _reap_forever(self) -> None:
+        """End the answers of processes that died mid-answer, a lease after their last write."""
+        while True:
+            await asyncio.sleep(self.lease_seconds / 2)
+            try:
+                await self._end_abandoned()
+            except Exception as exc:  # the store or broker is away: next round
+                log.warning("chat: reaping abandoned answers failed: %s", exc)
+
+    async def _keep_lease(self, turn: Turn) -> None:
+        """While the answer runs, mark it as written at least every third of the lease."""
+        while True:
+            await asyncio.sleep(self.lease_seconds / 3)
+            with contextlib.suppress(HubError):
+                await self.store.touch_answer(turn.message_id)
 
     async def cancel(self, conversation: Conversation) -> dict[str, Any]:
         """Stop the running answer; its partial text is saved with status ``cancelled``."""
@@ -223,6 +259,7 @@ class ChatService:
         status, error, code = COMPLETE, None, None
         first_token_ms: int | None = None
         stream = self.provider.stream(prompt, model=turn.model)
+        lease = asyncio.create_task(self._keep_lease(turn), name=f"chat-lease-{turn.message_id}")
         try:
             await self._publish(
                 turn,
@@ -260,6 +297,7 @@ class ChatService:
             log.exception("answer %s failed", turn.message_id)
             status, error, code = ERROR, f"internal error: {exc}", "internal_error"
         finally:
+            await stop_task(lease)
             with contextlib.suppress(Exception):
                 await stream.aclose()
         await self._finish(turn, text, status, error, code, started, first_token_ms, stream.usage)

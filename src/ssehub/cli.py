@@ -7,6 +7,7 @@ import contextlib
 import json
 import signal
 import sys
+import uuid
 from typing import Annotated, Any
 
 import httpx
@@ -161,12 +162,16 @@ def publish(
     ] = None,
     event: Annotated[str | None, typer.Option(metavar="TYPE", help="Event type.")] = None,
     idempotency_key: Annotated[
-        str | None, typer.Option(metavar="KEY", help="Idempotency-Key header.")
+        str | None,
+        typer.Option(
+            metavar="KEY", help="Idempotency-Key header (default: a fresh one, kept over retries)."
+        ),
     ] = None,
+    retries: Annotated[int, typer.Option(help="Retries after a 503 or a lost connection.")] = 5,
     url: UrlOption = DEFAULT_URL,
     token: TokenOption = None,
 ) -> None:
-    """Publish one event to CHANNEL and print its id."""
+    """Publish one event to CHANNEL and print its id; retrying never publishes it twice."""
     if data is not None and text is not None:
         fail("give --data (JSON) or --text (sent as it is), not both", code=2)
     payload: Any = text
@@ -175,13 +180,13 @@ def publish(
             payload = orjson.loads(data)
         except orjson.JSONDecodeError as exc:
             fail(f"--data is not valid JSON ({exc}); to send plain text use --text", code=2)
-    headers = _auth_headers(token)
-    if idempotency_key:
-        headers["Idempotency-Key"] = idempotency_key
+    # A 503 means "outcome unknown": retries carry the first attempt's key, so none doubles it.
+    headers = {**_auth_headers(token), "Idempotency-Key": idempotency_key or uuid.uuid4().hex}
     response = hub_post(
         f"{url.rstrip('/')}/api/v1/publish/{channel}",
         {"event": event, "data": payload},
         headers,
+        retries=retries,
     )
     typer.echo(response.text)
 

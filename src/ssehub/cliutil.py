@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import ipaddress
+import time
 from typing import Any, NoReturn
 
 import httpx
 import typer
 
 from .settings import Settings
+from .transport import retry_delay
 
 URL_HINT = "point the CLI at the hub with --url or SSEHUB_URL"
 
@@ -46,12 +48,20 @@ def refusal(url: str, response: httpx.Response) -> str:
     return line
 
 
-def hub_post(url: str, body: Any, headers: dict[str, str]) -> httpx.Response:
-    """POST JSON to the hub; exit with one line when it is unreachable or refuses."""
-    try:
-        response = httpx.post(url, json=body, headers=headers, timeout=10)
-    except httpx.TransportError as exc:
-        fail(unreachable(url, exc))
+def hub_post(url: str, body: Any, headers: dict[str, str], *, retries: int = 0) -> httpx.Response:
+    """POST JSON to the hub, retrying 503s and lost connections ``retries`` times with the same
+    headers; exit with one line when it is unreachable or refuses."""
+    for attempt in range(retries + 1):
+        try:
+            response = httpx.post(url, json=body, headers=headers, timeout=10)
+        except httpx.TransportError as exc:
+            if attempt == retries:
+                fail(unreachable(url, exc))
+            time.sleep(retry_delay(attempt, None))
+            continue
+        if response.status_code != 503 or attempt == retries:
+            break
+        time.sleep(retry_delay(attempt, response))
     if response.status_code >= 400:
         fail(refusal(url, response))
     return response

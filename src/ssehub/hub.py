@@ -159,7 +159,9 @@ class Hub:
             # Every event newer than the head arrives live and is held: nothing to read back.
             after = await self.broker.head()
             history = History()
-        if history.gap:
+        if history.gap and history.resume_from is not None:
+            after = history.resume_from  # a new epoch: every event it kept follows the reset
+        elif history.gap:
             after = await self.broker.head()
             history.events = []
         snapshots: list[Event] = []

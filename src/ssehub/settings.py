@@ -29,6 +29,18 @@ class Settings(BaseSettings):
     )
     history_size: int = Field(1000, ge=0, description="Events kept per channel for resume.")
     history_ttl_seconds: float = Field(3600.0, gt=0, description="Maximum age of kept events.")
+    history_max_channels: int = Field(
+        50_000,
+        ge=1,
+        description="Channels with kept history, in total; past it the channel published to least "
+        "recently is forgotten (resumes that may cover it get `reset`).",
+    )
+    history_max_bytes: int = Field(
+        128 * 2**20,
+        ge=1,
+        description="Bytes of kept history in the memory broker, in total (channels forgotten as "
+        "above); on Redis, bound bytes with Redis's `maxmemory`.",
+    )
     redis_prefix: str = Field(
         "ssehub:", description="Prefix of every Redis key and Pub/Sub channel the hub uses."
     )
@@ -247,6 +259,13 @@ class Settings(BaseSettings):
     )
     chat_checkpoint_seconds: float = Field(
         3.0, ge=0, description="At most this often the partial answer is written while streaming."
+    )
+    chat_answer_lease_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="A streaming answer not written for this long is ended as abandoned (its "
+        "process died): `conversation_error` with code `interrupted`, and the conversation takes "
+        "new messages again. Running answers renew it every third of this.",
     )
     chat_history_messages: int = Field(
         50, ge=1, description="Earlier messages of a conversation sent with each new one."

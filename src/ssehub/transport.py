@@ -23,6 +23,14 @@ class PublishFailed(HubError):
     """The hub answered a publish with an error other than 409."""
 
 
+def retry_delay(attempt: int, response: httpx.Response | None, backoff: float = 0.1) -> float:
+    """Seconds before retry ``attempt``: the hub's ``Retry-After`` (at most 5 s), else doubling."""
+    after = response.headers.get("retry-after") if response is not None else None
+    if after and after.replace(".", "", 1).isdigit():
+        return min(float(after), 5.0)
+    return float(min(backoff * 2**attempt, 5.0))
+
+
 class Transport(Protocol):
     """Delivers one event; sync from worker threads, async in an event loop."""
 
@@ -92,10 +100,7 @@ class HttpTransport:
         return f"{self.base_url}/api/v1/publish/{quote(channel, safe=':@=')}"
 
     def _delay(self, attempt: int, response: httpx.Response | None) -> float:
-        after = response.headers.get("retry-after") if response is not None else None
-        if after and after.replace(".", "", 1).isdigit():
-            return min(float(after), 5.0)
-        return float(min(self.backoff * 2**attempt, 5.0))
+        return retry_delay(attempt, response, self.backoff)
 
     def _outcome(
         self, response: httpx.Response | None, error: Exception | None, attempt: int
@@ -125,10 +130,17 @@ class HttpTransport:
         raise failure
 
     def send(self, channel: str, event: str, data: Any) -> None:
+        self.post(channel, {"event": event, "data": data})
+
+    def post(
+        self, channel: str, body: dict[str, Any], *, idempotency_key: str | None = None
+    ) -> httpx.Response | None:
+        """Publish ``body``; 503s and lost connections are retried under one Idempotency-Key
+        (a 503 means "outcome unknown": the first attempt may still land). The final answer,
+        or None when a retry met a 409 after an earlier attempt ended the run."""
         if self._client is None:
             self._client = httpx.Client(headers=self.headers, timeout=self.timeout)
-        body = {"event": event, "data": data}
-        headers = {"Idempotency-Key": uuid.uuid4().hex}
+        headers = {"Idempotency-Key": idempotency_key or uuid.uuid4().hex}
         for attempt in range(self.retries + 1):
             response, error = None, None
             try:
@@ -136,8 +148,9 @@ class HttpTransport:
             except httpx.TransportError as exc:
                 error = exc
             if self._outcome(response, error, attempt):
-                return
+                return response if response is not None and response.status_code < 300 else None
             time.sleep(self._delay(attempt, response))
+        return None  # unreachable: the last attempt is final
 
     async def asend(self, channel: str, event: str, data: Any) -> None:
         if self._aclient is None:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from redis_support import delete_prefix, shared_redis_url, unique_prefix
-from ssehub.brokers import MemoryBroker, parse_id
+from ssehub.brokers import MemoryBroker, format_id, parse_id
 from ssehub.brokers.redis import RedisBroker
 from ssehub.channels import Selector
 from ssehub.event import Event, make_event
@@ -206,6 +206,45 @@ async def test_pattern_history_finds_exactly_the_matching_channels(
         "proj:1:other",
         "proj:10:stage:a",
     ]
+
+
+async def test_a_resume_from_another_epoch_replays_every_kept_event(
+    make_broker: BrokerFactory,
+) -> None:
+    broker = await make_broker()
+    sent = [await put(broker, "a" if i % 2 else "b", i) for i in range(6)]
+    history = await broker.history(Selector.of(["a"]), "older-4")
+    assert history.gap
+    assert history.resume_from == f"{broker.epoch}-0"
+    assert [e.id for e in history.events] == [e.id for e in sent if e.channel == "a"]
+    pattern = await broker.history(Selector.of(["*"]), "older-4", limit=4)
+    assert pattern.gap and [e.id for e in pattern.events] == [e.id for e in sent[:4]]
+    same_epoch = await broker.history(Selector.of(["a"]), f"{broker.epoch}-99")
+    assert same_epoch.gap and same_epoch.resume_from is None  # ahead of the head: no replay
+
+
+async def test_past_the_channel_bound_the_least_recent_channel_is_forgotten(
+    make_broker: BrokerFactory,
+) -> None:
+    broker = await make_broker(max_channels=3)
+    first = await put(broker, "a", "a1")
+    await put(broker, "b", "b1")
+    await put(broker, "c", "c1")
+    await put(broker, "a", "a2")  # "a" is now the most recent: "b" goes first
+    await put(broker, "d", "d1")
+    assert await broker.recent(Selector.of(["b"]), limit=5) == []
+    kept_now = await broker.recent(Selector.of(["*"]), limit=9)
+    assert [e.data for e in kept_now] == ["a1", "c1", "a2", "d1"]
+    # A resume that may cover the forgotten channel gets a reset, never a silent gap.
+    assert (await broker.history(Selector.of(["b"]), first.id)).gap
+    assert (await broker.history(Selector.of(["*"]), first.id)).gap
+    assert (await broker.history(Selector.of(["a", "b"]), first.id)).gap
+    kept = await broker.history(Selector.of(["a"]), first.id)
+    assert not kept.gap and [e.data for e in kept.events] == ["a2"]
+    again = await put(broker, "b", "b2")  # published again: its old events stay unvouched
+    assert (await broker.history(Selector.of(["b"]), first.id)).gap
+    since = await broker.history(Selector.of(["b"]), format_id(broker.epoch, again.seq - 1))
+    assert not since.gap and [e.data for e in since.events] == ["b2"]
 
 
 async def test_pattern_resume_reads_only_its_prefix_and_stays_within_budget(

@@ -17,9 +17,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 
-from harness import HubProcess, StreamReader, open_stream, start_hub_process
+from harness import HubProcess, StreamReader, open_stream, running_hub, start_hub_process
 from redis_support import RedisServer, unique_prefix
+from ssehub.settings import Settings
 
 pytestmark = pytest.mark.redis
 
@@ -118,3 +120,69 @@ async def test_redis_paused_5s_loses_and_duplicates_nothing(tmp_path: Path) -> N
             if hub.process.poll() is None:
                 hub.kill()
         server.stop(save=False)
+
+
+# -- Redis restarts under one hub: without its data, and from a stale snapshot ------------------
+
+
+def redis_settings(server: RedisServer) -> Settings:
+    return Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        broker_url=server.url,
+        redis_prefix=unique_prefix(),
+        open_access=True,
+        heartbeat_seconds=1,
+        log_level="warning",
+    )
+
+
+async def publish_retrying(client: httpx.AsyncClient, base: str, data: str) -> str:
+    """Publish until accepted (503 while the hub's Redis comes back); the event's id."""
+    async with asyncio.timeout(20):
+        while True:
+            answer = await client.post(f"{base}/api/v1/publish/chaos:r", json={"data": data})
+            if answer.status_code == 200:
+                return str(answer.json()["id"])
+            assert answer.status_code == 503, answer.text
+            await asyncio.sleep(0.05)
+
+
+async def resume_after_restart(server: RedisServer, *, snapshot_after: int | None) -> None:
+    """Publish 10 events (a snapshot after ``snapshot_after`` of them, when given), kill Redis,
+    start it again (empty, or from that snapshot), publish 6 more; a client resuming from the
+    10th gets ``reset`` and then exactly the 6 events accepted since."""
+    server.start()
+    try:
+        async with (
+            running_hub(redis_settings(server)) as hub,
+            httpx.AsyncClient(timeout=httpx.Timeout(10, read=None)) as client,
+        ):
+            stream = f"{hub.url}/api/v1/sse/stream/chaos:r"
+            async with open_stream(client, stream) as live:
+                for i in range(10):
+                    await publish_retrying(client, hub.url, f"old{i}")
+                    if i + 1 == snapshot_after:
+                        redis.Redis(port=server.port).save()
+                await live.wait_count(10)
+                last = live.events[-1].id
+                server.stop(save=False)  # killed: what it saved (if anything) comes back
+                server.start()
+                # The hub finds out and ends the stream, so its client resumes.
+                async with asyncio.timeout(20):
+                    await live.closed.wait()
+            accepted = [await publish_retrying(client, hub.url, f"new{i}") for i in range(6)]
+            async with open_stream(client, stream, headers={"Last-Event-ID": last}) as resumed:
+                await resumed.wait_count(7)
+                assert [e.event for e in resumed.events[1:]] == ["reset"] + ["message"] * 6
+                assert [e.id for e in resumed.events[2:]] == accepted
+                assert resumed.data[1:] == [f"new{i}" for i in range(6)]
+    finally:
+        server.stop(save=False)
+
+
+async def test_redis_restarted_without_data_replays_the_new_epoch_after_reset() -> None:
+    await resume_after_restart(RedisServer(), snapshot_after=None)
+
+
+async def test_redis_restarted_from_a_stale_snapshot_is_a_new_epoch() -> None:
+    await resume_after_restart(RedisServer(), snapshot_after=4)

@@ -26,6 +26,7 @@ from chat_support import (
 )
 from fake_openai import ANSWER, FakeOpenAI
 from harness import open_stream, start_hub_process
+from redis_support import delete_prefix, shared_redis_url, unique_prefix
 from ssehub.store import Message, Store
 
 
@@ -265,3 +266,34 @@ async def test_sigterm_mid_answer_saves_it_as_interrupted(
     await store.close()
     assert (answer.status, answer.error) == ("error", "interrupted: the server shut down")
     assert answer.content.startswith("[demo ")
+
+
+async def test_a_hub_killed_mid_answer_ends_it_interrupted_and_frees_the_conversation(
+    tmp_path: Path, client: httpx.AsyncClient
+) -> None:
+    """Two hubs on one store and one Redis; the one answering is killed (``kill -9``)."""
+    db = {"database_url": f"sqlite+aiosqlite:///{tmp_path}/killed.db"}
+    shared = {"broker_url": shared_redis_url(), "redis_prefix": unique_prefix()}
+    lease = {"chat_answer_lease_seconds": 2.0}
+    env = {f"SSEHUB_{k.upper()}": str(v) for k, v in {**db, **shared, **lease}.items()}
+    doomed = await asyncio.to_thread(
+        start_hub_process, tmp_path, {**env, "SSEHUB_DEMO_PACE_SECONDS": "0.2"}
+    )
+    try:
+        async with chat_hub(db, **shared, **lease) as survivor:
+            cid = await create_conversation(client, doomed.url)
+            async with open_stream(client, stream_url(survivor.url, cid)) as stream:
+                await send(client, doomed.url, cid, "Go")
+                await stream.wait_count(2, event="ai_response_chunk", timeout=20)
+                doomed.kill()
+                await stream.wait_count(1, event="conversation_error", timeout=20)
+            (error,) = payloads(stream.events, "conversation_error")
+            assert error["code"] == "interrupted"
+            assert error["error"].startswith("interrupted")
+            stored = (await messages(client, survivor.url, cid))[-1]
+            assert (stored["id"], stored["status"]) == (error["message_id"], "error")
+            await send(client, survivor.url, cid, "Again")  # the conversation is free
+    finally:
+        if doomed.process.poll() is None:
+            doomed.kill()
+        delete_prefix(shared["broker_url"], shared["redis_prefix"])

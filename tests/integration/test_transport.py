@@ -5,13 +5,17 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import orjson
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+from typer.testing import CliRunner
 
 from harness import serve_app
+from ssehub import cli
+from ssehub.agent import HubClient
 from ssehub.publisher import Publisher
 from ssehub.settings import Settings
 from ssehub.transport import HttpTransport, PublishFailed
@@ -67,3 +71,27 @@ async def test_gives_up_after_retries_and_does_not_retry_4xx() -> None:
             await asyncio.to_thread(transport.send, "c", "token", {})  # blocking API
         transport.close()
         assert failure.value.status == 403 and len(forbidden.seen) == 1
+
+
+def publish_with(kind: str, url: str) -> None:
+    """One publish by a sync SDK publisher, the generic client or the command line."""
+    if kind == "publisher":
+        with Publisher("t1", "rewrite", url=url) as pub:
+            pub.publish_progress(1, 2)
+    elif kind == "hub_client":
+        with HubClient(url=url) as client:
+            client.publish("news", "headline", {"n": 1})
+    else:
+        result = CliRunner().invoke(cli.app, ["publish", "news", "--data", "1", "--url", url])
+        assert result.exit_code == 0, result.output
+        assert orjson.loads(result.output) == {"id": "e-1", "channel": "news"}
+
+
+@pytest.mark.parametrize("kind", ["publisher", "hub_client", "cli"])
+async def test_every_publisher_retries_503_with_one_idempotency_key(kind: str) -> None:
+    """A 503 means "outcome unknown": retries carry the key of the first attempt."""
+    flaky = Flaky(failures=2)
+    async with serve_app(flaky.app()) as server:
+        await asyncio.to_thread(publish_with, kind, server.url)
+    keys = [key for key, _ in flaky.seen]
+    assert len(keys) == 3 and keys[0] and len(set(keys)) == 1, keys

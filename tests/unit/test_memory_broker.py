@@ -24,3 +24,23 @@ async def test_a_channel_forgotten_whole_still_reports_a_gap_when_reused() -> No
         assert [e.data for e in history.events] == ["new"]
     finally:
         await broker.close()
+
+
+async def test_total_bytes_are_bounded_by_forgetting_the_least_recent_channels() -> None:
+    broker = MemoryBroker(max_bytes=20_000)
+    await broker.start(lambda event: None)
+    try:
+        start = await broker.head()
+        for i in range(100):
+            await broker.publish(make_event(f"c{i}", "e", "x" * 1000))
+        assert broker._bytes <= 20_000
+        assert list(broker._logs)[-1] == "c99" and "c0" not in broker._logs
+        assert (await broker.history(Selector.of(["c0"]), start)).gap
+        assert (await broker.history(Selector.of(["c*"]), start)).gap
+        # One channel alone over the bound keeps its newest events.
+        for i in range(100):
+            await broker.publish(make_event("big", "e", str(i) * 1000))
+        assert broker._bytes <= 20_000 and list(broker._logs) == ["big"]
+        assert (await broker.recent(Selector.of(["big"]), limit=1))[0].data == "99" * 1000
+    finally:
+        await broker.close()

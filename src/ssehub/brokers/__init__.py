@@ -28,6 +28,8 @@ def create_broker(settings: Settings) -> Broker:
             history_ttl=settings.history_ttl_seconds,
             idempotency_window=settings.idempotency_window_seconds,
             idempotency_max_keys=settings.idempotency_max_keys,
+            max_channels=settings.history_max_channels,
+            max_bytes=settings.history_max_bytes,
             max_resume_channels=settings.max_resume_channels,
         )
     if url.startswith(("redis://", "rediss://", "unix://")):

@@ -35,10 +35,15 @@ def parse_id(event_id: str) -> tuple[str, int] | None:
 
 @dataclass(slots=True)
 class History:
-    """Events after a position, oldest first; ``gap`` when some of them are no longer kept."""
+    """Events after a position, oldest first; ``gap`` when some of them are no longer kept.
+
+    ``resume_from`` is set when the position is of another epoch: ``events`` are then every kept
+    event of the current epoch, from that position on (a gap otherwise restarts at the head).
+    """
 
     events: list[Event] = field(default_factory=list)
     gap: bool = False
+    resume_from: str | None = None
 
 
 @runtime_checkable

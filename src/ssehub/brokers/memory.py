@@ -1,4 +1,8 @@
-"""The embedded backplane: one process, bounded history in memory, no outside service."""
+"""The embedded backplane: one process, bounded history in memory, no outside service.
+
+History is bounded per channel (count, age) and in total (channels, bytes): past the total, the
+channel published to least recently is forgotten whole, and resumes that may cover it get a reset.
+"""
 
 from __future__ import annotations
 
@@ -24,10 +28,19 @@ class ChannelLog:
     events: deque[Event] = field(default_factory=deque)
     trimmed_upto: int = 0
     next_expiry: float = math.inf  # earliest end of an event with its own ``ttl``
+    size: int = 0  # bytes charged for the kept events (``event_cost``)
+
+
+EVENT_OVERHEAD = 300  # bytes an Event object and its encoded frame take beyond the payload
+
+
+def event_cost(event: Event) -> int:
+    """The bytes one kept event is charged against the total history bound (an estimate)."""
+    return EVENT_OVERHEAD + len(event.channel) + len(event.data) + len(event.event or "")
 
 
 class MemoryBroker:
-    """Global sequence, per-channel ring buffers bounded by count and age."""
+    """Global sequence, per-channel ring buffers bounded by count and age, and a total bound."""
 
     def __init__(
         self,
@@ -36,16 +49,21 @@ class MemoryBroker:
         history_ttl: float = 3600.0,
         idempotency_window: float = 300.0,
         idempotency_max_keys: int = 100_000,
+        max_channels: int = 50_000,
+        max_bytes: int = 128 * 2**20,
         max_resume_channels: int = 10_000,
     ) -> None:
         self.epoch = secrets.token_hex(3)
         self._history_size = history_size
         self._history_ttl = history_ttl
+        self._max_channels = max_channels
+        self._max_bytes = max_bytes
+        self._bytes = 0
         self._idempotency_window = idempotency_window
         self._idempotency_max_keys = idempotency_max_keys
         self._seq = 0
         self._forgotten_upto = 0
-        self._logs: dict[str, ChannelLog] = {}
+        self._logs: OrderedDict[str, ChannelLog] = OrderedDict()  # least recently published first
         self._names = ChannelIndex()  # the same channels, sorted: pattern look-ups by prefix
         self._max_resume_channels = max_resume_channels
         # key -> (time, seq, channel): what answering a repeat needs, never the event itself.
@@ -78,10 +96,16 @@ class MemoryBroker:
                 # A channel forgotten whole and published to again may hide trimmed events.
                 log = self._logs[event.channel] = ChannelLog(trimmed_upto=self._forgotten_upto)
                 self._names.add(event.channel)
+            else:
+                self._logs.move_to_end(event.channel)
             log.events.append(event)
+            cost = event_cost(event)
+            log.size += cost
+            self._bytes += cost
             if event.ttl is not None:
                 log.next_expiry = min(log.next_expiry, event.published_at + event.ttl)
             self._trim(log, time.time())
+            self._bound(log)
         if idempotency_key is not None:
             if len(self._idempotent) >= self._idempotency_max_keys:
                 self._idempotent.popitem(last=False)  # the oldest key goes first
@@ -92,7 +116,11 @@ class MemoryBroker:
 
     async def history(self, selector: Selector, after: str, *, limit: int | None = None) -> History:
         position = parse_id(after)
-        if position is None or position[0] != self.epoch or position[1] > self._seq:
+        if position is not None and position[0] != self.epoch:
+            # Another epoch (this process restarted): a reset, then all this one kept.
+            replay = await self.history(selector, format_id(self.epoch, 0), limit=limit)
+            return History(replay.events, gap=True, resume_from=format_id(self.epoch, 0))
+        if position is None or position[1] > self._seq:
             return History(gap=True)
         after_seq = position[1]
         now = time.time()
@@ -152,7 +180,7 @@ class MemoryBroker:
             len(events) > self._history_size
             or events[0].published_at + (ttl if events[0].ttl is None else events[0].ttl) < now
         ):
-            log.trimmed_upto = max(log.trimmed_upto, events.popleft().seq)
+            self._drop(log, events.popleft())
         if log.next_expiry <= now:
             self._expire_short_lived(log, now)
 
@@ -164,11 +192,40 @@ class MemoryBroker:
             if event.ttl is None:
                 kept.append(event)
             elif event.published_at + event.ttl < now:
-                log.trimmed_upto = max(log.trimmed_upto, event.seq)
+                self._drop(log, event)
             else:
                 kept.append(event)
                 log.next_expiry = min(log.next_expiry, event.published_at + event.ttl)
         log.events = kept
+
+    def _drop(self, log: ChannelLog, event: Event) -> None:
+        """Account for one event no longer kept."""
+        log.trimmed_upto = max(log.trimmed_upto, event.seq)
+        cost = event_cost(event)
+        log.size -= cost
+        self._bytes -= cost
+
+    def _bound(self, current: ChannelLog) -> None:
+        """Keep the total under ``max_channels`` and ``max_bytes``: forget the channels published
+        to least recently (never ``current``); trim ``current`` itself only when it is alone."""
+        while len(self._logs) > self._max_channels or self._bytes > self._max_bytes:
+            name, log = next(iter(self._logs.items()))
+            if log is current:
+                if len(self._logs) == 1:
+                    while self._bytes > self._max_bytes and len(log.events) > 1:
+                        self._drop(log, log.events.popleft())
+                    return
+                self._logs.move_to_end(name)
+                continue
+            self._forget(name, log)
+
+    def _forget(self, name: str, log: ChannelLog) -> None:
+        """Drop a channel whole; resumes from before its newest event may have missed it."""
+        newest = log.events[-1].seq if log.events else 0
+        self._forgotten_upto = max(self._forgotten_upto, log.trimmed_upto, newest)
+        self._bytes -= log.size
+        del self._logs[name]
+        self._names.discard(name)
 
     def _idempotent_hit(self, key: str) -> tuple[int, str] | None:
         """(seq, channel) of the first publish with ``key`` within the window, or None."""
@@ -191,9 +248,7 @@ class MemoryBroker:
                 log = self._logs[name]
                 self._trim(log, now)
                 if not log.events:
-                    self._forgotten_upto = max(self._forgotten_upto, log.trimmed_upto)
-                    del self._logs[name]
-                    self._names.discard(name)
+                    self._forget(name, log)
             self._idempotent_hit("")
 
 

@@ -39,11 +39,28 @@ FAULTS = (RedisError, OSError, asyncio.TimeoutError)
 LISTEN_ACK_TIMEOUT = 5.0
 PRUNE_EVERY_SECONDS = 60.0  # how often history reads of exact channels prune the index
 
-PUBLISH = """
+# Forget one channel whole (the total bound): its newest seq raises the "forgotten" watermark.
+FORGET = """
+local function forget(name)
+  local newest = tonumber(redis.call('HGET', KEYS[8], name) or '0')
+  if newest > tonumber(redis.call('GET', KEYS[9]) or '0') then
+    redis.call('SET', KEYS[9], string.format('%d', newest))
+  end
+  redis.call('DEL', ARGV[16] .. name)
+  redis.call('HDEL', KEYS[8], name)
+  redis.call('HDEL', KEYS[4], name)
+  redis.call('ZREM', KEYS[6], name)
+  redis.call('ZREM', KEYS[7], name)
+end
+"""
+
+# Refuses (``{'', '', 2}``) unless the caller checked in with this Redis incarnation (CHECK_IN).
+PUBLISH = (
+    FORGET
+    + """
 local epoch = redis.call('GET', KEYS[1])
-if not epoch then
-  redis.call('SET', KEYS[1], ARGV[1])
-  epoch = ARGV[1]
+if not epoch or redis.call('HGET', KEYS[10], 'run') ~= ARGV[1] then
+  return {'', '', 2}
 end
 if ARGV[2] ~= '' then
   local first = redis.call('GET', KEYS[5])
@@ -84,16 +101,24 @@ if maxlen > 0 then
       if last > trimmed then trimmed = last end
     end
   end
-  if trimmed > tonumber(redis.call('GET', KEYS[4]) or '0') then
-    redis.call('SET', KEYS[4], string.format('%d', trimmed))
+  if trimmed > tonumber(redis.call('HGET', KEYS[4], ARGV[11]) or '0') then
+    redis.call('HSET', KEYS[4], ARGV[11], string.format('%d', trimmed))
   end
   local keep = tonumber(ARGV[4])
   if redis.call('PTTL', KEYS[3]) < keep then redis.call('PEXPIRE', KEYS[3], keep) end
-  if trimmed > 0 and redis.call('PTTL', KEYS[4]) < keep then
-    redis.call('PEXPIRE', KEYS[4], keep)
-  end
   redis.call('ZADD', KEYS[6], 'GT', ARGV[13], ARGV[11])
-  redis.call('ZADD', KEYS[7], 0, ARGV[11])
+  if redis.call('ZADD', KEYS[7], 0, ARGV[11]) == 1 then
+    -- A new channel: past the total bound, forget those whose newest event expires first.
+    local over = redis.call('ZCARD', KEYS[6]) - tonumber(ARGV[15])
+    if over > 0 then
+      for _, name in ipairs(redis.call('ZRANGE', KEYS[6], 0, over)) do
+        if over > 0 and name ~= ARGV[11] then
+          forget(name)
+          over = over - 1
+        end
+      end
+    end
+  end
 end
 if ARGV[2] ~= '' then
   redis.call('SET', KEYS[5], sid .. ':' .. ARGV[11], 'PX', ARGV[2])
@@ -101,14 +126,36 @@ end
 redis.call('PUBLISH', ARGV[10], epoch .. '\\n' .. sid .. '\\n' .. ARGV[12])
 return {epoch, sid, 0}
 """
+)
 
 HEAD = """
+return {redis.call('GET', KEYS[1]) or '', redis.call('GET', KEYS[2]) or '0'}
+"""
+
+# The ids' guard, run on start and whenever Redis may have restarted (its script cache is empty
+# then). The incarnation hash holds the Redis ``run_id`` last checked in with, the seq Redis held
+# when that run was first seen (``restored``) and the seq the epoch began after (``base``). A
+# caller that saw, under an earlier run of the same epoch, a seq beyond ``restored`` proves that
+# Redis came back from a stale snapshot: the ids after ``restored`` get a new epoch.
+CHECK_IN = """
+local run = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
 local epoch = redis.call('GET', KEYS[1])
+local seq = redis.call('GET', KEYS[2]) or '0'
 if not epoch then
-  redis.call('SET', KEYS[1], ARGV[1])
   epoch = ARGV[1]
+  redis.call('SET', KEYS[1], epoch)
+  redis.call('HSET', KEYS[3], 'run', run, 'restored', seq, 'base', seq)
+elseif redis.call('HGET', KEYS[3], 'run') ~= run then
+  redis.call('HSET', KEYS[3], 'run', run, 'restored', seq)
 end
-return {epoch, redis.call('GET', KEYS[2]) or '0'}
+local restored = redis.call('HGET', KEYS[3], 'restored')
+if ARGV[2] ~= '' and ARGV[2] ~= run and ARGV[3] == epoch
+    and tonumber(ARGV[4]) > tonumber(restored) then
+  epoch = ARGV[1]
+  redis.call('SET', KEYS[1], epoch)
+  redis.call('HSET', KEYS[3], 'base', restored)
+end
+return {epoch, seq, redis.call('HGET', KEYS[3], 'base') or '0', run}
 """
 
 # Atomic, so a channel published to meanwhile cannot be dropped from the index. The newest
@@ -123,6 +170,7 @@ if #gone > 0 then
   end
   redis.call('SET', KEYS[4], string.format('%d', top))
   redis.call('HDEL', KEYS[3], unpack(gone))
+  redis.call('HDEL', KEYS[5], unpack(gone))
   redis.call('ZREM', KEYS[1], unpack(gone))
   redis.call('ZREM', KEYS[2], unpack(gone))
 end
@@ -149,11 +197,13 @@ class RedisBroker:
         history_size: int = 1000,
         history_ttl: float = 3600.0,
         idempotency_window: float = 300.0,
+        max_channels: int = 50_000,
         max_connections: int = 64,
         max_resume_channels: int = 10_000,
     ) -> None:
         self.epoch = ""
         self.prefix = prefix
+        self._max_channels = max_channels
         self._history_size = history_size
         self._history_ttl = history_ttl
         self._idempotency_window = idempotency_window
@@ -165,9 +215,14 @@ class RedisBroker:
         self._listener = aioredis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), **options)
         self._publish = self.redis.register_script(PUBLISH)
         self._head = self.redis.register_script(HEAD)
+        self._check_in_script = self.redis.register_script(CHECK_IN)
         self._prune = self.redis.register_script(PRUNE)
         self._k_epoch = prefix + "epoch"
         self._k_seq = prefix + "seq"
+        self._k_incarnation = prefix + "incarnation"  # run, restored, base: see CHECK_IN
+        self._k_trimmed = prefix + "trimmed"  # channel → highest seq trimmed from its stream
+        self._run = ""  # the Redis run_id this process last checked in with
+        self._high = 0  # the highest seq of ``epoch`` this process has seen
         self._k_index = prefix + "channels"  # channel → expiry of its newest event
         self._k_names = prefix + "names"  # the same channels by name (ZRANGEBYLEX)
         self._k_newest = prefix + "newest"  # channel → seq of its newest event
@@ -198,6 +253,7 @@ class RedisBroker:
             history_size=settings.history_size,
             history_ttl=settings.history_ttl_seconds,
             idempotency_window=settings.idempotency_window_seconds,
+            max_channels=settings.history_max_channels,
             max_resume_channels=settings.max_resume_channels,
         )
 
@@ -205,9 +261,6 @@ class RedisBroker:
 
     def stream_key(self, channel: str) -> str:
         return f"{self.prefix}s:{channel}"
-
-    def _trim_key(self, channel: str) -> str:
-        return f"{self.prefix}t:{channel}"
 
     def _live_name(self, name: str) -> str:
         """The Pub/Sub channel (or glob pattern) carrying ``name``'s live events."""
@@ -222,6 +275,7 @@ class RedisBroker:
         self._on_gap = on_gap
         with contextlib.suppress(BrokerUnavailable):
             await self.head()  # Redis may come later: the reader keeps trying, /readyz tells
+        await self._check_eviction_policy()
         self._reader = asyncio.create_task(self._read_forever(), name="ssehub-redis-reader")
 
     async def close(self) -> None:
@@ -241,6 +295,17 @@ class RedisBroker:
             with contextlib.suppress(*FAULTS):
                 await client.aclose()
 
+    async def _check_eviction_policy(self) -> None:
+        """Warn when Redis may evict keys without a TTL: the epoch and sequence are such keys."""
+        with contextlib.suppress(*FAULTS):  # CONFIG may be disabled (managed Redis)
+            policy = (await self.redis.config_get("maxmemory-policy")).get("maxmemory-policy", "")
+            if policy.startswith("allkeys"):
+                log.warning(
+                    "redis: maxmemory-policy %s may evict the keys that define event ids; "
+                    "use a volatile-* policy or noeviction",
+                    policy,
+                )
+
     async def healthy(self) -> bool:
         try:
             return bool(await asyncio.wait_for(self.redis.ping(), 2.0)) and self.connected
@@ -255,19 +320,20 @@ class RedisBroker:
             self._k_epoch,
             self._k_seq,
             self.stream_key(event.channel),
-            self._trim_key(event.channel),
+            self._k_trimmed,
             idem,
             self._k_index,
             self._k_names,
             self._k_newest,
             self._k_forgotten,
+            self._k_incarnation,
         ]
         stamp = repr(event.published_at)
         retry = "" if event.retry is None else str(event.retry)
         name = event.event or ""
         keep = self._history_ttl if event.ttl is None else event.ttl
         args = [
-            self._fresh(),
+            "",  # the run checked in with, set per attempt
             str(int(self._idempotency_window * 1000)) if idempotency_key else "",
             self._history_size,
             int(2000 * keep),
@@ -281,12 +347,10 @@ class RedisBroker:
             f"{stamp}\n{retry}\n{name}\n{event.data}",
             repr(event.published_at + keep),
             "" if event.ttl is None else repr(event.ttl),
+            self._max_channels,
+            self.stream_key(""),
         ]
-        try:
-            epoch, position, repeated = await self._publish(keys=keys, args=args)
-        except FAULTS as exc:
-            raise BrokerUnavailable("the Redis broker is unreachable; retry") from exc
-        self.epoch = epoch
+        epoch, position, repeated = await self._run_publish(keys, args)
         if repeated:
             seq, _, channel = position.partition(":")
             return Event(
@@ -300,7 +364,59 @@ class RedisBroker:
             )
         event.seq = int(position)
         event.id = format_id(epoch, event.seq)
+        self._observe(epoch, event.seq)
         return event
+
+    async def _run_publish(self, keys: list[str], args: list[Any]) -> tuple[str, str, int]:
+        """The PUBLISH script, checked in first whenever Redis may be a new incarnation.
+
+        It is run by hash and never loaded before a check-in: after a restart Redis has no
+        scripts, so the first publish of every process lands here and checks in.
+        """
+        for _ in range(3):
+            args[0] = self._run
+            try:
+                epoch, position, status = await self.redis.evalsha(
+                    self._publish.sha, len(keys), *keys, *args
+                )
+            except NoScriptError:
+                await self._check_in()
+                with contextlib.suppress(*FAULTS):
+                    await self.redis.script_load(PUBLISH)
+                continue
+            except FAULTS as exc:
+                raise BrokerUnavailable("the Redis broker is unreachable; retry") from exc
+            if status == 2:  # Redis restarted (or is new) since this process checked in
+                await self._check_in()
+                continue
+            return epoch, position, status
+        raise BrokerUnavailable("the Redis broker keeps changing; retry")
+
+    async def _check_in(self) -> tuple[str, int, int]:
+        """Run CHECK_IN with what this process saw; returns (epoch, newest seq, epoch base)."""
+        args = [self._fresh(), self._run, self.epoch, self._high]
+        keys = [self._k_epoch, self._k_seq, self._k_incarnation]
+        try:
+            epoch, seq, base, run = await self._check_in_script(keys=keys, args=args)
+        except FAULTS as exc:
+            raise BrokerUnavailable("the Redis broker is unreachable; retry") from exc
+        if self._run and run != self._run:
+            changed = epoch != self.epoch
+            log.warning(
+                "redis: a new Redis run (%s); %s",
+                run[:8],
+                "it came back without the newest ids: new epoch" if changed else "ids intact",
+            )
+        self._run = run
+        self._observe(epoch, int(seq))
+        return epoch, int(seq), int(base)
+
+    def _observe(self, epoch: str, seq: int) -> None:
+        """Note a position read from Redis: the epoch and this process's high-water mark."""
+        if epoch != self.epoch:
+            self.epoch, self._high = epoch, seq
+        elif seq > self._high:
+            self._high = seq
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -311,10 +427,12 @@ class RedisBroker:
     async def _position(self) -> tuple[str, int]:
         """The backplane's epoch (created when missing) and its newest seq."""
         try:
-            epoch, seq = await self._head(keys=[self._k_epoch, self._k_seq], args=[self._fresh()])
+            epoch, seq = await self._head(keys=[self._k_epoch, self._k_seq])
         except FAULTS as exc:
             raise BrokerUnavailable("the Redis broker is unreachable; retry") from exc
-        self.epoch = epoch
+        if not epoch:
+            return (await self._check_in())[:2]
+        self._observe(epoch, int(seq))
         return epoch, int(seq)
 
     def _fresh(self) -> str:
@@ -355,8 +473,13 @@ class RedisBroker:
         except FAULTS as exc:
             raise BrokerUnavailable("the Redis broker is unreachable; retry") from exc
         (current, newest), replies = replies[0], replies[1:]
-        self.epoch = current
-        if epoch is not None and (epoch != current or after_seq > int(newest)):
+        if not current:  # no epoch yet: Redis is new or lost its data
+            current = (await self._check_in())[0]
+        else:
+            self._observe(current, int(newest))
+        if epoch is not None and epoch != current:
+            return await self._replay_epoch(selector, limit)
+        if epoch is not None and after_seq > int(newest):
             return History(gap=True)
         now = time.time()
         result = History()
@@ -384,6 +507,16 @@ class RedisBroker:
         result.events = list(heapq.merge(*streams, key=lambda e: e.seq))[:limit]
         return result
 
+    async def _replay_epoch(self, selector: Selector, limit: int | None) -> History:
+        """A resume from another epoch: a gap, then every event the current epoch kept."""
+        try:
+            base = int(await self.redis.hget(self._k_incarnation, "base") or 0)
+        except FAULTS as exc:
+            raise BrokerUnavailable("the Redis broker is unreachable; retry") from exc
+        epoch = self.epoch
+        replay = await self._after(selector, base, limit)
+        return History(replay.events, gap=True, resume_from=format_id(epoch, base))
+
     async def recent(self, selector: Selector, *, limit: int) -> list[Event]:
         if not limit:
             return []
@@ -410,10 +543,10 @@ class RedisBroker:
         """One round trip: the head (epoch, newest seq), then each channel's entries and marks."""
         async with self.redis.pipeline(transaction=False) as pipe:
             # By hash: a registered Script would make the pipeline check the script cache first.
-            pipe.evalsha(self._head.sha, 2, self._k_epoch, self._k_seq, self._fresh())
+            pipe.evalsha(self._head.sha, 2, self._k_epoch, self._k_seq)
             for channel in channels:
                 pipe.xrange(self.stream_key(channel), start, "+", count=limit)
-                pipe.get(self._trim_key(channel))
+                pipe.hget(self._k_trimmed, channel)
                 pipe.hget(self._k_newest, channel)
             pipe.get(self._k_forgotten)
             return await pipe.execute()  # type: ignore[no-any-return]
@@ -455,7 +588,7 @@ class RedisBroker:
             return
         self._pruned_at = now
         stale = f"({now - self._history_ttl!r}"
-        keys = [self._k_index, self._k_names, self._k_newest, self._k_forgotten]
+        keys = [self._k_index, self._k_names, self._k_newest, self._k_forgotten, self._k_trimmed]
         try:
             await self._prune(keys=keys, args=[stale])
         except FAULTS as exc:
@@ -583,13 +716,13 @@ class RedisBroker:
 
     async def _catch_up(self, names: set[str]) -> None:
         """Deliver, from the streams, what was published while the reader was not connected."""
-        epoch, newest = await self._position()
+        epoch, newest, base = await self._check_in()  # Redis may have restarted meanwhile
         if self._delivered_epoch is None:
             self._delivered_epoch, self._delivered = epoch, newest
             return
         if epoch != self._delivered_epoch:
-            self._delivered_epoch, self._delivered = epoch, 0
-            self._lost(names)  # Redis lost its history while the reader was away
+            self._delivered_epoch, self._delivered = epoch, base
+            self._lost(names)  # Redis lost its history (or its newest ids) meanwhile
         if not names:
             self._delivered = max(self._delivered, newest)
             return
@@ -606,11 +739,14 @@ class RedisBroker:
     def _deliver_live(self, live: str, payload: str) -> None:
         epoch, seq_text, stamp, retry, name, data = payload.split("\n", 5)
         if epoch != self._delivered_epoch:
+            # A new epoch while connected (another process found a stale snapshot): the streams
+            # resume, through a reset, from the kept events of the new epoch.
             self._delivered_epoch, self._delivered = epoch, 0
+            self._lost(set(self._names))
         seq = int(seq_text)
         if seq <= self._delivered:
             return  # already delivered (caught up, or both a channel and a pattern matched)
-        self.epoch = epoch
+        self._observe(epoch, seq)
         self._emit(
             Event(
                 channel=live[len(self._live_prefix) :],

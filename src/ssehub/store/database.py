@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from ..errors import Unavailable
-from .models import STREAMING, Conversation, Message, now
+from .models import ERROR, STREAMING, Conversation, Message, now
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 _SCHEMA = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
@@ -219,25 +219,52 @@ class Store:
             result = await session.execute(query)
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
-    async def end_streaming(
-        self,
-        conversation_id: str,
-        status: str,
-        error: str,
-        *,
-        idle_before: datetime | None = None,
-    ) -> Message | None:
-        """End the conversation's ``streaming`` answer with its saved text (only one not written
-        since ``idle_before`` when given); returns it, or None when there was none."""
+    async def end_streaming(self, conversation_id: str, status: str, error: str) -> Message | None:
+        """End the conversation's ``streaming`` answer with its saved text; returns it, or None
+        when there was none."""
         query = update(Message).where(
             Message.conversation_id == conversation_id, Message.status == STREAMING
         )
-        if idle_before is not None:
-            query = query.where(Message.updated_at < idle_before)
         query = query.values(status=status, error=error, updated_at=now()).returning(Message.id)
         async with self.session() as session:
             ids = list((await session.scalars(query)).all())
         return await self.get_message(ids[-1]) if ids else None
+
+    async def touch_answer(self, message_id: int) -> bool:
+        """Mark a streaming answer as still being written; False when it has ended."""
+        query = (
+            update(Message)
+            .where(Message.id == message_id, Message.status == STREAMING)
+            .values(updated_at=now())
+        )
+        async with self.session() as session:
+            result = await session.execute(query)
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    async def end_abandoned(
+        self,
+        idle_before: datetime,
+        error: str,
+        *,
+        conversation_id: str | None = None,
+        limit: int = 100,
+    ) -> list[Message]:
+        """End, as ``error``, up to ``limit`` streaming answers not written since ``idle_before``
+        (of one conversation, or of all); returns them. Each is ended by one caller only."""
+        stale = select(Message.id).where(
+            Message.status == STREAMING, Message.updated_at < idle_before
+        )
+        if conversation_id is not None:
+            stale = stale.where(Message.conversation_id == conversation_id)
+        query = (
+            update(Message)
+            .where(Message.id.in_(stale.limit(limit).scalar_subquery()))
+            .where(Message.status == STREAMING)
+            .values(status=ERROR, error=error, updated_at=now())
+            .returning(Message)
+        )
+        async with self.session() as session:
+            return list((await session.scalars(query)).all())
 
     async def streaming_answer(self, conversation_id: str) -> Message | None:
         """The conversation's answer still marked ``streaming``, if any."""
