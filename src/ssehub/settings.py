@@ -158,6 +158,29 @@ class Settings(BaseSettings):
     database_auto_migrate: bool = Field(
         True, description="Apply the store's migrations on first use (else `ssehub db upgrade`)."
     )
+    ds_mount: str = Field(
+        "/ds", description="Path prefix of the Durable Streams protocol; empty turns it off."
+    )
+    ds_database_url: str | None = Field(
+        None, description="Store of Durable Streams (SQLite or PostgreSQL); unset: `database_url`."
+    )
+    ds_long_poll_seconds: float = Field(
+        20.0, gt=0, description="Longest wait of a Durable Streams long-poll read before 204."
+    )
+    ds_sse_seconds: float = Field(
+        60.0, gt=0, description="A Durable Streams SSE read ends after this long; clients resume."
+    )
+    ds_keepalive_seconds: float = Field(
+        15.0,
+        gt=0,
+        description="A quiet Durable Streams SSE read sends a `control` event this often.",
+    )
+    ds_max_read_bytes: int = Field(
+        1024 * 1024, ge=1, description="Bytes a Durable Streams catch-up read returns at most."
+    )
+    ds_max_streams_per_user: int = Field(
+        1000, ge=1, description="Durable Streams one user (not admin) may own at once."
+    )
     llm_provider: str = Field(
         "demo", description="`demo` (built-in canned answers, no key) or `openai` (compatible API)."
     )
