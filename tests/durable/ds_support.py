@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import fcntl
 import hashlib
@@ -29,7 +30,7 @@ def node_modules() -> Path:
     """``npm install`` of the pinned (locked) packages once per lock file (skips loudly without Node)."""
     npm = shutil.which("npm")
     if npm is None or shutil.which("node") is None:
-        pytest.skip("NO NODE: the Durable Streams client and conformance tests need node and npm")
+        pytest.skip("NO NODE: the Durable Streams client and conformance tests need node, npm")
     lock = (JS_DIR / "package-lock.json").read_bytes()
     stamp = NODE_MODULES / ".ssehub-lock-sha256"
     digest = hashlib.sha256(lock).hexdigest()
@@ -66,21 +67,25 @@ def postgres_schema() -> Iterator[str]:
     dsn = POSTGRES_URL.replace("+asyncpg", "")
     schema = f"ssehub_ds_{uuid.uuid4().hex[:12]}"
 
-    async def run(sql: str) -> None:
+    async def execute(sql: str) -> None:
         conn = await asyncpg.connect(dsn, timeout=3)
         try:
             await conn.execute(sql)
         finally:
             await conn.close()
 
+    def run(sql: str) -> None:  # in a thread: callers may be inside an event loop
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, execute(sql)).result()
+
     try:
-        asyncio.run(run("SELECT 1"))
+        run("SELECT 1")
     except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
         pytest.skip(f"NO POSTGRESQL at {POSTGRES_URL}: {exc!r}")
     try:
         yield schema
     finally:
-        asyncio.run(run(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        run(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 def hub_env(**values: str) -> dict[str, str]:
@@ -98,7 +103,7 @@ def hub_env(**values: str) -> dict[str, str]:
 def sqlite_hub(tmp_path: Path, **env: str) -> Iterator[HubProcess]:
     """``ssehub serve`` on the embedded store (a SQLite file) and the memory broker."""
     db = f"sqlite+aiosqlite:///{tmp_path}/ds.db"
-    process = start_hub_process(tmp_path, hub_env(SSEHUB_DATABASE_URL=db, **env))
+    process = start_hub_process(tmp_path, hub_env(SSEHUB_DATABASE_URL=db, **env), start_timeout=60)
     try:
         yield process
     finally:

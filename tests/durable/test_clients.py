@@ -10,9 +10,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from ds_support import MOUNT, node
 from durable_streams import AsyncDurableStream, astream
 
-from ds_support import MOUNT, node
 from harness import RunningHub, running_hub
 from ssehub.settings import Settings
 

@@ -14,8 +14,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from ds_support import JS_DIR, MOUNT, hub_env, node_modules, shared_store_env, sqlite_hub
+
 from harness import start_hub_process
 
 # Opt-in parts of the suite (its `subscriptions` option): webhook and pull-wake subscriptions,
@@ -62,7 +62,7 @@ def test_conformance_on_the_embedded_store(tmp_path: Path) -> None:
 @pytest.mark.redis
 def test_conformance_on_the_shared_store(tmp_path: Path) -> None:
     with shared_store_env() as shared:
-        hub = start_hub_process(tmp_path, hub_env(**shared))
+        hub = start_hub_process(tmp_path, hub_env(**shared), start_timeout=60)
         try:
             run_suite(hub.url, tmp_path)
         finally:
