@@ -27,7 +27,7 @@ MOUNT = "/ds"
 
 
 def node_modules() -> Path:
-    """``npm install`` of the pinned (locked) packages once per lock file (skips loudly without Node)."""
+    """``npm install`` of the locked packages once per lock file (skips loudly without Node)."""
     npm = shutil.which("npm")
     if npm is None or shutil.which("node") is None:
         pytest.skip("NO NODE: the Durable Streams client and conformance tests need node, npm")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .routes import mount as mount_durable_streams
+from .mount import mount as mount_durable_streams
 from .service import DurableStreams
 
 __all__ = ["DurableStreams", "mount_durable_streams"]

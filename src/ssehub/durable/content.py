@@ -77,6 +77,11 @@ def json_items(fragment: bytes) -> list[Any]:
     return list(parse_json(b"[" + fragment + b"]")) if fragment else []
 
 
+def json_texts(fragment: bytes) -> list[str]:
+    """Each message of one stored JSON fragment as compact JSON text."""
+    return [_dump(item) for item in json_items(fragment)]
+
+
 def json_prefix(fragment: bytes, count: int) -> bytes:
     """The stored fragment of the first ``count`` messages of ``fragment``."""
     return ",".join(_dump(item) for item in json_items(fragment)[:count]).encode()

@@ -11,6 +11,7 @@ from starlette.responses import Response, StreamingResponse
 
 from ..errors import BadRequest
 from . import content
+from .errors import StreamNotFound
 from .headers import CLOSED, CURSOR, NEXT_OFFSET, SECURITY, SSE_ENCODING, UP_TO_DATE
 from .offsets import NOW, START, format_offset, next_cursor, parse_offset
 from .service import DurableStreams
@@ -169,55 +170,66 @@ def sse_response(ds: DurableStreams, meta: StreamMeta, query: ReadQuery) -> Resp
     return StreamingResponse(sse_frames(ds, meta, query), headers=headers)
 
 
-async def sse_frames(
-    ds: DurableStreams, meta: StreamMeta, query: ReadQuery
-) -> AsyncIterator[bytes]:
-    """The frames of one SSE read, until EOF, deletion or the connection's time is up."""
+async def follow(
+    ds: DurableStreams, meta: StreamMeta, position: int
+) -> AsyncIterator[ReadResult | None]:
+    """Reads from ``position`` on as appends arrive (None: a quiet keep-alive period passed).
+
+    Ends after the stream's final read once it is closed, when it is deleted, or when the
+    connection's time (``ds_sse_seconds``) is up; the client then resumes from its offset.
+    """
     settings = ds.settings
     ends = time.monotonic() + settings.ds_sse_seconds
-    position = query.start_seq(meta)
-    cursor = query.cursor
     await ds.store.touch(meta)
     ds.metrics.live_readers.inc()
     try:
         with ds.waiters.watching(meta.path):
-            announce = True
             while True:
                 woken = ds.waiters.current(meta.path)
                 try:
                     result = await ds.store.read(
                         meta, position, max_bytes=settings.ds_max_read_bytes
                     )
-                except Exception:
-                    return  # deleted meanwhile (or the store failed): end; the client resumes
-                frames = []
-                tail, closed = result.tail_seq, False
-                for chunk in result.chunks:
-                    closed = result.closed and chunk.seq >= tail
-                    frames.append(content.encode_sse("data", sse_text(meta, chunk.data)))
-                    frames.append(
-                        control(
-                            chunk.seq, closed=closed, up_to_date=chunk.seq >= tail, cursor=cursor
-                        )
-                    )
-                position = result.next_seq if result.chunks else min(position, tail)
-                at_tail = position >= tail
-                if not frames and (announce or (result.closed and at_tail)):
-                    closed = result.closed and at_tail
-                    frames.append(
-                        control(position, closed=closed, up_to_date=at_tail, cursor=cursor)
-                    )
-                if frames:
-                    yield b"".join(frames)
-                announce = False
-                if closed:
-                    return
-                if not at_tail:
+                except StreamNotFound:
+                    return  # deleted meanwhile: the client's next request gets the 404
+                yield result
+                position = result.next_seq if result.chunks else min(position, result.tail_seq)
+                if position < result.tail_seq:
                     continue
+                if result.closed:
+                    return
                 left = ends - time.monotonic()
                 if left <= 0:
                     return
                 if not await wait(woken, min(left, settings.ds_keepalive_seconds)):
-                    announce = True  # a quiet stream still gets a control event now and then
+                    yield None
     finally:
         ds.metrics.live_readers.dec()
+
+
+async def sse_frames(
+    ds: DurableStreams, meta: StreamMeta, query: ReadQuery
+) -> AsyncIterator[bytes]:
+    """The protocol's SSE: a data event per append, each followed by a control event."""
+    position = query.start_seq(meta)
+    announce = True  # the first read always ends with a control event, as a quiet period does
+    async for result in follow(ds, meta, position):
+        if result is None:
+            yield control(position, closed=False, up_to_date=True, cursor=query.cursor)
+            continue
+        frames = []
+        tail = result.tail_seq
+        for chunk in result.chunks:
+            closed = result.closed and chunk.seq >= tail
+            frames.append(content.encode_sse("data", sse_text(meta, chunk.data)))
+            frames.append(
+                control(chunk.seq, closed=closed, up_to_date=chunk.seq >= tail, cursor=query.cursor)
+            )
+        position = result.next_seq if result.chunks else min(position, tail)
+        at_tail = position >= tail
+        if not frames and (announce or (result.closed and at_tail)):
+            closed = result.closed and at_tail
+            frames.append(control(position, closed=closed, up_to_date=at_tail, cursor=query.cursor))
+        announce = False
+        if frames:
+            yield b"".join(frames)

@@ -1,7 +1,8 @@
 """The HTTP face of Durable Streams: PUT, POST, GET, HEAD and DELETE on ``{mount}/{path}``.
 
-Rights: a stream at ``{mount}/chat/42`` is the name ``ds:chat/42`` for the token's patterns:
-``publish`` to create, append, close and delete it, ``subscribe`` to read it (and to fork it).
+Rights: a stream at ``{mount}/chat/42`` is the channel name ``ds:chat:42`` for the token's
+patterns (``/`` becomes ``:``, as channel names have no ``/``): ``publish`` to create, append,
+close and delete it, ``subscribe`` to read it (and to fork it).
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from urllib.parse import unquote, urlsplit
 
-from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -22,7 +22,7 @@ from .offsets import format_offset
 from .producers import Verdict
 from .reads import ReadQuery, read_response, sse_response
 from .service import DurableStreams
-from .store import AppendRequest, AppendResult
+from .store import AppendRequest, AppendResult, StreamMeta
 
 RIGHTS_PREFIX = "ds:"
 MAX_PATH = 1024
@@ -33,7 +33,7 @@ Handler = Callable[[DurableStreams, Request, str, Principal], Awaitable[Response
 
 def rights_name(path: str) -> str:
     """The name a stream's path is checked as against ``publish``/``subscribe`` patterns."""
-    return RIGHTS_PREFIX + path
+    return RIGHTS_PREFIX + path.replace("/", ":")
 
 
 def validate_path(path: str) -> str:
@@ -137,7 +137,8 @@ def append_response(wanted: AppendRequest, result: AppendResult) -> Response:
     )
 
 
-async def _existing(ds: DurableStreams, path: str):  # type: ignore[no-untyped-def]
+async def existing(ds: DurableStreams, path: str) -> StreamMeta:
+    """The live stream at ``path`` (404 absent or expired, 410 deleted with forks left)."""
     meta = await ds.store.get(path)
     if meta is None:
         raise StreamNotFound(f"no stream at {path!r}")
@@ -149,7 +150,7 @@ async def _existing(ds: DurableStreams, path: str):  # type: ignore[no-untyped-d
 async def head(ds: DurableStreams, request: Request, path: str, principal: Principal) -> Response:
     """HEAD: the stream's metadata (never cached)."""
     require_subscribe(principal, rights_name(path))
-    meta = await _existing(ds, path)
+    meta = await existing(ds, path)
     headers = {h.NEXT_OFFSET: format_offset(meta.tail_seq), "Cache-Control": "no-store"}
     if meta.closed:
         headers[h.CLOSED] = "true"
@@ -165,7 +166,7 @@ async def head(ds: DurableStreams, request: Request, path: str, principal: Princ
 async def read(ds: DurableStreams, request: Request, path: str, principal: Principal) -> Response:
     """GET: catch-up, long-poll or SSE."""
     require_subscribe(principal, rights_name(path))
-    meta = await _existing(ds, path)
+    meta = await existing(ds, path)
     query = ReadQuery.parse(request.query_params.multi_items())
     if query.live == "sse":
         await request.app.state.gate.check_rate("stream", principal, client_ip(request))
@@ -211,17 +212,3 @@ async def endpoint(request: Request) -> Response:
         response = hub_error_response(request.app.state.metrics, exc)
         response.headers.update(h.SECURITY)
         return response
-
-
-def mount(app: FastAPI, ds: DurableStreams) -> None:
-    """Serve the protocol under ``settings.ds_mount`` (nothing when it is empty)."""
-    prefix = ds.settings.ds_mount.rstrip("/")
-    if not ds.settings.ds_mount:
-        return
-    app.state.durable = ds
-    app.router.add_route(
-        prefix + "/{path:path}",
-        endpoint,
-        methods=[*HANDLERS, "OPTIONS"],
-        include_in_schema=False,
-    )
