@@ -114,17 +114,16 @@ async def read_response(
 async def long_poll(ds: DurableStreams, meta: StreamMeta, after: int) -> ReadResult:
     """Chunks after ``after`` now, or the first ones appended within the long-poll timeout."""
     deadline = time.monotonic() + ds.settings.ds_long_poll_seconds
-    max_bytes = ds.settings.ds_max_read_bytes
     ds.metrics.live_readers.inc()
     try:
         with ds.waiters.watching(meta.path):
             while True:
                 woken = ds.waiters.current(meta.path)
-                result = await ds.store.read(meta, after, max_bytes=max_bytes)
+                result = await ds.read(meta, after)
                 if result.chunks or result.closed:
                     return result
                 if not await wait(woken, deadline - time.monotonic()):
-                    return await ds.store.read(meta, after, max_bytes=max_bytes)
+                    return await ds.read(meta, after)
     finally:
         ds.metrics.live_readers.dec()
 

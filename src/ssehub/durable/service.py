@@ -12,7 +12,7 @@ from ..settings import Settings
 from ..store import Store
 from .metrics import DurableMetrics
 from .sql import SqlDurableStore
-from .store import DurableStore
+from .store import DurableStore, ReadResult, StreamMeta
 from .waiters import Waiters, Wakeups
 
 log = logging.getLogger("ssehub.durable")
@@ -39,6 +39,7 @@ class DurableStreams:
         self.metrics = DurableMetrics(hub.metrics.registry)
         self._sweeper: asyncio.Task[None] | None = None
         self.used = False  # no sweep (nor migration) for a process that never served a stream
+        self._reads: dict[tuple[int, int], asyncio.Future[ReadResult]] = {}
 
     async def start(self) -> None:
         """Open the store, listen for other processes' appends, start the expiry sweeper."""
@@ -50,6 +51,22 @@ class DurableStreams:
         """Stop the sweeper and close the store."""
         await stop_task(self._sweeper)
         await self.store.close()
+
+    async def read(self, meta: StreamMeta, after_seq: int) -> ReadResult:
+        """A read of the store shared by every local reader asking for the same position now.
+
+        An append wakes all live readers of a stream at once, mostly at the same position: one
+        query answers them all (only while it runs, so nobody gets an older answer).
+        """
+        key = (meta.id, after_seq)
+        pending = self._reads.get(key)
+        if pending is None:
+            pending = asyncio.ensure_future(
+                self.store.read(meta, after_seq, max_bytes=self.settings.ds_max_read_bytes)
+            )
+            self._reads[key] = pending
+            pending.add_done_callback(lambda _: self._reads.pop(key, None))
+        return await asyncio.shield(pending)
 
     async def _sweep_forever(self) -> None:
         """Remove expired streams in bounded batches (reads also drop them on sight)."""
