@@ -95,6 +95,7 @@ TARGETS = {
     "ssehub-ds": ssehub_target(
         "ssehub-ds",
         SSEHUB_DATABASE_URL=f"sqlite+aiosqlite:///{RESULTS}/.ds-{os.getpid()}.db",
+        SSEHUB_DS_SSE_SECONDS="600",  # no reconnects within a run (the peer never closes)
     ),
     "ds-node": Target(
         name="ds-node",

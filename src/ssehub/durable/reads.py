@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from functools import lru_cache
 
 import orjson
 from starlette.responses import Response, StreamingResponse
@@ -139,20 +140,27 @@ def _response(
 
 def control(next_seq: int, *, closed: bool, up_to_date: bool, cursor: str | None) -> bytes:
     """A ``control`` event: the next offset, and the cursor and up-to-date flag or the EOF flag."""
+    return control_frame(next_seq, closed, up_to_date, None if closed else next_cursor(cursor))
+
+
+@lru_cache(maxsize=4096)
+def control_frame(next_seq: int, closed: bool, up_to_date: bool, cursor: str | None) -> bytes:
+    """The encoded control event (shared: every reader woken by one append sends the same)."""
     fields: dict[str, object] = {"streamNextOffset": format_offset(next_seq)}
     if closed:
         fields["streamClosed"] = True
         fields["upToDate"] = True
     else:
-        fields["streamCursor"] = next_cursor(cursor)
+        fields["streamCursor"] = cursor
         if up_to_date:
             fields["upToDate"] = True
     return content.encode_sse("control", orjson.dumps(fields).decode())
 
 
-def sse_text(meta: StreamMeta, data: bytes) -> str:
-    """One append as the text of a ``data`` event."""
-    return content.sse_data(meta.content_type, data)
+@lru_cache(maxsize=4096)
+def data_frame(content_type: str, data: bytes) -> bytes:
+    """The encoded data event of one append (encoded once for all its live readers)."""
+    return content.encode_sse("data", content.sse_data(content_type, data))
 
 
 def sse_response(ds: DurableStreams, meta: StreamMeta, query: ReadQuery) -> Response:
@@ -220,7 +228,7 @@ async def sse_frames(
         tail = result.tail_seq
         for chunk in result.chunks:
             closed = result.closed and chunk.seq >= tail
-            frames.append(content.encode_sse("data", sse_text(meta, chunk.data)))
+            frames.append(data_frame(meta.content_type, chunk.data))
             frames.append(
                 control(chunk.seq, closed=closed, up_to_date=chunk.seq >= tail, cursor=query.cursor)
             )
