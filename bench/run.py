@@ -401,8 +401,16 @@ SCENARIOS = {
     "reconnect-storm": reconnect_storm,
     "durable": durable,
 }
-# Scenarios with their own targets (whatever --targets says).
-SCENARIO_TARGETS = {"durable": ["ssehub-ds", "ds-node"]}
+# Scenarios that run on other targets: ssehub with its Durable Streams store, and the Node
+# reference server of Durable Streams as the peer.
+SCENARIO_TARGETS = {"durable": {"ssehub": "ssehub-ds", "peer": "ds-node"}}
+
+
+def targets_of(name: str, targets: list[str]) -> list[str]:
+    """The targets scenario ``name`` runs against for ``--targets``."""
+    renames = SCENARIO_TARGETS.get(name, {})
+    return [renames.get(t, t) for t in targets]
+
 
 COLUMNS = {
     "hold": ("streams", "connect_s", "kb_per_stream", "failures"),
@@ -536,10 +544,10 @@ async def main(args: argparse.Namespace) -> list[dict[str, Any]]:
     RESULTS.mkdir(parents=True, exist_ok=True)
     rows = []
     try:
-        if "durable" in args.scenarios:
+        if "durable" in args.scenarios and "ds-node" in targets_of("durable", args.targets):
             install_ds_node()
         for name in args.scenarios:
-            for target_name in SCENARIO_TARGETS.get(name, args.targets):
+            for target_name in targets_of(name, args.targets):
                 row = await run_one(name, TARGETS[target_name], args)
                 print(json.dumps(row), flush=True)
                 rows.append(row)

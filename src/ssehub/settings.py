@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(
         16 * 1024 * 1024, ge=1024, description="Largest request body; larger ones get 413 unread."
     )
+    keep_alive_seconds: float = Field(
+        5.0, gt=0, description="An idle keep-alive HTTP connection is closed after this long."
+    )
     shutdown_grace_seconds: float = Field(
         3.0, ge=0, description="How long SIGTERM waits for streams to close before forcing it."
     )

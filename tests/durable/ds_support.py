@@ -94,6 +94,8 @@ def hub_env(**values: str) -> dict[str, str]:
         "SSEHUB_OPEN_ACCESS": "true",
         "SSEHUB_CORS_ORIGINS": '["*"]',
         "SSEHUB_DS_LONG_POLL_SECONDS": "2",
+        # Longer than the clients' idle keep-alive: no reuse of a socket the hub just closed.
+        "SSEHUB_KEEP_ALIVE_SECONDS": "30",
         "SSEHUB_LOG_LEVEL": "warning",
         **values,
     }
