@@ -194,9 +194,7 @@ async def follow(
             while True:
                 woken = ds.waiters.current(meta.path)
                 try:
-                    result = await ds.store.read(
-                        meta, position, max_bytes=settings.ds_max_read_bytes
-                    )
+                    result = await ds.read(meta, position)
                 except StreamNotFound:
                     return  # deleted meanwhile: the client's next request gets the 404
                 yield result
