@@ -113,3 +113,41 @@ async def test_eventsource_view_resumes_from_last_event_id(
         assert finished.status_code == 204  # an EventSource stops reconnecting
         bad = await client.get(view, headers={"Last-Event-ID": "nonsense"})
         assert bad.status_code == 400
+
+
+async def test_live_readers_woken_by_one_append_share_one_store_read(
+    tmp_path: Path, client: httpx.AsyncClient
+) -> None:
+    settings = ds_settings(tmp_path, open_access=True, stream_rate_per_ip=0)
+    async with running_hub(settings) as hub:
+        ds = hub.app.state.durable
+        url = f"{hub.url}{MOUNT}/fan"
+        await client.put(url, headers=TEXT)
+        reads: list[int] = []
+        store_read = ds.store.read
+
+        async def counted(meta: Any, after: int, **kw: Any) -> Any:
+            reads.append(after)
+            return await store_read(meta, after, **kw)
+
+        ds.store.read = counted
+        readers = []
+        for _ in range(30):
+            request = client.build_request("GET", url, params={"offset": "now", "live": "sse"})
+            readers.append(await client.send(request, stream=True))
+        try:
+            lines = [r.aiter_lines() for r in readers]
+            for it in lines:  # each reader got its first control event: all are waiting
+                while "control" not in await anext(it):
+                    pass
+            reads.clear()
+            await client.post(url, headers=TEXT, content=b"hello")
+            for it in lines:
+                while "data:hello" not in await anext(it):
+                    pass
+            # One query for thirty readers (a second one may follow the broker's echo of the
+            # wake-up, when readers already wait at the new tail); each on its own: thirty.
+            assert reads[:1] == [0] and len(reads) <= 2, reads
+        finally:
+            for response in readers:
+                await response.aclose()
