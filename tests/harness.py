@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,7 +119,7 @@ def start_hub_process(
     *,
     port: int | None = None,
     args: list[str] | None = None,
-    start_timeout: float = 20,
+    start_timeout: float = 60,
 ) -> HubProcess:
     """Start ``ssehub serve`` on a free port; wait until /healthz answers from every worker.
 
@@ -153,6 +154,40 @@ def start_hub_process(
             raise TimeoutError(f"hub did not start: {log_path.read_text()}")
         time.sleep(0.05)
     return HubProcess(url=url, port=port, process=process, log_path=log_path)
+
+
+async def raw_exchange(url: str, payload: bytes, timeout: float = 10) -> bytes:
+    """Send raw bytes to the server of ``url`` on a new connection; what it answers.
+
+    Reads until one whole response (head and ``content-length`` body) or until the server
+    closes; a connection reset ends the read with what came before it.
+    """
+    parts = urllib.parse.urlsplit(url)
+    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+    data = b""
+    try:
+        writer.write(payload)
+        with contextlib.suppress(ConnectionError):
+            await writer.drain()
+        async with asyncio.timeout(timeout):
+            with contextlib.suppress(ConnectionError):
+                while chunk := await reader.read(65536):
+                    data += chunk
+                    head, end, body = data.partition(b"\r\n\r\n")
+                    length = _content_length(head) if end else None
+                    if length is not None and len(body) >= length:
+                        break
+        return data
+    finally:
+        writer.close()
+
+
+def _content_length(head: bytes) -> int | None:
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length" and value.strip().isdigit():
+            return int(value)
+    return None
 
 
 @dataclass

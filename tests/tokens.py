@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 SECRET = "test-secret-that-is-long-enough-for-hs256!"
 
 
-def claims(sub: str | None = "alice", *, ttl: float = 300, **extra: Any) -> dict[str, Any]:
+def claims(sub: str | None = "alice", *, ttl: float = 3600, **extra: Any) -> dict[str, Any]:
     """Claims with ``exp`` ``ttl`` seconds ahead; ``extra`` adds or overrides claims."""
     now = int(time.time())
     out: dict[str, Any] = {"iat": now, "exp": now + ttl}

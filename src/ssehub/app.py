@@ -110,9 +110,9 @@ def create_app(
         idle_timeout_seconds=settings.client_timeout_seconds,
     )
     gate = Gate(settings, cluster, hub)
-    chat = ChatService.from_settings(settings, hub)
+    chat = ChatService.from_settings(settings, hub, gate)
     runs = hub.runs = create_runs(settings)
-    tasks = create_task_manager(hub, settings)
+    tasks = create_task_manager(hub, settings, cluster)
     durable = DurableStreams(settings, hub)
 
     @contextlib.asynccontextmanager

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -34,7 +35,8 @@ class Principal:
     """A caller: user id, channel patterns it may read and write, admin flag.
 
     ``authenticated`` is False for a caller without credentials (anonymous access), so a
-    refusal can ask for a token (401) instead of forbidding (403).
+    refusal can ask for a token (401) instead of forbidding (403). ``ticket`` marks a caller
+    that showed a stream ticket: it reads only the ticket's channels.
     """
 
     user_id: str | None = None
@@ -42,6 +44,7 @@ class Principal:
     publish: tuple[str, ...] = ()
     admin: bool = False
     authenticated: bool = True
+    ticket: bool = False
     claims: dict[str, object] = field(default_factory=dict, compare=False, hash=False)
 
     def can_subscribe(self, channel: str) -> bool:
@@ -159,6 +162,18 @@ def principal_from_claims(
     )
 
 
+def check_lifetime(claims: dict[str, Any], max_lifetime: float, leeway: float) -> None:
+    """Refuse a token living longer than ``max_lifetime`` seconds (0: no limit), counted from
+    now and, when it has one, from its ``iat``: a leaked token must not work for ever."""
+    if max_lifetime <= 0:
+        return
+    exp = claims["exp"]
+    iat = claims.get("iat")
+    lived = exp - iat if isinstance(iat, int | float) and not isinstance(iat, bool) else 0
+    if exp - time.time() > max_lifetime + leeway or lived > max_lifetime + leeway:
+        raise invalid_token(f"the token lives longer than the allowed {max_lifetime:g} s")
+
+
 def _algorithm_of(key: Any) -> str:
     if isinstance(key, rsa.RSAPublicKey):
         return "RS256"
@@ -226,6 +241,9 @@ class JWTAuthenticator:
             raise invalid_token("bad signature") from exc
         except jwt.PyJWTError as exc:
             raise invalid_token(str(exc).replace('"', "'")) from exc
+        except (OverflowError, ValueError) as exc:  # e.g. ``exp: 1e400`` decodes to infinity
+            raise invalid_token("exp, iat and nbf must be finite numbers") from exc
+        check_lifetime(claims, s.jwt_max_lifetime_seconds, s.jwt_leeway_seconds)
         return principal_from_claims(claims, admin_claim=s.admin_claim, admin_role=s.admin_role)
 
     def _verification_key(self, token: str) -> Any:
@@ -259,6 +277,12 @@ def authenticator_from_settings(settings: Settings) -> Authenticator:
                 settings.anonymous_subscribe,
                 settings.anonymous_publish,
                 " (demo mode)" if settings.demo else "",
+            )
+        if settings.anonymous_project_streams:
+            log.warning(
+                "AUTH IS OFF for project streams: anyone may read /api/v1/sse/projects/{id}/... "
+                "without a token (limited per address); set "
+                "SSEHUB_ANONYMOUS_PROJECT_STREAMS=false to require one"
             )
         return authenticator
     reason = (

@@ -1,6 +1,11 @@
-"""A bound on request bodies: larger ones get 413 before they are read into memory."""
+"""A bound on request bodies: larger ones get 413 before they are read into memory or parsed.
+
+Routes may have their own, smaller bound (a single publish needs room for one event only).
+"""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -9,21 +14,44 @@ from .errors import PayloadTooLarge
 
 
 class BodyLimitMiddleware:
-    """Refuse a declared ``Content-Length`` over ``max_bytes`` at once; cut chunked bodies there."""
+    """Refuse a declared ``Content-Length`` over the limit at once; cut chunked bodies there.
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    ``max_bytes`` bounds every body; ``routes`` maps paths to lower limits of their own (a path
+    ending in ``*`` covers every path it prefixes, and the longest matching entry wins).
+    """
+
+    def __init__(
+        self, app: ASGIApp, *, max_bytes: int, routes: Mapping[str, int] | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        routes = routes or {}
+        self.exact = {path: min(n, max_bytes) for path, n in routes.items() if path[-1:] != "*"}
+        self.prefixes = sorted(
+            ((path[:-1], min(n, max_bytes)) for path, n in routes.items() if path[-1:] == "*"),
+            key=lambda item: -len(item[0]),
+        )
+
+    def limit(self, path: str) -> int:
+        """The largest body accepted on ``path``."""
+        exact = self.exact.get(path)
+        if exact is not None:
+            return exact
+        for prefix, limit in self.prefixes:
+            if path.startswith(prefix):
+                return limit
+        return self.max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_bytes = self.limit(scope["path"])
         has_body = False
         for key, value in scope["headers"]:
             if key == b"content-length":
-                if not value.isdigit() or int(value) > self.max_bytes:
-                    await self._refuse(send)
+                if not value.isdigit() or int(value) > max_bytes:
+                    await self._refuse(send, max_bytes)
                     return
                 has_body = value != b"0"
             elif key == b"transfer-encoding":
@@ -41,10 +69,10 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > max_bytes:
                     # Answer 413 now and make the app see a gone client; its own answer is dropped.
                     refused = True
-                    await self._refuse(send)
+                    await self._refuse(send, max_bytes)
                     return {"type": "http.disconnect"}
             return message
 
@@ -54,11 +82,8 @@ class BodyLimitMiddleware:
 
         await self.app(scope, limited, guarded)
 
-    def _message(self) -> str:
-        return f"the request body exceeds {self.max_bytes} bytes"
-
-    async def _refuse(self, send: Send) -> None:
-        error = PayloadTooLarge(self._message())
+    async def _refuse(self, send: Send, max_bytes: int) -> None:
+        error = PayloadTooLarge(f"the request body exceeds {max_bytes} bytes")
         body = orjson.dumps(error.to_json())
         headers = [(b"content-type", b"application/json"), (b"connection", b"close")]
         headers.append((b"content-length", str(len(body)).encode()))

@@ -3,7 +3,8 @@
 A channel name is 1-200 characters from ``A-Z a-z 0-9 _ - . : @ =``. Names starting with
 ``$`` are reserved for the hub (``$broadcast``, ``$client:<id>``). A pattern is a name in which
 ``*`` matches any run of characters, colons included: ``project:42:*`` covers
-``project:42:stage:rewrite``.
+``project:42:stage:rewrite``. Patterns are matched without regular expressions, in one
+left-to-right pass (see :func:`matches`), and a pattern may hold at most ``max_wildcards`` stars.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from functools import lru_cache
 from .errors import InvalidChannel
 
 MAX_CHANNEL_LENGTH = 200
+MAX_WILDCARDS = 8  # stars per pattern a client may send (the default of ``max_pattern_wildcards``)
 _NAME = re.compile(r"[A-Za-z0-9_\-.:@=]{1,200}")
 _PATTERN = re.compile(r"[A-Za-z0-9_\-.:@=*]{1,200}")
 _RESERVED = re.compile(r"\$[A-Za-z0-9_\-.:@=]{1,199}")
@@ -35,12 +37,24 @@ def client_channel(client_id: str) -> str:
 
 
 def validate_channel(
-    name: str, *, allow_pattern: bool = False, allow_reserved: bool = False
+    name: str,
+    *,
+    allow_pattern: bool = False,
+    allow_reserved: bool = False,
+    max_wildcards: int | None = None,
 ) -> str:
-    """Return ``name`` if it is a valid channel (or pattern), else raise InvalidChannel."""
+    """Return ``name`` if it is a valid channel (or pattern), else raise InvalidChannel.
+
+    With ``max_wildcards``, a pattern with more ``*`` than that is refused too.
+    """
     if _NAME.fullmatch(name):
         return name
     if allow_pattern and _PATTERN.fullmatch(name):
+        if max_wildcards is not None and name.count("*") > max_wildcards:
+            raise InvalidChannel(
+                f"channel pattern {name!r} has {name.count('*')} wildcards; "
+                f"at most {max_wildcards} are allowed"
+            )
         return name
     if allow_reserved and _RESERVED.fullmatch(name):
         return name
@@ -57,21 +71,41 @@ def is_pattern(name: str) -> bool:
 
 
 @lru_cache(maxsize=4096)
-def compile_pattern(pattern: str) -> re.Pattern[str]:
-    """Compile a ``*`` pattern to an anchored regular expression."""
-    return re.compile(".*".join(re.escape(part) for part in pattern.split("*")), re.DOTALL)
+def pattern_parts(pattern: str) -> tuple[str, tuple[str, ...], str]:
+    """A pattern as (literal prefix, non-empty literals between stars, literal suffix)."""
+    head, *middle, tail = pattern.split("*")
+    return head, tuple(part for part in middle if part), tail
+
+
+def literal_prefix(pattern: str) -> str:
+    """The text before a pattern's first ``*``: every channel it matches starts with it."""
+    return pattern.partition("*")[0]
 
 
 def matches(pattern: str, channel: str) -> bool:
     """True when ``channel`` is covered by ``pattern`` (an exact name covers only itself).
 
-    A pattern never reaches a reserved ``$`` channel (a client's private messages, commands).
+    A greedy glob match, never a regular expression: the prefix and suffix are compared in
+    place and each literal between stars is found left to right after the previous one (the
+    leftmost place is always the best one), so no character is looked at twice per literal
+    and runs of ``*`` cost nothing. A pattern never reaches a reserved ``$`` channel (a
+    client's private messages, commands).
     """
     if "*" not in pattern:
         return pattern == channel
     if channel[:1] == "$" and pattern[:1] != "$":
         return False
-    return compile_pattern(pattern).fullmatch(channel) is not None
+    head, middle, tail = pattern_parts(pattern)
+    end = len(channel) - len(tail)
+    if end < len(head) or not channel.startswith(head) or not channel.endswith(tail):
+        return False
+    position = len(head)
+    for part in middle:
+        found = channel.find(part, position, end)
+        if found < 0:
+            return False
+        position = found + len(part)
+    return True
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,8 +20,9 @@ from typing import Any
 
 from .auth import CHALLENGE, Principal
 from .connection import Connection
-from .errors import Conflict, HubError, NotFound, Unauthorized
+from .errors import Conflict, Forbidden, HubError, NotFound, Unauthorized
 from .event import Event, make_event
+from .gate import Gate
 from .hub import Hub
 from .llm import ChatMessage, Provider, ProviderError, provider_from_settings
 from .settings import Settings
@@ -39,12 +40,22 @@ ABANDONED = "interrupted: the answer stopped being written (the server stopped o
 
 def owner_of(principal: Principal) -> str:
     """The owner of the caller's conversations: the token's ``sub``, ``anonymous`` with open
-    access; a caller without a token on a hub that verifies tokens gets 401."""
+    access (an admin without ``sub``). Without a token (or with a ticket issued without one)
+    the answer is 401; a token without ``sub`` gets 403: chat needs a real identity."""
     if not principal.authenticated:
         raise Unauthorized(
             "a token is required to use conversations", headers={"WWW-Authenticate": CHALLENGE}
         )
-    return principal.user_id or ANONYMOUS
+    if principal.user_id is not None:
+        return principal.user_id
+    if principal.admin:
+        return ANONYMOUS
+    raise Forbidden("conversations need a token with a `sub` claim (a user identity)")
+
+
+def answer_holder(conversation_id: str) -> str:
+    """The slot holder of the answer streaming in a conversation (one at a time)."""
+    return f"answer:{conversation_id}"
 
 
 def conversation_channel(conversation_id: str) -> str:
@@ -65,6 +76,7 @@ class Turn:
     stop_reason: str = USER_CANCELLED
     finishing: bool = False
     status: str = ""
+    owner: str = ""  # set while the turn holds one of its owner's answer slots
 
     async def stop(self, reason: str = USER_CANCELLED) -> None:
         """Cancel the model call (unless the answer is already being saved) and wait for the end."""
@@ -89,6 +101,7 @@ class ChatService:
         checkpoint_seconds: float = 3.0,
         history_messages: int = 50,
         stale_seconds: float = 70.0,
+        gate: Gate | None = None,
     ) -> None:
         self.store = store
         self.provider = provider
@@ -97,10 +110,11 @@ class ChatService:
         self.checkpoint_seconds = checkpoint_seconds
         self.history_messages = history_messages
         self.stale_seconds = stale_seconds
+        self.gate = gate  # caps the answers streaming at once per user, across processes
         self.turns: dict[str, Turn] = {}
 
     @classmethod
-    def from_settings(cls, settings: Settings, hub: Hub) -> ChatService:
+    def from_settings(cls, settings: Settings, hub: Hub, gate: Gate | None = None) -> ChatService:
         """The service the settings describe."""
         provider = provider_from_settings(settings)
         store = Store(
@@ -118,6 +132,7 @@ class ChatService:
             history_messages=settings.chat_history_messages,
             # A live answer gets a chunk within the timeout and is saved soon after one.
             stale_seconds=settings.chat_checkpoint_seconds + settings.llm_timeout_seconds + 5,
+            gate=gate,
         )
 
     async def start(self) -> None:
@@ -137,10 +152,11 @@ class ChatService:
 
     async def owned(self, conversation_id: str, principal: Principal) -> Conversation:
         """The caller's conversation; NotFound for unknown ids and other users' conversations."""
+        owner = owner_of(principal)  # 401/403 before anything about the id is told
         conversation = None
         if len(conversation_id) <= 32:
             conversation = await self.store.get_conversation(conversation_id)
-        if conversation is None or conversation.owner != owner_of(principal):
+        if conversation is None or conversation.owner != owner:
             raise NotFound(f"no conversation {conversation_id[:64]!r}")
         return conversation
 
@@ -162,6 +178,9 @@ class ChatService:
         turn = Turn(conversation.id, conversation.model or self.default_model)
         self.turns[conversation.id] = turn  # reserved before any await: one answer at a time
         try:
+            if self.gate is not None:
+                await self.gate.hold_answer(conversation.owner, answer_holder(conversation.id))
+                turn.owner = conversation.owner
             await self._end_abandoned(conversation.id)
             if await self.store.streaming_answer(conversation.id) is not None:
                 raise Conflict("another process is still answering in this conversation")
@@ -173,6 +192,7 @@ class ChatService:
             await self._publish(turn, "user_message", {"message_id": user.id, "content": content})
         except BaseException:
             self.turns.pop(conversation.id, None)
+            await self._release(turn)
             raise
         prompt = build_prompt(conversation, history, content)
         turn.task = asyncio.create_task(self._run(turn, prompt), name=f"chat-{conversation.id}")
@@ -300,6 +320,13 @@ class ChatService:
             for listener in turn.listeners:
                 listener.close(TURN_ENDED)
             self.turns.pop(turn.conversation_id, None)
+            await self._release(turn)
+
+    async def _release(self, turn: Turn) -> None:
+        """Give back the answer slot of ``turn`` (if it holds one)."""
+        if self.gate is not None and turn.owner:
+            await self.gate.release_answer(turn.owner, answer_holder(turn.conversation_id))
+            turn.owner = ""
 
     async def _publish(self, turn: Turn, name: str, data: dict[str, Any]) -> Event:
         event = make_event(conversation_channel(turn.conversation_id), name, data)

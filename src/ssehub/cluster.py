@@ -56,9 +56,13 @@ class ClusterState(Protocol):
     async def release_slot(self, scope: str, holder: str) -> None:
         """Remove ``holder`` from ``scope`` (no-op when absent)."""
 
-    async def take_token(self, key: str, rate: float, burst: int) -> float:
-        """Token bucket ``key`` (``rate``/s, capacity ``burst``): 0.0 when a token was taken,
-        else the seconds until one is available."""
+    async def take_token(self, key: str, rate: float, burst: int, cost: int = 1) -> float:
+        """Token bucket ``key`` (``rate``/s, capacity ``burst``): 0.0 when ``cost`` tokens were
+        taken, else the seconds until they are available.
+
+        A cost above ``burst`` is taken once the bucket is full and leaves it in debt, so a
+        large batch passes but the average stays at ``rate``.
+        """
 
     async def register_client(self, record: ClientRecord) -> None:
         """Record an open stream."""
@@ -122,17 +126,18 @@ class MemoryClusterState:
             if not holders:
                 del self._slots[scope]
 
-    async def take_token(self, key: str, rate: float, burst: int) -> float:
+    async def take_token(self, key: str, rate: float, burst: int, cost: int = 1) -> float:
         now = time.monotonic()
         if len(self._buckets) > 100_000:
             self._buckets.clear()
         tokens, stamp = self._buckets.get(key, (float(burst), now))
         tokens = min(float(burst), tokens + (now - stamp) * rate)
-        if tokens >= 1.0:
-            self._buckets[key] = (tokens - 1.0, now)
+        need = min(cost, burst)
+        if tokens >= need:
+            self._buckets[key] = (tokens - cost, now)
             return 0.0
         self._buckets[key] = (tokens, now)
-        return (1.0 - tokens) / rate
+        return (need - tokens) / rate
 
     async def register_client(self, record: ClientRecord) -> None:
         self._clients[record["client_id"]] = record

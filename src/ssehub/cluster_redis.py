@@ -60,15 +60,16 @@ return 1
 TOKEN = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
-local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
+local rate, burst, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local state = redis.call('HMGET', KEYS[1], 'tokens', 'stamp')
 local tokens = tonumber(state[1]) or burst
 local stamp = tonumber(state[2]) or now
 tokens = math.min(burst, tokens + math.max(0, now - stamp) * rate)
+local need = math.min(cost, burst)
 local wait = 0
-if tokens >= 1 then tokens = tokens - 1 else wait = (1 - tokens) / rate end
+if tokens >= need then tokens = tokens - cost else wait = (need - tokens) / rate end
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'stamp', tostring(now))
-redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
+redis.call('PEXPIRE', KEYS[1], math.ceil((burst - math.min(tokens, 0)) / rate * 1000) + 1000)
 return tostring(wait)
 """
 
@@ -176,9 +177,9 @@ class RedisClusterState:
                 del self._held[holder]
         await self._forget(self.redis.zrem(self._slot_key(scope), self._member(holder)))
 
-    async def take_token(self, key: str, rate: float, burst: int) -> float:
+    async def take_token(self, key: str, rate: float, burst: int, cost: int = 1) -> float:
         wait = await self._call(
-            self._token(keys=[f"{self.prefix}bucket:{key}"], args=[repr(rate), burst])
+            self._token(keys=[f"{self.prefix}bucket:{key}"], args=[repr(rate), burst, cost])
         )
         return float(wait)
 

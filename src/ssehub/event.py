@@ -4,6 +4,12 @@ Framing follows the WHATWG HTML "Server-sent events" section, 9.2.6 "Interpretin
 stream": every field is ``name: value`` ended by LF, an event ends with a blank line, and CR,
 LF and CRLF all end a line. An id or event name containing CR or LF could therefore inject new
 fields, so :func:`validate_field` rejects them; data is split on every line end instead.
+
+Clients that split lines with Python's ``str.splitlines()`` also break at VT, FF, FS/GS/RS, NEL,
+U+2028 and U+2029: names and ids holding them are refused too, and JSON data carries U+2028,
+U+2029 and NEL escaped (``\u2028``), which decodes to the same value. ``id:`` is written last,
+so a client that records the id as soon as it reads the line never records an event whose data
+a cut connection lost.
 """
 
 from __future__ import annotations
@@ -19,13 +25,29 @@ from .errors import InvalidEvent
 
 _LINE_END = re.compile(r"\r\n|\r|\n")
 MAX_EVENT_NAME = 200
+# What ends a line for the SSE standard (CR, LF), NUL, and for ``str.splitlines()``.
+_LINE_BREAKS = frozenset("\r\n\x00\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
+# Line breaks JSON text may hold unescaped (it escapes everything below U+0020 itself).
+_JSON_ESCAPES = {"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"}
 
 
 def validate_field(name: str, value: str) -> str:
-    """Reject a value that would split or corrupt an SSE frame (CR, LF, NUL)."""
-    if "\r" in value or "\n" in value or "\x00" in value:
-        raise InvalidEvent(f"event {name} must not contain CR, LF or NUL characters")
-    return value
+    """Reject a value that would split or corrupt an SSE frame (a line break or NUL)."""
+    if (value.isascii() and value.isprintable()) or _LINE_BREAKS.isdisjoint(value):
+        return value
+    raise InvalidEvent(
+        f"event {name} must not contain line breaks (CR, LF, VT, FF, NEL, U+2028, U+2029) or NUL"
+    )
+
+
+def json_text(value: Any) -> str:
+    """Compact JSON text of ``value`` with no raw line break (NEL, U+2028, U+2029 escaped)."""
+    text = orjson.dumps(value).decode()
+    if not text.isascii():  # the escapes are needed only where non-ASCII text is present
+        for raw, escaped in _JSON_ESCAPES.items():
+            if raw in text:
+                text = text.replace(raw, escaped)
+    return text
 
 
 def validate_event_name(value: str) -> str:
@@ -41,7 +63,7 @@ def data_to_text(data: Any) -> str:
         _require_utf8("data", data)
         return data
     try:
-        return orjson.dumps(data).decode()
+        return json_text(data)
     except orjson.JSONEncodeError as exc:
         raise InvalidEvent(f"event data cannot be encoded: {exc}") from exc
 
@@ -57,16 +79,20 @@ def _require_utf8(name: str, value: str) -> None:
 def encode_fields(
     *, id: str | None = None, event: str | None = None, data: str = "", retry: int | None = None
 ) -> bytes:
-    """Encode one SSE frame; every line end inside ``data`` starts a new ``data:`` line."""
+    """Encode one SSE frame; every line end inside ``data`` starts a new ``data:`` line.
+
+    ``id:`` comes last: a client that takes the id as soon as it reads the line has then read
+    the whole event but its final blank line.
+    """
     out = []
-    if id is not None:
-        out.append(f"id: {validate_field('id', id)}\n")
     if event is not None:
         out.append(f"event: {validate_field('name', event)}\n")
     if retry is not None:
         out.append(f"retry: {int(retry)}\n")
     for line in _LINE_END.split(data):
         out.append(f"data: {line}\n")
+    if id is not None:
+        out.append(f"id: {validate_field('id', id)}\n")
     out.append("\n")
     return "".join(out).encode()
 

@@ -1,6 +1,7 @@
 """The direct stream path: an SSE stream written from the hub's dispatch, with no task per stream.
 
-``DirectStreamProtocol`` is uvicorn's httptools protocol plus one extension in every request's
+``DirectStreamProtocol`` is uvicorn's httptools protocol (with the read limits of
+:mod:`ssehub.httpguard`) plus one extension in every request's
 scope. The stream routes run as usual (auth, admission, ``Hub.open``) and the response head goes
 out through the middleware; then ``EventStreamResponse`` hands the opened Connection to
 :meth:`DirectStreamProtocol.adopt`, the ASGI task ends and the protocol writes the Connection's
@@ -14,13 +15,13 @@ slow-consumer policy closes it as on the ASGI path.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-
 from .connection import CLIENT_GONE, SHUTDOWN, Connection
+from .httpguard import GuardedProtocol, ReadLimits
 from .settings import Settings
 from .stream import EXTENSION
 
@@ -29,9 +30,13 @@ log = logging.getLogger("ssehub.fastpath")
 END = b"0\r\n\r\n"
 
 
-def http_protocol(settings: Settings) -> type[asyncio.Protocol] | str:
-    """The uvicorn ``http`` setting for ``settings``: the direct path or plain httptools."""
-    return DirectStreamProtocol if settings.fast_streams else "httptools"
+def http_protocol(settings: Settings) -> Callable[..., asyncio.Protocol]:
+    """The uvicorn ``http`` setting for ``settings``: the direct path or guarded httptools.
+
+    A partial of a module-level class, so ``--workers N`` can hand it to its processes.
+    """
+    protocol = DirectStreamProtocol if settings.fast_streams else GuardedProtocol
+    return functools.partial(protocol, limits=ReadLimits.from_settings(settings))
 
 
 class _Flusher:
@@ -83,7 +88,7 @@ def _flusher(loop: asyncio.AbstractEventLoop) -> _Flusher:
     return flusher
 
 
-class DirectStreamProtocol(HttpToolsProtocol):
+class DirectStreamProtocol(GuardedProtocol):
     """uvicorn's HTTP protocol that can take over a started SSE stream (see module doc)."""
 
     # Slots: uvicorn's attributes fill the instance dict; one more would double its size.

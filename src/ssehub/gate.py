@@ -34,6 +34,16 @@ def client_ip(request: HTTPConnection) -> str:
     return request.client.host if request.client else ""
 
 
+def limit_scope(principal: Principal, ip: str) -> str | None:
+    """Whom per-user limits count: the token's ``sub``, else the caller's address (anonymous
+    callers, tokens without ``sub``); None for an admin without ``sub`` (no per-user limits)."""
+    if principal.user_id is not None:
+        return user_scope(principal.user_id)
+    if principal.admin:
+        return None
+    return f"ip:{ip}"
+
+
 def retry_after(seconds: float) -> dict[str, str]:
     """A ``Retry-After`` header of whole seconds, at least 1."""
     return {"Retry-After": str(max(1, math.ceil(seconds)))}
@@ -48,6 +58,8 @@ class Gate:
         self.hub = hub
         self.node = secrets.token_hex(4)
         self.publishes: dict[str, int] = {}
+        self._scopes: dict[str, str] = {}  # admitted client id -> its per-user slot scope
+        self.held: set[str] = set()  # slot holders other than streams (running chat answers)
         self._keepalive: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -58,23 +70,28 @@ class Gate:
         """Stop the refresher."""
         await stop_task(self._keepalive)
 
-    async def check_rate(self, kind: str, principal: Principal, ip: str) -> None:
-        """Take a token from the ``kind`` ("stream" or "publish") buckets of user and IP, or 429."""
+    async def check_rate(self, kind: str, principal: Principal, ip: str, *, cost: int = 1) -> None:
+        """Take ``cost`` tokens from the ``kind`` buckets ("stream", "publish", "ticket"...) of
+        the caller (see ``limit_scope``) and of its IP, or 429."""
         s = self.settings
         buckets = []
-        if principal.user_id is not None and not principal.admin:
+        scope = None if principal.admin else limit_scope(principal, ip)
+        if scope is not None:
             rate, burst = getattr(s, f"{kind}_rate_per_user"), getattr(s, f"{kind}_burst_per_user")
-            buckets.append((f"{kind}:user:{principal.user_id}", rate, burst, "user"))
+            who = "user" if principal.user_id is not None else "address"
+            buckets.append((f"{kind}:{scope}", rate, burst, who))
         if ip:
-            rate, burst = getattr(s, f"{kind}_rate_per_ip"), getattr(s, f"{kind}_burst_per_ip")
+            rate = getattr(s, f"{kind}_rate_per_ip", 0.0)
+            burst = getattr(s, f"{kind}_burst_per_ip", 1)
             buckets.append((f"{kind}:ip:{ip}", rate, burst, "address"))
         for key, rate, burst, who in buckets:
             if rate <= 0:
                 continue
-            wait = await self.cluster.take_token(key, rate, burst)
+            wait = await self.cluster.take_token(key, rate, burst, cost)
             if wait > 0:
+                noun = kind.replace("_", " ")
                 raise TooManyRequests(
-                    f"too many {kind} requests from this {who}: limit {rate:g}/s "
+                    f"too many {noun} requests from this {who}: limit {rate:g}/s "
                     f"(burst {burst}); retry in {wait:.1f} s",
                     headers=retry_after(wait),
                 )
@@ -85,25 +102,36 @@ class Gate:
             self.publishes.clear()
         self.publishes[channel] = self.publishes.get(channel, 0) + 1
 
-    async def admit(self, conn: Connection) -> None:
-        """Take a global slot and a per-user slot for ``conn`` and register it, or 503/429."""
+    async def admit(self, conn: Connection, principal: Principal | None = None) -> None:
+        """Take a global slot and a per-user slot for ``conn`` and register it, or 503/429.
+
+        The per-user slot counts ``principal`` as ``limit_scope`` does (without a principal:
+        the connection's user, if any).
+        """
         s = self.settings
         cid = conn.client_id
+        ip = conn.info.get("ip", "")
+        if principal is not None:
+            scope = limit_scope(principal, ip)
+        else:
+            scope = None if conn.user_id is None else user_scope(conn.user_id)
         if not await self.cluster.acquire_slot(GLOBAL_SCOPE, cid, s.max_connections):
             raise Unavailable(
                 f"the hub is at its limit of {s.max_connections} concurrent streams",
                 headers=retry_after(5),
             )
-        if conn.user_id is not None and not await self.cluster.acquire_slot(
-            user_scope(conn.user_id), cid, s.max_connections_per_user
-        ):
-            await self.cluster.release_slot(GLOBAL_SCOPE, cid)
-            raise TooManyRequests(
-                f"user {conn.user_id!r} already has {s.max_connections_per_user} open streams "
-                "(the limit); close one first",
-                code="too_many_connections",
-                headers=retry_after(1),
-            )
+        if scope is not None:
+            by_address = conn.user_id is None
+            limit = s.max_connections_per_ip if by_address else s.max_connections_per_user
+            if not await self.cluster.acquire_slot(scope, cid, limit):
+                await self.cluster.release_slot(GLOBAL_SCOPE, cid)
+                who = f"address {ip!r} (no token sub)" if by_address else f"user {conn.user_id!r}"
+                raise TooManyRequests(
+                    f"{who} already has {limit} open streams (the limit); close one first",
+                    code="too_many_connections",
+                    headers=retry_after(1),
+                )
+            self._scopes[cid] = scope
         record: ClientRecord = {
             "client_id": cid,
             "user_id": conn.user_id,
@@ -125,11 +153,30 @@ class Gate:
         try:
             # Slots first: a client no longer listed has certainly given its slots back.
             await self.cluster.release_slot(GLOBAL_SCOPE, cid)
-            if conn.user_id is not None:
-                await self.cluster.release_slot(user_scope(conn.user_id), cid)
+            scope = self._scopes.pop(cid, None)
+            if scope is not None:
+                await self.cluster.release_slot(scope, cid)
             await self.cluster.unregister_client(cid)
         except Exception:
             log.warning("could not release the slots of client %s", cid, exc_info=True)
+
+    async def hold_answer(self, owner: str, holder: str) -> None:
+        """Take one of ``owner``'s chat-answer slots for ``holder``, or 429."""
+        limit = self.settings.max_answers_per_user
+        if not await self.cluster.acquire_slot(f"answers:{owner}", holder, limit):
+            raise TooManyRequests(
+                f"{limit} answers of this user are already streaming (the limit); "
+                "wait for one to end",
+                code="too_many_answers",
+                headers=retry_after(1),
+            )
+        self.held.add(holder)
+
+    async def release_answer(self, owner: str, holder: str) -> None:
+        """Give back a chat-answer slot."""
+        self.held.discard(holder)
+        with contextlib.suppress(Exception):
+            await self.cluster.release_slot(f"answers:{owner}", holder)
 
     def presence_channels(self, conn: Connection) -> list[str]:
         """Exact channels of ``conn`` that announce join/leave."""
@@ -151,4 +198,4 @@ class Gate:
         while True:
             await asyncio.sleep(KEEPALIVE_SECONDS)
             with contextlib.suppress(Exception):
-                await self.cluster.keepalive(list(self.hub.connections))
+                await self.cluster.keepalive([*self.hub.connections, *self.held])

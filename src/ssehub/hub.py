@@ -13,13 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
 from .background import stop_task
 from .brokers.base import Broker, History, parse_id
 from .channels import CONTROL, DISCONNECT_EVENT, matches
 from .connection import HISTORY_GAP, IDLE, KICKED, SHUTDOWN, Connection
-from .event import Event, encode_comment, encode_fields
+from .event import Event, encode_comment, encode_fields, json_text
 from .metrics import Metrics
 from .runs import RunStore, snapshot_tail
 
@@ -189,15 +187,16 @@ class Hub:
             encode_fields(
                 id=after,
                 event="connected",
-                data=orjson.dumps(opening).decode(),
+                data=json_text(opening),
                 retry=self.retry_ms,
             )
         )
         if history.gap:
             self.stats.resets += 1
             self.metrics.resets.inc()
+            # The client's id is echoed as JSON text: escaped, it cannot break a line anywhere.
             notice = {"reason": "history_gap", "last_event_id": last_event_id, "resume_from": after}
-            conn.buffer.append(encode_fields(event="reset", data=orjson.dumps(notice).decode()))
+            conn.buffer.append(encode_fields(event="reset", data=json_text(notice)))
         elif resuming:
             self.stats.resumes += 1
             self.metrics.resumes.inc()
@@ -215,10 +214,15 @@ class Hub:
         """The two indexes (channels, patterns), each with the names ``conn`` is filed under."""
         return (self._exact, conn.selector.channels), (self._patterns, conn.selector.patterns)
 
-    async def _attach(self, conn: Connection) -> None:
+    def adopt(self, conn: Connection) -> None:
+        """Count ``conn`` as an open stream (heartbeats, idle timeout, SIGTERM, stats) without
+        subscribing it: events reach it from its owner (a chat answer on its POST response)."""
         self.connections[conn.client_id] = conn
         self.stats.total_connections += 1
         self.metrics.opened(conn)
+
+    async def _attach(self, conn: Connection) -> None:
+        self.adopt(conn)
         for index, names in self._indexes(conn):
             for name in names:
                 subs = index.get(name)

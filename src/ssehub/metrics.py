@@ -35,11 +35,15 @@ from .event import Event
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 OTHER = "other"
 
-# Seed 002 messages (token/done/error) and seed chat messages (chunk/complete) drive run figures.
-TOKEN_TYPES = frozenset({"token", "chunk"})
-DONE_TYPES = frozenset({"done", "complete"})
-START_TYPES = frozenset({"stage_update", "progress"})
-RUN_TYPES = TOKEN_TYPES | DONE_TYPES | START_TYPES | {"error", "cancelled"}
+# The events of AI runs, whoever publishes them: stage messages (token/done/error), chat answers
+# (ai_response_*, conversation_error), agents (task.*) and the generic chunk/complete.
+TOKEN_TYPES = frozenset({"token", "chunk", "ai_response_chunk", "task.progress"})
+DONE_TYPES = frozenset({"done", "complete", "ai_response_complete", "task.completed"})
+ERROR_TYPES = frozenset({"error", "conversation_error", "task.failed"})
+START_TYPES = frozenset(
+    {"stage_update", "progress", "user_message", "ai_response_start", "task.created"}
+)
+RUN_TYPES = TOKEN_TYPES | DONE_TYPES | START_TYPES | ERROR_TYPES | {"cancelled"}
 MAX_RUNS = 10_000
 RUN_IDLE_SECONDS = 3600.0  # a run silent this long is counted as abandoned
 
@@ -61,24 +65,37 @@ class RunClock:
     started: float
     first_token: float = 0.0
     last_token: float = 0.0
-    tokens: int = 0
+    tokens: int = 0  # real tokens: a coalesced message counts its ``token_count``
+    first_batch: int = 0  # tokens of the first token message (sent at ``first_token``)
     touched: float = 0.0
+
+
+def _payload(event: Event) -> dict[str, Any]:
+    try:
+        data = orjson.loads(event.data)
+    except orjson.JSONDecodeError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def token_count(event: Event) -> int:
+    """Real tokens in a token event: its ``token_count`` (coalesced messages), else 1."""
+    count = _payload(event).get("token_count") if event.event == "token" else None
+    return count if isinstance(count, int) and 0 < count < 1_000_000 else 1
 
 
 def run_outcome(event: Event) -> str | None:
     """``done``, ``error``, ``cancelled`` or ``abandoned`` for a terminal event, else None."""
     kind = event.event
-    if kind in DONE_TYPES:
-        return "done"
     if kind == "cancelled":
         return "cancelled"
-    if kind != "error":
+    if kind in DONE_TYPES:
+        # A chat answer stopped by its user ends with ai_response_complete, status cancelled.
+        cancelled = kind == "ai_response_complete" and _payload(event).get("status") == "cancelled"
+        return "cancelled" if cancelled else "done"
+    if kind not in ERROR_TYPES:
         return None
-    try:
-        data = orjson.loads(event.data)
-    except orjson.JSONDecodeError:
-        return "error"
-    reason = data.get("error") if isinstance(data, dict) else None
+    reason = _payload(event).get("error")
     if reason in ("cancelled", "canceled"):
         return "cancelled"
     if reason == "publisher_timeout":  # the runs watchdog ended a silent publisher's run
@@ -166,7 +183,8 @@ class Metrics:
         )
         self.tokens_per_second = Histogram(
             "ssehub_run_tokens_per_second",
-            "Token events per second between a run's first and last token.",
+            "Tokens per second between a run's first and last token message (real tokens:"
+            " a coalesced message counts every token it carries).",
             ["family"],
             buckets=RATE_BUCKETS,
             registry=r,
@@ -263,8 +281,9 @@ class Metrics:
             if clock is not None:
                 del runs[event.channel]
                 self.run_duration.labels(family).observe(max(0.0, now - clock.started))
-                if clock.tokens > 1 and clock.last_token > clock.first_token:
-                    rate = (clock.tokens - 1) / (clock.last_token - clock.first_token)
+                later = clock.tokens - clock.first_batch  # tokens sent after the first message
+                if later > 0 and clock.last_token > clock.first_token:
+                    rate = later / (clock.last_token - clock.first_token)
                     self.tokens_per_second.labels(family).observe(rate)
             return
         if clock is None:
@@ -276,11 +295,12 @@ class Metrics:
             runs.move_to_end(event.channel)
         clock.touched = now
         if event.event in TOKEN_TYPES:
-            if not clock.tokens and now > clock.started:
-                self.time_to_first_token.labels(family).observe(now - clock.started)
+            count = token_count(event)
             if not clock.tokens:
-                clock.first_token = now
-            clock.tokens += 1
+                if now > clock.started:
+                    self.time_to_first_token.labels(family).observe(now - clock.started)
+                clock.first_token, clock.first_batch = now, count
+            clock.tokens += count
             clock.last_token = now
 
     def _expire(self, now: float) -> None:

@@ -9,7 +9,7 @@ from .bodylimit import BodyLimitMiddleware
 from .durable.headers import DS_EXPOSED_HEADERS, DS_REQUEST_HEADERS
 from .logs import RequestIdMiddleware
 from .openapi import install_openapi
-from .routes import metrics
+from .routes import metrics, publish
 from .routes.streams import StreamShortcut
 
 # What a browser page on an allowed origin may send to, and read from, the hub.
@@ -43,7 +43,15 @@ def install_observability(app: FastAPI) -> None:
     """``GET /metrics``, ``X-Request-ID`` on every response, error bodies in ``/openapi.json``."""
     app.state.metrics = app.state.hub.metrics
     app.add_middleware(StreamShortcut)  # innermost: request ids and the body limit still apply
-    app.add_middleware(BodyLimitMiddleware, max_bytes=app.state.settings.max_request_bytes)
+    settings = app.state.settings
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_request_bytes,
+        routes={
+            f"{publish.router.prefix}/publish": settings.max_batch_bytes,
+            f"{publish.router.prefix}/publish/*": settings.max_publish_bytes,
+        },
+    )
     app.add_middleware(RequestIdMiddleware)
     install_cors(app)
     app.include_router(metrics.router)

@@ -3,13 +3,17 @@
 ``with Publisher(project_id, stage) as pub:`` publishes synchronously; ``async with`` yields an
 :class:`AsyncPublisher` with the same methods as coroutines. Consecutive tokens are coalesced
 into one message (window ``coalesce_seconds`` or ``coalesce_tokens``), flushed before any other
-message and on exit; leaving the block on an exception publishes ``error``.
+message, on exit, and by a timer when no other token comes within the window (sync and async).
+Leaving the block on an exception publishes ``error``. Each publisher is one run of its stage:
+every message carries its ``run_id`` (a new one per publisher unless given), so the same code
+works on every run.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
 from collections.abc import AsyncIterable, Iterable
 from types import TracebackType
@@ -18,7 +22,7 @@ from typing import Any
 import orjson
 
 from . import messages
-from .runs import RunClosed
+from .runs import RunClosed, new_run_id
 from .settings import Settings
 from .transport import BrokerTransport, HttpTransport, Transport
 
@@ -61,8 +65,10 @@ class _Stage:
         coalesce_tokens: int = 16,
         token_full_text: bool = False,
         retry_count: int = 0,
+        run_id: str | None = None,
     ) -> None:
         self.project_id = str(project_id)
+        self.run_id = run_id or new_run_id()
         self.stage = stage_name
         self.channel = messages.stage_channel(self.project_id, stage_name, prefix)
         self._owns_transport = transport is None
@@ -73,6 +79,7 @@ class _Stage:
         self.retry_count = retry_count
         self.finished = False
         self.messages_sent = 0
+        self.tokens_sent = 0
         self.bytes_sent = 0
         self._parts: list[str] = []
         self._buffer: list[str] = []
@@ -108,8 +115,14 @@ class _Stage:
         if full_text is None and self.token_full_text:
             full_text = self.text
         msg = messages.token(self.stage, self.project_id, "".join(self._buffer), full_text)
+        msg["token_count"] = len(self._buffer)  # the real tokens this message coalesces
+        self.tokens_sent += len(self._buffer)
         self._buffer.clear()
         self._buffer_full_text = None
+        return self._stamped(msg)
+
+    def _stamped(self, msg: dict[str, Any]) -> dict[str, Any]:
+        msg["run_id"] = self.run_id
         return msg
 
     def _count(self, msg: dict[str, Any]) -> None:
@@ -117,18 +130,21 @@ class _Stage:
         self.bytes_sent += len(orjson.dumps(msg))
 
     def _stage_update(self, status: str, progress: float | int, message: str) -> dict[str, Any]:
-        return messages.stage_update(self.stage, self.project_id, status, progress, message)
+        msg = messages.stage_update(self.stage, self.project_id, status, progress, message)
+        return self._stamped(msg)
 
     def _progress(self, current: int, total: int, item_name: str | None) -> dict[str, Any]:
-        return messages.progress(self.stage, self.project_id, current, total, item_name)
+        return self._stamped(
+            messages.progress(self.stage, self.project_id, current, total, item_name)
+        )
 
     def _done(self, full_text: str | None, metadata: dict[str, Any] | None) -> dict[str, Any]:
         text = self.text if full_text is None else full_text
-        return messages.done(self.stage, self.project_id, text, metadata)
+        return self._stamped(messages.done(self.stage, self.project_id, text, metadata))
 
     def _error(self, error: str, retry_count: int | None) -> dict[str, Any]:
         count = self.retry_count if retry_count is None else retry_count
-        return messages.error(self.stage, self.project_id, error, count)
+        return self._stamped(messages.error(self.stage, self.project_id, error, count))
 
 
 def describe(exc: BaseException) -> str:
@@ -139,20 +155,54 @@ def describe(exc: BaseException) -> str:
 class Publisher(_Stage):
     """Publishes one stage's messages; ``with`` for sync code, ``async with`` for coroutines."""
 
+    def __init__(self, project_id: str | int, stage_name: str, **kw: Any) -> None:
+        super().__init__(project_id, stage_name, **kw)
+        self._lock = threading.RLock()
+        self._timer: threading.Timer | None = None
+        self._failure: Exception | None = None
+
     def _send(self, msg: dict[str, Any]) -> None:
         self.transport.send(self.channel, msg["type"], msg)
         self._count(msg)
 
+    def _raise_background_failure(self) -> None:
+        failure, self._failure = self._failure, None
+        if failure is not None:
+            raise failure
+
     def flush(self) -> None:
         """Send buffered tokens now."""
-        msg = self._take()
-        if msg is not None:
-            self._send(msg)
+        self._raise_background_failure()
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            msg = self._take()
+            if msg is not None:
+                self._send(msg)
+
+    def _flush_later(self) -> None:
+        """The quiet-window flush on the timer thread; its failure (a 409 after a cancel) is
+        raised by the publisher's next call."""
+        with self._lock:
+            self._timer = None
+            try:
+                msg = self._take()
+                if msg is not None:
+                    self._send(msg)
+            except Exception as exc:
+                self._failure = exc
 
     def publish_token(self, content: str, full_text: str | None = None) -> None:
-        """A piece of streamed text (coalesced with its neighbours)."""
-        if self._add(content, full_text):
-            self.flush()
+        """A piece of streamed text (coalesced; a quiet window flushes it by itself)."""
+        self._raise_background_failure()
+        with self._lock:
+            if self._add(content, full_text):
+                self.flush()
+            elif self._timer is None:
+                self._timer = threading.Timer(self.coalesce_seconds, self._flush_later)
+                self._timer.daemon = True
+                self._timer.start()
 
     def publish_stage_update(
         self, status: str, progress: float | int = 0, message: str = ""

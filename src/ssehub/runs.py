@@ -1,10 +1,13 @@
-"""Runs: a stage execution on a stage channel, with a terminal state and a running snapshot.
+"""Runs: a stage execution on a stage channel, with an identity, a terminal state and a snapshot.
 
-A run opens with the first event of a stage channel (or a ``stage_update`` that starts work
-after the previous run ended) and closes on ``done`` or ``error``; after that the hub answers
-409 to its tokens, progress and final messages. The tracker assembles ``full_text`` and the
-current stage/progress so a late joiner gets one ``snapshot`` event instead of every token, and
-a watchdog ends runs whose publisher went silent with ``error: publisher_timeout``.
+Every stage message carries the ``run_id`` of its run (publishers send it; the hub adds the
+current run's id when a message has none). A message with a new run id opens a new run on its
+channel; without one, the first message of a channel or a ``stage_update`` that starts work after
+the previous run ended does. A run closes on ``done`` or ``error``; after that the hub answers 409
+to its messages, and to any message of a run the channel replaced. The tracker assembles
+``full_text`` and the current stage/progress so a late joiner gets one ``snapshot`` event
+instead of every token, and a watchdog ends runs whose publisher went silent with
+``error: publisher_timeout``.
 """
 
 from __future__ import annotations
@@ -31,6 +34,12 @@ log = logging.getLogger("ssehub.runs")
 OPENING_STATUSES = frozenset({"pending", "queued", "started", "running", "processing"})
 SUBMITTED = frozenset({"pending", "queued"})
 MAX_RUNS = 10_000
+MAX_ENDED_IDS = 16  # ids of a channel's earlier runs remembered to refuse their late messages
+
+
+def new_run_id() -> str:
+    """A fresh run id."""
+    return uuid.uuid4().hex
 
 
 def opening(run: RunState) -> frozenset[str]:
@@ -43,9 +52,32 @@ def opening(run: RunState) -> frozenset[str]:
 
 
 class RunClosed(Conflict):
-    """A publish to a run that already ended (done, error or cancelled)."""
+    """A publish to a run that already ended (done, error or cancelled) or was replaced."""
 
     code = "run_finished"
+
+
+def resolve_run(
+    status: str | None, current: str, ended: list[str], kind: str, data: dict[str, Any]
+) -> str:
+    """The run id a stage message belongs to, given its channel's latest run.
+
+    ``status``/``current`` describe that run (None when the channel has none) and ``ended`` the
+    ids of the runs it replaced. Raises RunClosed when the message continues an ended run.
+    """
+    rid = data.get("run_id") if isinstance(data.get("run_id"), str) else None
+    if status is None:
+        return rid or new_run_id()
+    if rid and rid != current:
+        if rid in ended:
+            raise RunClosed(f"run {rid} already ended: a newer run replaced it")
+        return rid
+    if status == "running":
+        return current
+    starts = SUBMITTED if status == "cancelled" else OPENING_STATUSES
+    if kind == "stage_update" and data.get("status") in starts:
+        return rid or new_run_id()  # a retry reopens its own run; a bare start opens the next
+    raise RunClosed(f"the run {current} already ended ({status}); start a new run first")
 
 
 @dataclass(slots=True)
@@ -55,7 +87,7 @@ class RunState:
     channel: str
     project_id: str
     stage: str
-    run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    run_id: str = field(default_factory=new_run_id)
     status: str = "running"
     stage_status: str | None = None
     progress: float | int | None = None
@@ -68,6 +100,7 @@ class RunState:
     last_seq: int = 0
     last_id: str = ""
     touched: float = field(default_factory=time.monotonic)
+    ended: list[str] = field(default_factory=list)  # ids of the runs this one replaced
 
     @property
     def finished(self) -> bool:
@@ -96,6 +129,7 @@ class RunState:
             "full_text": self.full_text,
             "last_event_id": self.last_id,
             "timestamp": time.time(),
+            "run_id": self.run_id,
         }
 
     def snapshot_event(self) -> Event:
@@ -115,8 +149,9 @@ class RunState:
 class RunStore(Protocol):
     """Run state behind the publish path and ``Hub.open`` (memory now, Redis later)."""
 
-    async def check(self, event: Event) -> None:
-        """Raise RunClosed when ``event`` would continue a finished run."""
+    async def check(self, event: Event) -> str | None:
+        """RunClosed when ``event`` would continue an ended run; else the run id to add to a
+        stage message that has none (None when there is nothing to add)."""
 
     async def observe(self, event: Event) -> None:
         """Fold a published event into its run's state."""
@@ -177,29 +212,35 @@ class MemoryRuns:
         elif event.event != "progress":
             event.ttl = self.outcome_ttl
 
-    async def check(self, event: Event) -> None:
+    async def check(self, event: Event) -> str | None:
+        data = decode(event)
+        if data is None:
+            return None
         run = self._runs.get(event.channel)
-        if run is None or not run.finished or event.event not in messages.STAGE_TYPES:
-            return
-        if event.event == "stage_update":
-            return  # a stage_update may open the next run (see observe)
-        if messages.parse_stage_channel(event.channel) is None:
-            return
-        raise RunClosed(
-            f"the run on {event.channel!r} already ended ({run.status}); start a new run first"
-        )
+        if run is None:
+            rid = resolve_run(None, "", [], event.event or "", data)
+        else:
+            rid = resolve_run(run.status, run.run_id, run.ended, event.event or "", data)
+        return None if data.get("run_id") == rid else rid
 
     async def observe(self, event: Event) -> None:
         data = decode(event)
         if data is None:
             return
         kind = event.event
+        rid = data.get("run_id") if isinstance(data.get("run_id"), str) else None
         run = self._runs.get(event.channel)
-        if run is None or (
-            run.finished and kind == "stage_update" and data.get("status") in opening(run)
+        if (
+            run is None
+            or (rid and rid != run.run_id)
+            or (run.finished and kind == "stage_update" and data.get("status") in opening(run))
         ):
             _, project, stage = messages.parse_stage_channel(event.channel)  # type: ignore[misc]
-            run = RunState(channel=event.channel, project_id=project, stage=stage)
+            ended = run.ended if run is not None else []
+            if run is not None and run.run_id != rid:
+                ended = [*ended, run.run_id][-MAX_ENDED_IDS:]
+            run = RunState(channel=event.channel, project_id=project, stage=stage, ended=ended)
+            run.run_id = rid or run.run_id
             self._runs[event.channel] = run
             while len(self._runs) > MAX_RUNS:
                 self._runs.popitem(last=False)
@@ -268,10 +309,13 @@ class MemoryRuns:
 
 
 async def publish_event(hub: Any, event: Event, key: str | None = None) -> Event:
-    """Publish through ``hub.broker`` with the run lifecycle: 409 after the end, then track."""
+    """Publish through ``hub.broker`` with the run lifecycle: 409 after the end, the run id
+    added to stage messages that lack it, then track."""
     runs: RunStore | None = getattr(hub, "runs", None)
     if runs is not None:
-        await runs.check(event)
+        run_id = await runs.check(event)
+        if run_id is not None:
+            stamp_run_id(event, run_id)
         runs.classify(event)
     stored = await hub.broker.publish(event, idempotency_key=key)
     if runs is not None:
@@ -298,6 +342,15 @@ async def snapshot_tail(
     parsed = parse_id(after)
     floor = parsed[1] if parsed else 0
     return snaps, [e for e in history.events if e.seq > cut.get(e.channel, floor)]
+
+
+def stamp_run_id(event: Event, run_id: str) -> None:
+    """Add ``run_id`` to a stage message's JSON object when it has none."""
+    data = decode(event)
+    if data is not None:
+        data["run_id"] = run_id
+        event.data = orjson.dumps(data).decode()
+        event._frame = None
 
 
 def create_runs(settings: Any) -> MemoryRuns:

@@ -1,7 +1,8 @@
 """Run state in Redis, shared by every hub process on one Redis broker.
 
-Per run: a hash ``{prefix}run:{channel}`` (status, stage/progress fields, last id, run id) and a
-string ``{prefix}runtext:{channel}`` (APPENDed tokens); active runs sit in the sorted set
+Per run: a hash ``{prefix}run:{channel}`` (status, stage/progress fields, last id, run id), a
+string ``{prefix}runtext:{channel}`` (APPENDed tokens) and the list ``{prefix}runended:{channel}``
+of the ids of the runs it replaced (the latest few); active runs sit in the sorted set
 ``{prefix}runs:active`` by last activity. One Lua script folds an event in atomically, so
 processes agree on when a run ended; a silent run is ended by whichever process ZREMs it first.
 """
@@ -12,7 +13,6 @@ import asyncio
 import contextlib
 import logging
 import time
-import uuid
 from typing import Any
 
 import orjson
@@ -23,7 +23,7 @@ from .channels import Selector
 from .errors import BrokerUnavailable
 from .event import Event
 from .redis_client import pooled_client
-from .runs import MemoryRuns, RunClosed, RunState, decode, end_silent_run
+from .runs import MAX_ENDED_IDS, MemoryRuns, RunState, decode, end_silent_run, resolve_run
 
 log = logging.getLogger("ssehub.runs")
 
@@ -33,9 +33,10 @@ OBSERVE = """
 local kind = ARGV[1]
 local data = cjson.decode(ARGV[7])
 local status = redis.call('HGET', KEYS[1], 'status')
+local current = redis.call('HGET', KEYS[1], 'run_id')
 local finished = status and status ~= 'running'
 local open = false
-if not status then
+if not status or current ~= ARGV[9] then
   open = true
 elseif finished and kind == 'stage_update' then
   local s = data['status']
@@ -45,6 +46,11 @@ elseif finished and kind == 'stage_update' then
   end
 end
 if open then
+  if current and current ~= ARGV[9] then
+    redis.call('RPUSH', KEYS[5], current)
+    redis.call('LTRIM', KEYS[5], -tonumber(ARGV[11]), -1)
+    redis.call('EXPIRE', KEYS[5], ARGV[10])
+  end
   redis.call('DEL', KEYS[1], KEYS[2])
   redis.call('HSET', KEYS[1], 'status', 'running', 'project', ARGV[5], 'stage', ARGV[6],
              'run_id', ARGV[9], 'last_seq', '0')
@@ -107,6 +113,9 @@ class RedisRuns(MemoryRuns):
     def _keys(self, channel: str) -> list[str]:
         return [f"{self.prefix}run:{channel}", f"{self.prefix}runtext:{channel}"]
 
+    def _ended_key(self, channel: str) -> str:
+        return f"{self.prefix}runended:{channel}"
+
     def _project_key(self, prefix: str, project: str) -> str:
         """The set of a project's run channels (what a project-wide stream snapshots)."""
         return f"{self.prefix}runs:project:{prefix}:{project}"
@@ -140,20 +149,25 @@ class RedisRuns(MemoryRuns):
         run.parts = [text.decode()] if text else []
         return run
 
-    async def check(self, event: Event) -> None:
-        if event.event not in messages.STAGE_TYPES or event.event == "stage_update":
-            return
-        if messages.parse_stage_channel(event.channel) is None:
-            return
+    async def check(self, event: Event) -> str | None:
+        data = decode(event)
+        if data is None:
+            return None
         try:
-            status = await self.redis.hget(self._keys(event.channel)[0], "status")
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.hmget(self._keys(event.channel)[0], "status", "run_id")
+                pipe.lrange(self._ended_key(event.channel), 0, -1)
+                (status, current), ended = await pipe.execute()
         except RedisError as exc:
             raise BrokerUnavailable(f"run state unavailable: {exc}") from exc
-        if status is not None and status != b"running":
-            raise RunClosed(
-                f"the run on {event.channel!r} already ended ({status.decode()}); "
-                "start a new run first"
-            )
+        rid = resolve_run(
+            status.decode() if status is not None else None,
+            current.decode() if current is not None else "",
+            [e.decode() for e in ended],
+            event.event or "",
+            data,
+        )
+        return None if data.get("run_id") == rid else rid
 
     async def observe(self, event: Event) -> None:
         data = decode(event)
@@ -170,11 +184,17 @@ class RedisRuns(MemoryRuns):
             stage,
             orjson.dumps(data).decode(),
             event.channel,
-            uuid.uuid4().hex,
+            str(data.get("run_id") or ""),
             keep,
+            MAX_ENDED_IDS,
         ]
         try:
-            keys = [*self._keys(event.channel), self._active, self._project_key(prefix, project)]
+            keys = [
+                *self._keys(event.channel),
+                self._active,
+                self._project_key(prefix, project),
+                self._ended_key(event.channel),
+            ]
             await self._observe(keys=keys, args=args)
         except RedisError:
             # The event is published; only the snapshot state lags. Never fail the publish.

@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     idempotency_window_seconds: float = Field(
         300.0, gt=0, description="How long an Idempotency-Key returns the first publish's id."
     )
+    idempotency_max_keys: int = Field(
+        100_000, ge=1, description="Idempotency-Keys remembered at once (memory broker); oldest go."
+    )
 
     subscriber_buffer: int = Field(
         100, ge=1, description="Events buffered per subscriber before it counts as too slow."
@@ -36,13 +39,47 @@ class Settings(BaseSettings):
         30.0, ge=0, description="A `: ping` comment on every stream quiet this long; 0 disables."
     )
     retry_ms: int = Field(3000, ge=0, description="`retry:` sent to clients on connect.")
+    max_retry_ms: int = Field(
+        600_000, ge=0, description="Largest `retry` a publish may set (400 above it)."
+    )
     fast_streams: bool = Field(
         True,
         description="Write streams from the hub's dispatch on the server protocol (no task each).",
     )
     max_event_bytes: int = Field(65536, ge=1, description="Largest accepted event payload.")
     max_request_bytes: int = Field(
-        16 * 1024 * 1024, ge=1024, description="Largest request body; larger ones get 413 unread."
+        1024 * 1024,
+        ge=1024,
+        description="Largest request body on any route (publish routes have lower limits of "
+        "their own); larger ones get 413 unread.",
+    )
+    max_publish_bytes: int = Field(
+        256 * 1024,
+        ge=1024,
+        description="Largest body of a single publish (room for `max_event_bytes` as escaped "
+        "JSON); larger ones get 413 unread.",
+    )
+    max_batch_bytes: int = Field(
+        1024 * 1024, ge=1024, description="Largest body of a batch publish; larger get 413 unread."
+    )
+    max_batch_events: int = Field(1000, ge=1, description="Most events in one batch publish.")
+    max_pattern_wildcards: int = Field(
+        8, ge=1, description="Most `*` in a channel pattern a stream or ticket may name (else 400)."
+    )
+    max_resume_channels: int = Field(
+        10000,
+        ge=1,
+        description="Kept channels one pattern resume may examine; past it the stream gets "
+        "`reset` and starts at the head.",
+    )
+    max_header_bytes: int = Field(
+        32 * 1024, ge=1024, description="Largest request head (line and headers); larger get 431."
+    )
+    header_timeout_seconds: float = Field(
+        10.0, gt=0, description="Time a client has to send a request's head; then 408 and close."
+    )
+    body_timeout_seconds: float = Field(
+        30.0, gt=0, description="Time a client has to send a request's body; then 408 and close."
     )
     keep_alive_seconds: float = Field(
         5.0, gt=0, description="An idle keep-alive HTTP connection is closed after this long."
@@ -66,6 +103,11 @@ class Settings(BaseSettings):
     jwt_audience: str | None = Field(None, description="Required `aud` claim, if set.")
     jwt_issuer: str | None = Field(None, description="Required `iss` claim, if set.")
     jwt_leeway_seconds: float = Field(5.0, ge=0, description="Clock skew allowed on exp/nbf.")
+    jwt_max_lifetime_seconds: float = Field(
+        30 * 86400.0,
+        ge=0,
+        description="Longest token lifetime accepted (`exp` past now or `iat`, 401 above); 0 off.",
+    )
     token_cookie: str = Field("ssehub_token", description="Cookie that may carry the token.")
     admin_claim: str = Field(
         "admin", description="Claim granting the admin API: `true`, or a list/string with `admin`."
@@ -93,6 +135,26 @@ class Settings(BaseSettings):
     publish_burst_per_user: int = Field(500, ge=1, description="Burst of publishes per user.")
     publish_rate_per_ip: float = Field(0.0, ge=0, description="Publishes/s per IP; 0=off.")
     publish_burst_per_ip: int = Field(1000, ge=1, description="Burst of publishes per IP.")
+    publish_bytes_rate_per_user: float = Field(
+        2 * 1024 * 1024, ge=0, description="Event data characters/s per user; 0=off."
+    )
+    publish_bytes_burst_per_user: int = Field(
+        16 * 1024 * 1024, ge=1, description="Burst of event data characters per user."
+    )
+    max_connections_per_ip: int = Field(
+        20, ge=1, description="Concurrent streams per address of callers without a `sub`."
+    )
+    ticket_rate_per_user: float = Field(5.0, ge=0, description="Tickets issued/s per user; 0=off.")
+    ticket_burst_per_user: int = Field(20, ge=1, description="Burst of tickets per user.")
+    conversation_rate_per_user: float = Field(
+        1.0, ge=0, description="Conversations created/s per user; 0=off."
+    )
+    conversation_burst_per_user: int = Field(
+        20, ge=1, description="Burst of conversations created per user."
+    )
+    max_answers_per_user: int = Field(
+        3, ge=1, description="Chat answers one user may have streaming at once."
+    )
     client_timeout_seconds: float = Field(
         300.0, ge=0, description="Close a stream after this long without a successful write."
     )

@@ -5,6 +5,10 @@ in-process from the hub (a registered stream, with replay and snapshots like any
 over SSE from a remote hub, resuming with Last-Event-ID after a drop.
 ``with Subscriber(...)`` gives the blocking API (on a private event loop thread, or on the
 hub's loop in-process); ``async with`` yields an :class:`AsyncSubscriber`.
+
+A stage subscription follows the current or next run: a run that had already ended when the
+subscriber joined (its ``snapshot`` says so) is history and is skipped, its replayed ``done`` or
+``error`` included, unless ``previous_runs=True``.
 """
 
 from __future__ import annotations
@@ -31,6 +35,35 @@ from .settings import Settings
 T = TypeVar("T")
 QUEUE_SIZE = 10_000
 SKIPPED = frozenset({"connected"})
+MAX_KNOWN_RUNS = 1000
+
+
+class RunFilter:
+    """Tells the events of runs that ended before a client joined from the ones it follows."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, None] = {}  # run ids this client received live events of
+        self.history: dict[str, str] = {}  # ended earlier run id → its last event id
+
+    @staticmethod
+    def _remember(store: dict[str, Any], key: str, value: Any) -> None:
+        store[key] = value
+        while len(store) > MAX_KNOWN_RUNS:
+            del store[next(iter(store))]
+
+    def is_history(self, msg: dict[str, Any], event_id: str) -> bool:
+        """True for a finished run's snapshot and the events of that run (seen from now on)."""
+        rid = msg.get("run_id")
+        if not isinstance(rid, str) or not rid:
+            return event_id != "" and event_id in self.history.values()
+        ended = msg.get("type") == "snapshot" and msg.get("status") not in (None, "running")
+        if ended and rid not in self.seen:
+            self._remember(self.history, rid, str(msg.get("last_event_id") or ""))
+        if rid in self.history:
+            return True
+        if msg.get("type") != "snapshot":
+            self._remember(self.seen, rid, None)
+        return False
 
 
 def to_message(event: ServerSentEvent) -> dict[str, Any]:
@@ -57,8 +90,11 @@ class AsyncSubscriber:
         token: str | None = None,
         prefix: str = messages.DEFAULT_PREFIX,
         last_event_id: str | None = None,
+        previous_runs: bool = False,
     ) -> None:
         self.project_id = str(project_id)
+        self.previous_runs = previous_runs
+        self.runs = RunFilter()
         self.stage = stage_name
         self.hub = hub
         self.url = (url or Settings().hub_url).rstrip("/") if hub is None else None
@@ -100,8 +136,12 @@ class AsyncSubscriber:
             self.last_event_id = event.id
         if event.event == "connected":
             self._ready.set()
-        if event.event not in SKIPPED:
-            await self._queue.put(to_message(event))
+        if event.event in SKIPPED:
+            return
+        msg = to_message(event)
+        if self.runs.is_history(msg, event.id) and not self.previous_runs:
+            return
+        await self._queue.put(msg)
 
     async def _read_hub(self) -> None:
         try:
@@ -150,8 +190,16 @@ class AsyncSubscriber:
         except TimeoutError:
             return None
 
+    def ends_listen(self, msg: dict[str, Any]) -> bool:
+        """The stage's ``done`` or ``error`` of the run followed (not an earlier run's)."""
+        return (
+            bool(self.stage)
+            and msg.get("type") in messages.TERMINAL_TYPES
+            and msg.get("run_id") not in self.runs.history
+        )
+
     async def listen(self, timeout: float = 300) -> AsyncIterator[dict[str, Any]]:
-        """Messages until ``done`` or ``error`` of the stage, or ``timeout`` seconds in all.
+        """Messages until ``done`` or ``error`` of the run followed, or ``timeout`` s in all.
 
         A whole-project subscription ends only on timeout (each stage sends its own ``done``).
         """
@@ -161,7 +209,7 @@ class AsyncSubscriber:
             if msg is None:
                 return
             yield msg
-            if self.stage and msg.get("type") in messages.TERMINAL_TYPES:
+            if self.ends_listen(msg):
                 return
 
     async def unsubscribe(self) -> None:
@@ -233,7 +281,7 @@ class Subscriber:
             if msg is None:
                 return
             yield msg
-            if self._inner.stage and msg.get("type") in messages.TERMINAL_TYPES:
+            if self._inner.ends_listen(msg):
                 return
 
     def unsubscribe(self) -> None:

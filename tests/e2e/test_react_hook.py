@@ -58,8 +58,17 @@ export function render(fn) {
 export function unmount() { slots.forEach((s) => s?.cleanup?.()); }
 """
 
-PAGE = """<!doctype html><script type="importmap">{"imports": {"react": "%s"}}</script>
-<script type="module">
+
+def hook_page(script: str) -> str:
+    """A page whose ``react`` import is the runtime above, running the module ``script``."""
+    react_url = "data:text/javascript," + MINI_REACT.replace("%", "%25").replace("#", "%23")
+    importmap = json.dumps({"imports": {"react": react_url}})
+    return f'<!doctype html><script type="importmap">{importmap}</script>' + (
+        f'<script type="module">{script}</script>'
+    )
+
+
+SCRIPT = """
   import { render, unmount } from 'react';
   import { useSSE } from '/static/react/useSSE.js';
   window.notes = [];
@@ -69,7 +78,7 @@ PAGE = """<!doctype html><script type="importmap">{"imports": {"react": "%s"}}</
   }));
   window.unmount = unmount;
   window.ready = true;
-</script>"""
+"""
 
 
 async def server_streams(hub: RunningHub, count: int) -> None:
@@ -84,8 +93,7 @@ async def test_use_sse_tracks_state_delivers_events_and_cleans_up(
 ) -> None:
     async with running_hub(demo_settings()) as hub:
         await page.goto(f"{hub.url}/healthz")
-        react_url = "data:text/javascript," + MINI_REACT.replace("%", "%25").replace("#", "%23")
-        await page.set_content(PAGE % json.dumps(react_url)[1:-1])
+        await page.set_content(hook_page(SCRIPT))
         await page.wait_for_function("window.ready === true", timeout=5000)
         channel = unique_channel()
         await page.evaluate("(c) => window.start(c)", channel)

@@ -10,10 +10,9 @@ from harness import open_stream, publish, running_hub, wait_until
 from ssehub.settings import Settings
 from tokens import SECRET, bearer, expect_error, hs256
 
-# Made at collection: valid for a day, however long the tests collected before these take.
-ADMIN = bearer(hs256("ops", admin=True, ttl=86400))
-ALICE = bearer(hs256("alice", subscribe=["news"], ttl=86400))
-BOB = bearer(hs256("bob", subscribe=["news"], ttl=86400))
+ADMIN = bearer(hs256("ops", admin=True))
+ALICE = bearer(hs256("alice", subscribe=["news"]))
+BOB = bearer(hs256("bob", subscribe=["news"]))
 
 
 @pytest.fixture

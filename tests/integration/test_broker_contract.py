@@ -206,3 +206,18 @@ async def test_pattern_history_finds_exactly_the_matching_channels(
         "proj:1:other",
         "proj:10:stage:a",
     ]
+
+
+async def test_pattern_resume_reads_only_its_prefix_and_stays_within_budget(
+    make_broker: BrokerFactory,
+) -> None:
+    broker = await make_broker(max_resume_channels=50)
+    first = await put(broker, "few:0", 0)
+    for i in range(120):  # kept channels outside the resumed prefix cost it nothing
+        await put(broker, f"many:{i}", i)
+    last = await put(broker, "few:1", 1)
+    few = await broker.history(Selector.of(["few:*"]), first.id)
+    assert not few.gap and [e.id for e in few.events] == [last.id]
+    # Past the budget: a reset (start at the head), never a silent partial replay.
+    assert (await broker.history(Selector.of(["many:*"]), first.id)).gap
+    assert (await broker.history(Selector.of(["*"]), first.id)).gap

@@ -158,3 +158,26 @@ async def test_celery_retries_publish_error_with_retry_count(
         await execute_stage(client, celery_hub, "c4", "flaky", {"fail_times": 2})
         await reader.wait_count(1, event="done", timeout=60)
     assert_retried(reader)
+
+
+async def test_a_task_revoked_while_queued_never_publishes_after_its_cancel(
+    client: httpx.AsyncClient, celery_hub: RunningHub, request: pytest.FixtureRequest
+) -> None:
+    url = f"{celery_hub.url}/api/v1/sse/projects/c9/stages/rewrite/"
+    async with open_stream(client, url) as reader:
+        # No worker yet: the task waits in the queue when it is cancelled (and revoked).
+        started = await execute_stage(client, celery_hub, "c9", "rewrite", {"pace": 0})
+        answer = await client.post(f"{celery_hub.url}/api/v1/tasks/{started['task_id']}/cancel")
+        assert answer.status_code == 200, answer.text
+        await reader.wait_count(1, event="error")
+        request.getfixturevalue("worker")  # a worker that never heard of the revoke starts it
+        celery = celery_hub.app.state.tasks.runner.celery
+        result = celery.AsyncResult(started["task_id"])
+        deadline = time.monotonic() + 60
+        while result.state not in ("SUCCESS", "REVOKED") and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert result.state in ("SUCCESS", "REVOKED")
+        with contextlib.suppress(Exception):
+            result.forget()
+    kinds = [e.event for e in reader.events if e.event != "connected"]
+    assert kinds == ["stage_update", "error"], kinds  # pending, cancelled: nothing after it

@@ -79,6 +79,18 @@ async def test_token_bucket(make_state: StateFactory) -> None:
     assert await state.take_token("k", 2.0, 3) == 0.0
 
 
+async def test_token_bucket_charges_a_cost_and_lends_past_the_burst(
+    make_state: StateFactory,
+) -> None:
+    state = await make_state()
+    assert await state.take_token("batch", 10.0, 20, 5) == 0.0  # 15 left
+    assert await state.take_token("batch", 10.0, 20, 50) > 0  # needs a full bucket first
+    await asyncio.sleep(0.6)  # full again (20)
+    assert await state.take_token("batch", 10.0, 20, 50) == 0.0  # passes, 30 in debt
+    wait = await state.take_token("batch", 10.0, 20, 1)
+    assert 1.0 < wait <= 3.1 + 1e-6  # the debt is paid back at 10/s before one more
+
+
 async def test_client_registry(make_state: StateFactory) -> None:
     one, two = await make_state(), await make_state()
     await one.register_client(record("c1"))

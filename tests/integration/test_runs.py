@@ -35,8 +35,10 @@ async def test_publish_after_done_is_409_until_a_new_run(client: httpx.AsyncClie
             )
             assert response.status_code == 409, response.text
             assert response.json()["error"]["code"] == "run_finished"
-        with pytest.raises(RunClosed):
-            async with Publisher("r1", "rewrite", url=hub.url, coalesce_tokens=1) as late:
+        with pytest.raises(RunClosed):  # the ended run's id: refused
+            async with Publisher(
+                "r1", "rewrite", url=hub.url, coalesce_tokens=1, run_id=pub.run_id
+            ) as late:
                 await late.publish_token("too late")
         # A stage_update that starts work opens the next run on the channel.
         await publish(client, hub.url, channel, {"type": "stage_update", "status": "pending"},

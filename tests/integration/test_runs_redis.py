@@ -55,8 +55,10 @@ async def test_snapshot_and_409_across_hubs(
         assert [json.loads(e.data)["full_text"] for e in project.of_type("snapshot")] == [
             "".join(words[:30])
         ]
-        with pytest.raises(RunClosed):
-            async with Publisher("x1", "rewrite", url=two.url, coalesce_tokens=1) as late:
+        with pytest.raises(RunClosed):  # the ended run's own publisher, through the other hub
+            async with Publisher(
+                "x1", "rewrite", url=two.url, coalesce_tokens=1, run_id=pub.run_id
+            ) as late:
                 await late.publish_token("late")
     snap = json.loads(reader.of_type("snapshot")[0].data)
     assert snap["full_text"] == "".join(words[:30])
@@ -81,3 +83,30 @@ async def test_silent_publisher_is_ended_once(
             kinds = [e["event"] for e in response.json()["events"]]
     assert kinds == ["token", "error"]
     assert json.loads(reader.of_type("error")[0].data)["error"] == "publisher_timeout"
+
+
+async def test_runs_have_identities_across_hubs(
+    client: httpx.AsyncClient, redis_settings: dict[str, Any]
+) -> None:
+    async with (
+        running_hub(make(redis_settings)) as one,
+        running_hub(make(redis_settings)) as two,
+    ):
+        url = f"{two.url}/api/v1/sse/projects/x9/stages/rewrite/"
+        async with open_stream(client, url) as reader:
+            ids = []
+            for hub in (one, two, one):  # a new Publisher is a new run, on any process
+                async with Publisher("x9", "rewrite", url=hub.url, coalesce_tokens=1) as pub:
+                    await pub.publish_token("t")
+                    await pub.publish_done()
+                ids.append(pub.run_id)
+            await reader.wait_count(3, event="done")
+            # The first run was replaced: its late messages are refused on every process.
+            for hub in (one, two):
+                with pytest.raises(RunClosed):
+                    async with Publisher(
+                        "x9", "rewrite", url=hub.url, coalesce_tokens=1, run_id=ids[0]
+                    ) as late:
+                        await late.publish_stage_update("processing")
+    assert [json.loads(e.data)["run_id"] for e in reader.of_type("done")] == ids
+    assert len(set(ids)) == 3

@@ -46,9 +46,11 @@ async def test_rewrite_streams_stage_update_tokens_done(
         started = await execute_stage(
             client, hub, "p1", "rewrite", {"text": "a b c d e", "pace": 0}
         )
-        assert set(started) == {"task_id", "channel", "message"}
+        assert set(started) == {"task_id", "channel", "message", "run_id", "resume_after"}
         assert started["channel"] == "ai_story:project:p1:stage:rewrite"
         await reader.wait_count(1, event="done")
+    # Every message of the run carries the run id execute_stage answered.
+    assert {json.loads(e.data)["run_id"] for e in reader.events[1:]} == {started["run_id"]}
     kinds = [e.event for e in reader.events if e.event != "connected"]
     assert kinds[0] == "stage_update" and kinds[-1] == "done"
     assert set(kinds) == {"stage_update", "token", "done"}

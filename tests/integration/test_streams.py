@@ -38,7 +38,10 @@ async def test_stream_frames_and_headers(hub, client) -> None:
         assert headers["x-client-id"] in connected.data
         await publish(client, hub.url, "demo", {"task_id": "1", "progress": 50}, "task.progress")
         await reader.wait_count(1)
-        assert b'event: task.progress\ndata: {"task_id":"1","progress":50}\n\n' in reader.raw
+        event_id = reader.events[-1].id
+        # id: is the last field, so a client that records it on reading has the whole event.
+        frame = f'event: task.progress\ndata: {{"task_id":"1","progress":50}}\nid: {event_id}\n\n'
+        assert frame.encode() in reader.raw
 
 
 async def test_pattern_and_multi_channel_subscriptions(hub, client) -> None:

@@ -1,8 +1,10 @@
 """No event name, id, channel or data can inject SSE fields or split a frame.
 
 Per WHATWG, only CR, LF and CRLF end a line in an event stream; U+2028, U+2029 and U+0085 are
-ordinary characters there and must arrive unchanged. Each case is checked on the raw bytes (one
-frame, no extra field line) and through the decoder (the same event, whole).
+ordinary characters there and string data carries them unchanged. Clients that split lines with
+``str.splitlines()`` break at them too, so event names refuse them and JSON data (and the
+client's own id echoed in a ``reset``) carries them escaped. Each case is checked on the raw
+bytes (one frame, no extra field line) and through the decoder (the same event, whole).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import urllib.parse
 
 import httpx
+import orjson
 import pytest
 
 from harness import RunningHub, open_stream
@@ -64,7 +67,7 @@ async def test_data_never_splits_a_frame(hub: RunningHub, client: httpx.AsyncCli
 
 
 @pytest.mark.parametrize("name", sorted(BREAKERS))
-async def test_event_names_with_line_ends_are_refused_others_kept_whole(
+async def test_event_names_with_any_line_break_are_refused(
     hub: RunningHub, client: httpx.AsyncClient, name: str
 ) -> None:
     sep = BREAKERS[name]
@@ -74,16 +77,12 @@ async def test_event_names_with_line_ends_are_refused_others_kept_whole(
         batch = await client.post(
             f"{hub.url}/api/v1/publish", json=[{"channel": "names", "event": event, "data": 1}]
         )
-        if sep in (*LINE_ENDS, "\x00"):
-            for response in (single, batch):
-                assert response.status_code == 400
-                assert response.json()["error"]["code"] == "invalid_event"
-        else:
-            assert single.status_code == batch.status_code == 200
+        for response in (single, batch):
+            assert response.status_code == 400
+            assert response.json()["error"]["code"] == "invalid_event"
         await client.post(f"{hub.url}/api/v1/publish/names", json={"event": "end"})
         await reader.wait_count(1, event="end")
-    got = [e for e in reader.events if e.event not in ("connected", "end")]
-    assert [e.event for e in got] == ([] if single.status_code == 400 else [event, event])
+    assert [e.event for e in reader.events if e.event not in ("connected", "end")] == []
     assert all(e.event != "evil" for e in reader.events)
     for frame in frames(bytes(reader.raw)):
         assert_no_injected_field(frame)
@@ -126,5 +125,30 @@ async def test_last_event_id_cannot_inject_into_the_opening_frame(
         await response.aclose()
     opening = chunk.split(b"\n\n")[0]
     fields = [line.split(b":", 1)[0] for line in opening.split(b"\n")]
-    assert fields == [b"id", b"event", b"retry", b"data"], opening
+    assert fields == [b"event", b"retry", b"data", b"id"], opening
     assert b"evil" not in opening
+
+
+SPLITLINES_BREAKS = ("\x85", "\u2028", "\u2029")
+
+
+@pytest.mark.parametrize("sep", SPLITLINES_BREAKS)
+async def test_json_data_and_echoed_ids_carry_line_separators_escaped(
+    hub: RunningHub, client: httpx.AsyncClient, sep: str
+) -> None:
+    value = {"text": f"a{sep}event: evil{sep}b"}
+    async with open_stream(client, f"{hub.url}/api/v1/sse/stream/json") as reader:
+        sent = await client.post(f"{hub.url}/api/v1/publish/json", json={"data": value})
+        assert sent.status_code == 200
+        await reader.wait_count(1)
+    assert orjson.loads(reader.data[0]) == value  # the same value, escaped on the wire
+    assert sep.encode() not in reader.raw
+    # A client's id that is not ours is echoed in `reset`: as escaped JSON text, never raw.
+    evil = urllib.parse.quote(f"x{sep}event: evil-1", safe="")
+    url = f"{hub.url}/api/v1/sse/stream/json?lastEventId={evil}"
+    async with open_stream(client, url) as resumed:
+        await resumed.wait_for(lambda r: r.of_type("reset"))
+    assert orjson.loads(resumed.of_type("reset")[0].data)["last_event_id"].startswith("x" + sep)
+    assert sep.encode() not in resumed.raw
+    for line in resumed.raw.decode().splitlines():
+        assert not line.startswith("event: evil"), line

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -13,7 +14,7 @@ from ssehub.parser import SSEDecoder
 
 def test_single_line_event_has_every_field() -> None:
     frame = encode_fields(id="e-1", event="token", data='{"a":1}', retry=3000)
-    assert frame == b'id: e-1\nevent: token\nretry: 3000\ndata: {"a":1}\n\n'
+    assert frame == b'event: token\nretry: 3000\ndata: {"a":1}\nid: e-1\n\n'
 
 
 @pytest.mark.parametrize("data", ["a\nb", "a\rb", "a\r\nb"])
@@ -28,7 +29,10 @@ def test_empty_data_still_dispatches() -> None:
     assert (event.event, event.data) == ("ping", "")
 
 
-@pytest.mark.parametrize("bad", ["a\nb", "a\rb", "a\r\nid: x", "x\x00"])
+BREAKS = ["a\nb", "a\rb", "a\r\nid: x", "x\x00", "a\x0bb", "a\x0cb", "a\x85b", "a\u2028b", "\u2029"]
+
+
+@pytest.mark.parametrize("bad", BREAKS)
 def test_id_and_event_with_line_ends_or_nul_are_rejected(bad: str) -> None:
     with pytest.raises(InvalidEvent):
         encode_fields(id=bad, data="x")
@@ -57,7 +61,11 @@ def test_json_data_is_compact_and_strings_verbatim() -> None:
 
 
 _field = st.text(
-    st.characters(blacklist_characters="\r\n\x00", blacklist_categories=("Cs",)), max_size=30
+    st.characters(
+        blacklist_characters="\r\n\x00\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029",
+        blacklist_categories=("Cs",),
+    ),
+    max_size=30,
 )
 _text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=200)
 
@@ -89,3 +97,19 @@ def test_data_can_never_inject_fields(before: str, injected: str) -> None:
     data = f"{before}\nevent: evil\nid: 666\n\n{injected}"
     events = SSEDecoder().feed(encode_fields(id="1", event="good", data=data))
     assert [(e.event, e.id) for e in events] == [("good", "1")]
+
+
+def test_id_is_the_last_field_of_a_frame() -> None:
+    frame = encode_fields(id="e-9", event="token", data="a\nb", retry=5)
+    assert frame.split(b"\n")[-3:] == [b"id: e-9", b"", b""]
+
+
+@given(
+    st.recursive(
+        _text | st.integers(-(2**53), 2**53), lambda kids: st.lists(kids, max_size=3), max_leaves=5
+    )
+)
+def test_json_data_has_no_line_break_for_splitlines(value: object) -> None:
+    data = make_event("c", "t", {"v": value}).data
+    assert data.splitlines() == [data]
+    assert orjson.loads(data) == {"v": value}

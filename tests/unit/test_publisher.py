@@ -83,7 +83,10 @@ def test_shapes_match_seed_002_field_by_field() -> None:
         other.publish_done("完整的生成结果...", {"tokens_used": 1000, "latency_ms": 2500})
     token, update, progress, error, done = rec.data
     for msg in rec.data:
-        assert list(msg) == SEED_KEYS[msg["type"]]
+        # The seed's keys in the seed's order, then the run id every stage message carries.
+        extra = ["token_count"] if msg["type"] == "token" else []
+        assert list(msg) == [*SEED_KEYS[msg["type"]], *extra, "run_id"]
+        assert msg["run_id"] == (pub.run_id if msg["type"] != "done" else other.run_id)
         assert before <= msg["timestamp"] <= time.time()
         assert isinstance(msg["timestamp"], float)
     assert [event for _, event, _ in rec.sent] == [m["type"] for m in rec.data]
@@ -95,6 +98,8 @@ def test_shapes_match_seed_002_field_by_field() -> None:
         "stage": "rewrite",
         "project_id": "123",
         "timestamp": token["timestamp"],
+        "token_count": 1,
+        "run_id": token["run_id"],
     }
     assert update == {
         "type": "stage_update",
@@ -104,6 +109,7 @@ def test_shapes_match_seed_002_field_by_field() -> None:
         "message": "正在生成文案...",
         "project_id": "123",
         "timestamp": update["timestamp"],
+        "run_id": update["run_id"],
     }
     assert progress == {
         "type": "progress",
@@ -114,6 +120,7 @@ def test_shapes_match_seed_002_field_by_field() -> None:
         "item_name": "分镜3",
         "project_id": "123",
         "timestamp": progress["timestamp"],
+        "run_id": progress["run_id"],
     }
     assert done == {
         "type": "done",
@@ -122,6 +129,7 @@ def test_shapes_match_seed_002_field_by_field() -> None:
         "full_text": "完整的生成结果...",
         "metadata": {"tokens_used": 1000, "latency_ms": 2500},
         "timestamp": done["timestamp"],
+        "run_id": done["run_id"],
     }
     assert error == {
         "type": "error",
@@ -130,6 +138,7 @@ def test_shapes_match_seed_002_field_by_field() -> None:
         "error": "API调用失败: 超时",
         "retry_count": 1,
         "timestamp": error["timestamp"],
+        "run_id": error["run_id"],
     }
 
 

@@ -27,6 +27,8 @@ def create_broker(settings: Settings) -> Broker:
             history_size=settings.history_size,
             history_ttl=settings.history_ttl_seconds,
             idempotency_window=settings.idempotency_window_seconds,
+            idempotency_max_keys=settings.idempotency_max_keys,
+            max_resume_channels=settings.max_resume_channels,
         )
     if url.startswith(("redis://", "rediss://", "unix://")):
         try:

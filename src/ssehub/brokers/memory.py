@@ -11,7 +11,8 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
 from ..background import stop_task
-from ..channels import Selector, matches
+from ..channel_index import ChannelIndex
+from ..channels import Selector
 from ..event import Event
 from .base import EventHandler, GapHandler, History, format_id, parse_id
 
@@ -34,15 +35,21 @@ class MemoryBroker:
         history_size: int = 1000,
         history_ttl: float = 3600.0,
         idempotency_window: float = 300.0,
+        idempotency_max_keys: int = 100_000,
+        max_resume_channels: int = 10_000,
     ) -> None:
         self.epoch = secrets.token_hex(3)
         self._history_size = history_size
         self._history_ttl = history_ttl
         self._idempotency_window = idempotency_window
+        self._idempotency_max_keys = idempotency_max_keys
         self._seq = 0
         self._forgotten_upto = 0
         self._logs: dict[str, ChannelLog] = {}
-        self._idempotent: OrderedDict[str, tuple[float, Event]] = OrderedDict()
+        self._names = ChannelIndex()  # the same channels, sorted: pattern look-ups by prefix
+        self._max_resume_channels = max_resume_channels
+        # key -> (time, seq, channel): what answering a repeat needs, never the event itself.
+        self._idempotent: OrderedDict[str, tuple[float, int, str]] = OrderedDict()
         self._on_event: EventHandler | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -59,7 +66,9 @@ class MemoryBroker:
         if idempotency_key is not None:
             first = self._idempotent_hit(idempotency_key)
             if first is not None:
-                return first
+                seq, channel = first
+                event.seq, event.id, event.channel = seq, format_id(self.epoch, seq), channel
+                return event
         self._seq += 1
         event.seq = self._seq
         event.id = format_id(self.epoch, self._seq)
@@ -68,12 +77,15 @@ class MemoryBroker:
             if log is None:
                 # A channel forgotten whole and published to again may hide trimmed events.
                 log = self._logs[event.channel] = ChannelLog(trimmed_upto=self._forgotten_upto)
+                self._names.add(event.channel)
             log.events.append(event)
             if event.ttl is not None:
                 log.next_expiry = min(log.next_expiry, event.published_at + event.ttl)
             self._trim(log, time.time())
         if idempotency_key is not None:
-            self._idempotent[idempotency_key] = (time.monotonic(), event)
+            if len(self._idempotent) >= self._idempotency_max_keys:
+                self._idempotent.popitem(last=False)  # the oldest key goes first
+            self._idempotent[idempotency_key] = (time.monotonic(), event.seq, event.channel)
         if self._on_event is not None:
             self._on_event(event)
         return event
@@ -87,11 +99,13 @@ class MemoryBroker:
         result = History()
         streams = []
         covered = self._covered(selector)
+        if covered is None:
+            return History(gap=True)  # too many candidate channels: start over at the head
         for _name, log in covered:
             self._trim(log, now)
             if log.trimmed_upto > after_seq:
                 result.gap = True
-            streams.append([e for e in log.events if e.seq > after_seq])
+            streams.append(_newer(log.events, after_seq))
         if self._forgotten_upto > after_seq and (
             selector.patterns or len(covered) < len(selector.channels)
         ):
@@ -103,7 +117,7 @@ class MemoryBroker:
     async def recent(self, selector: Selector, *, limit: int) -> list[Event]:
         now = time.time()
         streams = []
-        for _name, log in self._covered(selector):
+        for _name, log in self._covered(selector) or ():
             self._trim(log, now)
             streams.append(list(log.events)[-limit:])
         merged = list(heapq.merge(*streams, key=lambda e: e.seq))
@@ -121,15 +135,14 @@ class MemoryBroker:
     async def healthy(self) -> bool:
         return True
 
-    def _covered(self, selector: Selector) -> list[tuple[str, ChannelLog]]:
+    def _covered(self, selector: Selector) -> list[tuple[str, ChannelLog]] | None:
+        """Kept channels of ``selector``; None when its patterns have too many candidates."""
         found = [(c, self._logs[c]) for c in selector.channels if c in self._logs]
         if selector.patterns:
-            found += [
-                (name, log)
-                for name, log in self._logs.items()
-                if name not in selector.channels
-                and any(matches(p, name) for p in selector.patterns)
-            ]
+            names = self._names.matching(selector.patterns, budget=self._max_resume_channels)
+            if names is None:
+                return None
+            found += [(n, self._logs[n]) for n in sorted(names - selector.channels)]
         return found
 
     def _trim(self, log: ChannelLog, now: float) -> None:
@@ -157,15 +170,16 @@ class MemoryBroker:
                 log.next_expiry = min(log.next_expiry, event.published_at + event.ttl)
         log.events = kept
 
-    def _idempotent_hit(self, key: str) -> Event | None:
+    def _idempotent_hit(self, key: str) -> tuple[int, str] | None:
+        """(seq, channel) of the first publish with ``key`` within the window, or None."""
         cutoff = time.monotonic() - self._idempotency_window
         while self._idempotent:
-            first_key, (stamp, _) = next(iter(self._idempotent.items()))
+            first_key, (stamp, _, _) = next(iter(self._idempotent.items()))
             if stamp >= cutoff:
                 break
             del self._idempotent[first_key]
         hit = self._idempotent.get(key)
-        return hit[1] if hit else None
+        return hit[1:] if hit else None
 
     async def _sweep_forever(self) -> None:
         """Drop expired history so idle channels do not hold memory forever."""
@@ -179,4 +193,16 @@ class MemoryBroker:
                 if not log.events:
                     self._forgotten_upto = max(self._forgotten_upto, log.trimmed_upto)
                     del self._logs[name]
+                    self._names.discard(name)
             self._idempotent_hit("")
+
+
+def _newer(events: deque[Event], seq: int) -> list[Event]:
+    """The kept events after ``seq``, read back from the newest (seq order, oldest first)."""
+    newer = []
+    for event in reversed(events):
+        if event.seq <= seq:
+            break
+        newer.append(event)
+    newer.reverse()
+    return newer

@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import heapq
 import logging
-import re
 import secrets
 import time
 from collections.abc import Iterable
@@ -27,7 +26,8 @@ from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisError
 from redis.retry import Retry
 
-from ..channels import Selector, is_pattern, matches
+from ..channel_index import match_candidates, prefix_groups
+from ..channels import Selector, is_pattern
 from ..errors import BrokerUnavailable
 from ..event import Event
 from ..redis_client import pooled_client
@@ -130,9 +130,12 @@ return #gone
 """
 
 
+_GLOB_ESCAPES = str.maketrans({c: "\\" + c for c in "*?[]\\"})
+
+
 def glob_escape(text: str) -> str:
     """Escape Redis glob characters so ``text`` matches only itself."""
-    return re.sub(r"([*?\[\]\\])", r"\\\1", text)
+    return text.translate(_GLOB_ESCAPES)
 
 
 class RedisBroker:
@@ -147,12 +150,14 @@ class RedisBroker:
         history_ttl: float = 3600.0,
         idempotency_window: float = 300.0,
         max_connections: int = 64,
+        max_resume_channels: int = 10_000,
     ) -> None:
         self.epoch = ""
         self.prefix = prefix
         self._history_size = history_size
         self._history_ttl = history_ttl
         self._idempotency_window = idempotency_window
+        self._max_resume_channels = max_resume_channels
         options: dict[str, Any] = {"decode_responses": True, "socket_connect_timeout": 2.0}
         self.redis = pooled_client(url, max_connections=max_connections, decode_responses=True)
         # The reader's client never retries by itself: a lost connection must be seen so the
@@ -193,6 +198,7 @@ class RedisBroker:
             history_size=settings.history_size,
             history_ttl=settings.history_ttl_seconds,
             idempotency_window=settings.idempotency_window_seconds,
+            max_resume_channels=settings.max_resume_channels,
         )
 
     # -- keys ----------------------------------------------------------------------------------
@@ -319,13 +325,26 @@ class RedisBroker:
         position = parse_id(after)
         if position is None:
             return History(gap=True)
-        return await self._after(selector, position[1], limit, epoch=position[0])
+        return await self._after(
+            selector, position[1], limit, epoch=position[0], budget=self._max_resume_channels
+        )
 
     async def _after(
-        self, selector: Selector, after_seq: int, limit: int | None, *, epoch: str | None = None
+        self,
+        selector: Selector,
+        after_seq: int,
+        limit: int | None,
+        *,
+        epoch: str | None = None,
+        budget: int | None = None,
     ) -> History:
-        """Events after ``after_seq``; with ``epoch``, a gap when the backplane is not there."""
-        channels = await self._channels(selector)
+        """Events after ``after_seq``; with ``epoch``, a gap when the backplane is not there.
+
+        With ``budget``, patterns with more candidate channels than that answer a gap.
+        """
+        channels = await self._channels(selector, budget)
+        if channels is None:
+            return History(gap=True)
         if not selector.patterns:
             await self._prune_index(every=PRUNE_EVERY_SECONDS)  # bounds the index, now and then
         try:
@@ -368,7 +387,7 @@ class RedisBroker:
     async def recent(self, selector: Selector, *, limit: int) -> list[Event]:
         if not limit:
             return []
-        channels = await self._channels(selector)
+        channels = await self._channels(selector, self._max_resume_channels) or []
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for channel in channels:
@@ -399,24 +418,31 @@ class RedisBroker:
             pipe.get(self._k_forgotten)
             return await pipe.execute()  # type: ignore[no-any-return]
 
-    async def _channels(self, selector: Selector) -> list[str]:
-        """The exact channels of ``selector`` plus the indexed channels its patterns match."""
+    async def _channels(self, selector: Selector, budget: int | None = None) -> list[str] | None:
+        """The exact channels of ``selector`` plus the indexed channels its patterns match.
+
+        With ``budget``, None when the patterns' prefixes span more indexed channels than that.
+        """
         found = sorted(selector.channels)
         if not selector.patterns:
             return found
         await self._prune_index()
         # A pattern's text before its first ``*`` bounds a lexicographic range of the index.
-        prefixes = sorted({p.split("*", 1)[0] for p in selector.patterns})
+        groups = prefix_groups(selector.patterns)
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
-                for prefix in prefixes:
+                for prefix in groups:
                     low, high = ("-", "+") if not prefix else (f"[{prefix}", f"[{prefix}\xff")
-                    pipe.zrangebylex(self._k_names, low, high)
-                ranges = await pipe.execute()
+                    # One more than the budget tells "too many" without reading them all.
+                    page = {} if budget is None else {"start": 0, "num": budget + 1}
+                    pipe.zrangebylex(self._k_names, low, high, **page)
+                ranges = dict(zip(groups, await pipe.execute(), strict=True))
         except FAULTS as exc:
             raise BrokerUnavailable("the Redis broker is unreachable; retry") from exc
-        names = {name for names in ranges for name in names} - selector.channels
-        found += sorted(n for n in names if any(matches(p, n) for p in selector.patterns))
+        names = match_candidates(groups, ranges.__getitem__, budget)
+        if names is None:
+            return None
+        found += sorted(names - selector.channels)
         return found
 
     async def _prune_index(self, *, every: float = 0.0) -> None:

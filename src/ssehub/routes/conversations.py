@@ -7,20 +7,21 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import HTTPConnection
 
-from ..auth import Principal
+from ..auth import Principal, require_subscribe
 from ..channels import Selector
 from ..chat import ChatService, conversation_channel, owner_of
 from ..connection import Connection
 from ..errors import BadRequest, Unavailable
+from ..gate import Gate, client_ip
 from ..hub import Hub
 from ..settings import Settings
 from ..store import Conversation
 from ..stream import EventStreamResponse
-from .deps import get_hub, get_principal, get_settings
+from .deps import get_gate, get_hub, get_principal, get_settings, get_stream_principal
 from .streams import (
     STREAM_RESPONSES,
     StreamOptions,
@@ -32,8 +33,10 @@ router = APIRouter(prefix="/api/v1/conversations", tags=["conversations"])
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"description": "Invalid body."},
     401: {"description": "Missing or invalid credentials."},
+    403: {"description": "A token without `sub`: conversations need a user identity."},
     404: {"description": "No such conversation, or not the caller's."},
     409: {"description": "An answer is already streaming in this conversation."},
+    429: {"description": "Too many conversations created, or answers streaming (Retry-After)."},
     503: {"description": "The conversation store is unavailable."},
 }
 
@@ -141,14 +144,18 @@ def check_content(content: str, settings: Settings) -> str:
 
 @router.post("", status_code=201, responses=ERRORS)
 async def create_conversation(
+    request: Request,
     body: CreateConversation | None = None,
     chat: ChatService = Depends(get_chat),
+    gate: Gate = Depends(get_gate),
     principal: Principal = Depends(get_principal),
 ) -> ConversationOut:
     """Start a conversation, optionally with a system prompt and a model."""
     body = body or CreateConversation()
+    owner = owner_of(principal)
+    await gate.check_rate("conversation", principal, client_ip(request))
     conversation = await chat.store.create_conversation(
-        owner_of(principal), title=body.title, system_prompt=body.system_prompt, model=body.model
+        owner, title=body.title, system_prompt=body.system_prompt, model=body.model
     )
     return ConversationOut.of(conversation, chat)
 
@@ -200,11 +207,13 @@ async def stream_conversation(
     conversation_id: str,
     options: StreamOptions = Depends(stream_options),
     chat: ChatService = Depends(get_chat),
-    principal: Principal = Depends(get_principal),
+    principal: Principal = Depends(get_stream_principal),
 ) -> EventStreamResponse:
     """The conversation's events (seed 004): resumes mid-answer with Last-Event-ID."""
     conversation = await chat.owned(conversation_id, principal)
     channel = conversation_channel(conversation.id)
+    if principal.ticket:  # a ticket reads only the channels it was issued for
+        require_subscribe(principal, channel)
     # Owning the conversation is the right to read its channel.
     reader = dataclasses.replace(principal, subscribe=(channel,), admin=False)
     return await options.open([channel], reader)
@@ -231,35 +240,47 @@ async def send_message(
 
 @router.post("/{conversation_id}/messages/stream", responses=ERRORS, response_model=None)
 async def send_message_stream(
+    request: Request,
     conversation_id: str,
     body: SendMessage,
     chat: ChatService = Depends(get_chat),
     hub: Hub = Depends(get_hub),
+    gate: Gate = Depends(get_gate),
     settings: Settings = Depends(get_settings),
     principal: Principal = Depends(get_principal),
 ) -> EventStreamResponse:
     """Send a message and receive this answer's events on the POST response (for fetch).
 
     The events and ids are those of the conversation's stream; the response ends with the
-    answer. Closing it does not stop the answer (use ``/cancel``).
+    answer. Closing it does not stop the answer (use ``/cancel``). It counts as a stream
+    against the connection limits.
     """
     if hub.closing:
         raise Unavailable("the hub is shutting down", headers={"Retry-After": "1"})
     conversation = await chat.owned(conversation_id, principal)
     content = check_content(body.content, settings)
+    ip = client_ip(request)
     conn = Connection(
         client_id=str(uuid.uuid4()),
         selector=Selector.of([conversation_channel(conversation.id)]),
         max_buffer=settings.subscriber_buffer,
         user_id=principal.user_id,
+        info={"ip": ip, "user_agent": request.headers.get("user-agent", "")},
     )
-    turn = await chat.send(conversation, content, listener=conn)
-    # Known to the hub (not subscribed): heartbeats, the idle timeout and SIGTERM reach it too.
-    hub.connections[conn.client_id] = conn
+    await gate.check_rate("stream", principal, ip)
+    await gate.admit(conn, principal)
+    try:
+        turn = await chat.send(conversation, content, listener=conn)
+    except BaseException:
+        await gate.release(conn)
+        raise
+    # Counted by the hub (not subscribed): heartbeats, idle timeout, SIGTERM and stats reach it.
+    hub.adopt(conn)
 
     async def forget() -> None:
         turn.listeners.discard(conn)
         await hub.detach(conn)
+        await gate.release(conn)
 
     return EventStreamResponse(conn, closer=forget)
 

@@ -31,6 +31,11 @@ async def get_principal(request: Request) -> Principal:
     return await request.app.state.authenticator.authenticate(request)  # type: ignore[no-any-return]
 
 
+async def get_stream_principal(request: Request) -> Principal:
+    """The caller of a stream GET, who may show a ``?ticket=`` instead of a token."""
+    return await request.app.state.authenticator.authenticate_stream(request)  # type: ignore[no-any-return]
+
+
 async def get_cluster(request: HTTPConnection) -> ClusterState:
     """The cross-process state of this app."""
     return request.app.state.cluster  # type: ignore[no-any-return]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
@@ -13,19 +15,21 @@ from ..errors import BadRequest, PayloadTooLarge
 from ..event import Event, make_event
 from ..gate import client_ip
 from ..hub import Hub
+from ..idempotency import scoped_key
 from ..runs import publish_event
 from ..settings import Settings
 from .deps import get_hub, get_principal, get_settings
 
 router = APIRouter(prefix="/api/v1", tags=["publish"])
 
-MAX_BATCH = 1000
+# A batch gives the loop back this often, so its fan-out never holds every other stream.
+BATCH_SLICE_SECONDS = 0.005
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"description": "Invalid channel, event name, id or body."},
+    400: {"description": "Invalid channel, event name, id, `retry` or body."},
     401: {"description": "Missing or invalid credentials."},
     403: {"description": "A channel outside the caller's publish rights."},
-    413: {"description": "Event data larger than the configured maximum."},
+    413: {"description": "Request body or event data larger than the configured maximum."},
     429: {"description": "Publishing too fast for this user or address (Retry-After)."},
     503: {"description": "The broker cannot accept events now; retry."},
 }
@@ -81,6 +85,8 @@ def build_event(principal: Principal, settings: Settings, channel: str, body: Pu
     """Validate rights, size and fields, and return the event to publish."""
     validate_channel(channel)
     require_publish(principal, channel)
+    if body.retry is not None and body.retry > settings.max_retry_ms:
+        raise BadRequest(f"retry must be at most {settings.max_retry_ms} ms")
     event = make_event(channel, body.event, body.data, retry=body.retry)
     if len(event.data.encode()) > settings.max_event_bytes:
         raise PayloadTooLarge(f"event data exceeds {settings.max_event_bytes} bytes")
@@ -106,9 +112,11 @@ async def publish(
     """Publish one event to a channel; every subscriber of the channel receives it."""
     event = build_event(principal, settings, channel, body)
     gate = request.app.state.gate
-    await gate.check_rate("publish", principal, client_ip(request))
+    ip = client_ip(request)
+    await gate.check_rate("publish", principal, ip)
+    await gate.check_rate("publish_bytes", principal, ip, cost=len(event.data))
     gate.count_publish(channel)
-    return await publish_one(hub, event, idempotency_key)
+    return await publish_one(hub, event, scoped_key(principal, ip, channel, idempotency_key))
 
 
 @router.post("/publish", responses=ERRORS)
@@ -123,16 +131,25 @@ async def publish_batch(
     """Publish several events, to one or many channels, in one request (all validated first)."""
     if not items:
         raise BadRequest("the batch is empty")
-    if len(items) > MAX_BATCH:
-        raise BadRequest(f"at most {MAX_BATCH} events per batch")
+    if len(items) > settings.max_batch_events:
+        raise PayloadTooLarge(f"at most {settings.max_batch_events} events per batch")
     events = [build_event(principal, settings, item.channel, item) for item in items]
     gate = request.app.state.gate
-    await gate.check_rate("publish", principal, client_ip(request))
+    ip = client_ip(request)
+    # Each event counts against the publish rate, and its data against the byte rate.
+    await gate.check_rate("publish", principal, ip, cost=len(events))
+    await gate.check_rate("publish_bytes", principal, ip, cost=sum(len(e.data) for e in events))
     published = []
+    slice_end = time.monotonic() + BATCH_SLICE_SECONDS
     for index, event in enumerate(events):
+        if time.monotonic() > slice_end:
+            await asyncio.sleep(0)
+            slice_end = time.monotonic() + BATCH_SLICE_SECONDS
         gate.count_publish(event.channel)
         key = f"{idempotency_key}#{index}" if idempotency_key else None
-        published.append(await publish_one(hub, event, key))
+        published.append(
+            await publish_one(hub, event, scoped_key(principal, ip, event.channel, key))
+        )
     return BatchPublished(events=published)
 
 

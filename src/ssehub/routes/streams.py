@@ -22,7 +22,7 @@ from ..gate import Gate, client_ip
 from ..hub import Hub
 from ..settings import Settings
 from ..stream import EventStreamResponse
-from .deps import get_hub, get_principal, get_settings
+from .deps import get_hub, get_settings, get_stream_principal
 
 PREFIX = "/api/v1/sse"
 router = APIRouter(prefix=PREFIX, tags=["streams"])
@@ -91,7 +91,7 @@ async def open_stream(
     client_id = client_id or str(uuid.uuid4())
     for name in names:
         if name not in own:  # reserved names only as /connect adds them
-            validate_channel(name, allow_pattern=True)
+            validate_channel(name, allow_pattern=True, max_wildcards=settings.max_pattern_wildcards)
             require_subscribe(principal, name)
     gate: Gate = request.app.state.gate
     ip = client_ip(request)
@@ -104,7 +104,7 @@ async def open_stream(
         user_id=principal.user_id,
         info={"ip": ip, "user_agent": request.headers.get("user-agent", "")},
     )
-    await gate.admit(conn)
+    await gate.admit(conn, principal)
     try:
         await hub.open(conn, last_event_id)
     except BaseException:
@@ -165,7 +165,7 @@ async def stream_channel(
     channel: str,
     extra: ChannelsQuery = None,
     options: StreamOptions = Depends(stream_options),
-    principal: Principal = Depends(get_principal),
+    principal: Principal = Depends(get_stream_principal),
 ) -> EventStreamResponse:
     """Stream one channel or pattern (``project:1:stage:*``), plus any ``?channel=`` extras."""
     return await options.open([channel, *(extra or [])], principal)
@@ -175,7 +175,7 @@ async def stream_channel(
 async def stream_channels(
     extra: ChannelsQuery = None,
     options: StreamOptions = Depends(stream_options),
-    principal: Principal = Depends(get_principal),
+    principal: Principal = Depends(get_stream_principal),
 ) -> EventStreamResponse:
     """Stream several channels and patterns named by repeated ``?channel=`` parameters."""
     return await options.open(extra or [], principal)
@@ -185,7 +185,7 @@ async def stream_channels(
 async def connect(
     extra: ChannelsQuery = None,
     options: StreamOptions = Depends(stream_options),
-    principal: Principal = Depends(get_principal),
+    principal: Principal = Depends(get_stream_principal),
 ) -> EventStreamResponse:
     """A client stream: broadcasts, messages sent to its client id, and any ``?channel=``."""
     client_id = str(uuid.uuid4())
@@ -218,7 +218,7 @@ class StreamShortcut:
             options = await stream_options(
                 request, query.get("types"), query.get("lastEventId"), state.hub, state.settings
             )
-            principal = await state.authenticator.authenticate(request)
+            principal = await state.authenticator.authenticate_stream(request)
             extra = query.getlist("channel") or None
             if channel is not None:
                 response = await stream_channel(channel, extra, options, principal)

@@ -8,9 +8,10 @@ from pydantic import BaseModel, Field
 from ..auth import Principal, require_subscribe
 from ..channels import validate_channel
 from ..cluster import ClusterState
+from ..gate import Gate, client_ip
 from ..settings import Settings
 from ..tickets import issue_ticket
-from .deps import get_cluster, get_principal, get_settings
+from .deps import get_cluster, get_gate, get_principal, get_settings
 
 router = APIRouter(prefix="/api/v1/sse", tags=["streams"])
 
@@ -36,6 +37,7 @@ class Ticket(BaseModel):
         400: {"description": "Invalid channel."},
         401: {"description": "Missing or invalid token."},
         403: {"description": "A channel outside the caller's rights."},
+        429: {"description": "Tickets requested too fast by this user or address (Retry-After)."},
     },
 )
 async def create_ticket(
@@ -43,13 +45,15 @@ async def create_ticket(
     body: TicketRequest,
     settings: Settings = Depends(get_settings),
     cluster: ClusterState = Depends(get_cluster),
+    gate: Gate = Depends(get_gate),
     principal: Principal = Depends(get_principal),
 ) -> Ticket:
     """Issue a short-lived ticket that opens one stream over exactly these channels."""
     channels = list(dict.fromkeys(body.channels))
     for name in channels:
-        validate_channel(name, allow_pattern=True)
+        validate_channel(name, allow_pattern=True, max_wildcards=settings.max_pattern_wildcards)
         require_subscribe(principal, name)
+    await gate.check_rate("ticket", principal, client_ip(request))
     ttl = settings.ticket_ttl_seconds
     ticket = await issue_ticket(cluster, principal, channels, ttl)
     return Ticket(ticket=ticket, expires_in=ttl, channels=channels)

@@ -11,6 +11,17 @@
 // (seed 002's `error` included); the client's own lifecycle events are `statechange`
 // ({state, previous}), `open`, `connectionerror` ({attempt, delayMs, status, fatal}) and
 // `fallback` ({transport}). `*` receives every server event.
+//
+// Runs: on a stage channel the client follows the current or next run. A run that had already
+// ended when the client joined (its `snapshot` says so) is history: its snapshot and its
+// replayed `done`/`error` are not delivered (`previousRuns: true` delivers them).
+//
+// Outages: network loss never ends the subscription. The browser's own EventSource retries are
+// not counted; the client's own attempts back off up to `reconnect.maxMs` and go on for as long
+// as the network is down (the window's `online` event reconnects at once). Only HTTP answers
+// end it: 400/401/403/404/405/413 at once, other error statuses after `reconnect.maxAttempts`.
+// With single-use tickets, pass `ticket: async () => (await getTicket()).ticket`: each
+// connection attempt asks for a fresh one.
 
 export const STATES = Object.freeze({ CONNECTING: 'connecting', OPEN: 'open', CLOSED: 'closed' });
 
@@ -19,6 +30,7 @@ export const STATES = Object.freeze({ CONNECTING: 'connecting', OPEN: 'open', CL
 export const KNOWN_TYPES = [
   'message', 'connected', 'reset', 'snapshot', 'heartbeat',
   'token', 'stage_update', 'progress', 'done', 'error',
+  'start', 'chunk', 'complete', 'cancelled',
   'user_message', 'ai_response_start', 'ai_response_chunk', 'ai_response_complete',
   'conversation_error', 'join', 'leave',
   'task.created', 'task.progress', 'task.completed', 'task.failed',
@@ -207,6 +219,9 @@ export class SSEClient {
     this._timer = null;
     this._wanted = false;
     this._listening = new Set();
+    this._historyRuns = new Map(); // ended earlier run id → its last event id (not delivered)
+    this._seenRuns = new Set(); // run ids this client received events of
+    this._online = () => this._wanted && this.state !== STATES.OPEN && this._reopenNow();
   }
 
   /** Register a handler; returns the client for chaining. */
@@ -240,6 +255,7 @@ export class SSEClient {
     if (this._wanted) return this;
     this._wanted = true;
     this.attempts = 0;
+    globalThis.addEventListener?.('online', this._online);
     if (this.transport === 'poll' && !this.pollChannel()) {
       this._fail({ fatal: true, message: 'polling needs one concrete channel' });
       return this;
@@ -251,17 +267,25 @@ export class SSEClient {
   /** Close the stream and stop reconnecting. */
   disconnect() {
     this._wanted = false;
+    globalThis.removeEventListener?.('online', this._online);
     this._teardown();
     this._setState(STATES.CLOSED);
     return this;
   }
 
-  /** The URL of the next attempt: token and resume position as query parameters. */
-  streamUrl() {
+  /** The URL of the next attempt: token (or ticket) and resume position as query parameters. */
+  streamUrl(ticket) {
     return withQuery(this.url, {
       access_token: this.options.token,
+      ticket,
       lastEventId: this.lastEventId || undefined,
     });
+  }
+
+  /** The network is back: reconnect now instead of waiting for the backoff or the browser. */
+  _reopenNow() {
+    this.attempts = 0;
+    this._open();
   }
 
   /** The channel polled by the `poll` transport: options.pollChannel or the stream URL's. */
@@ -284,9 +308,28 @@ export class SSEClient {
     }
   }
 
+  /** True for an event of a run that had ended before this client joined (see Runs above). */
+  _isHistory(type, data, id) {
+    const rid = data && typeof data === 'object' ? data.run_id : undefined;
+    if (typeof rid !== 'string' || !rid) {
+      return !!id && this._historyRuns.size > 0 && [...this._historyRuns.values()].includes(id);
+    }
+    if (type === 'snapshot' && data.status && data.status !== 'running' && !this._seenRuns.has(rid)) {
+      this._historyRuns.set(rid, data.last_event_id || '');
+      if (this._historyRuns.size > 1000) this._historyRuns.delete(this._historyRuns.keys().next().value);
+    }
+    if (this._historyRuns.has(rid)) return true;
+    if (type !== 'snapshot') {
+      this._seenRuns.add(rid);
+      if (this._seenRuns.size > 1000) this._seenRuns.delete(this._seenRuns.values().next().value);
+    }
+    return false;
+  }
+
   _deliver(type, raw, id, channel) {
     if (id) this.lastEventId = id;
     const data = parseData(raw);
+    if (this._isHistory(type, data, id) && !this.options.previousRuns) return;
     if (type === 'connected' && data && typeof data === 'object') this.clientId = data.client_id;
     const event = { type, id: id || '', data: raw };
     if (channel) event.channel = channel;
@@ -321,13 +364,24 @@ export class SSEClient {
     this._listening.clear();
   }
 
-  _open() {
+  async _open() {
     this._teardown();
     if (!this._wanted) return;
     this._setState(STATES.CONNECTING);
+    const attempt = (this._attemptSeq = (this._attemptSeq || 0) + 1);
+    let ticket;
+    if (typeof this.options.ticket === 'function' && this.transport !== 'poll') {
+      try {
+        ticket = await this.options.ticket();
+      } catch (err) {
+        if (attempt === this._attemptSeq) this._retry({ status: err?.status ?? null });
+        return;
+      }
+      if (attempt !== this._attemptSeq || !this._wanted) return; // superseded meanwhile
+    }
     if (this.transport === 'poll') this._poll();
-    else if (this.transport === 'fetch') this._openFetch();
-    else this._openEventSource();
+    else if (this.transport === 'fetch') this._openFetch(ticket);
+    else this._openEventSource(ticket);
   }
 
   _listen(source, type) {
@@ -340,36 +394,38 @@ export class SSEClient {
     });
   }
 
-  _openEventSource() {
-    const source = new EventSource(this.streamUrl(), { withCredentials: !!this.options.withCredentials });
+  _openEventSource(ticket) {
+    const source = new EventSource(this.streamUrl(ticket), { withCredentials: !!this.options.withCredentials });
     this._source = source;
     const types = new Set([...KNOWN_TYPES, ...(this.options.types || []), ...this.handlers.keys()]);
     for (const type of types) if (!LIFECYCLE.has(type) && type !== '*') this._listen(source, type);
     source.addEventListener('open', () => source === this._source && this._opened());
     source.addEventListener('error', (ev) => {
       if (source !== this._source || 'data' in ev) return;
-      if (source.readyState === EventSource.CONNECTING) {
-        // The browser retries by itself with Last-Event-ID; count it in case it never succeeds.
-        this.attempts++;
+      if (source.readyState === EventSource.CONNECTING && typeof this.options.ticket !== 'function') {
+        // The browser retries by itself with Last-Event-ID, for as long as the network is
+        // down: those retries are not this client's attempts and never make it give up.
         this._setState(STATES.CONNECTING);
-        this._emit('connectionerror', { attempt: this.attempts, delayMs: null, fatal: false }, { type: 'connectionerror' });
-        if (this.attempts > this.reconnectOptions.maxAttempts) this._giveUp({});
+        this._emit('connectionerror', { attempt: this.attempts, delayMs: null, status: null, fatal: false }, { type: 'connectionerror' });
       } else {
-        // The browser gave up (HTTP error, wrong content type): reconnect with backoff.
-        this._retry({});
+        // The browser gave up (an HTTP error or wrong content type: an answer, which counts
+        // toward maxAttempts), or its retry would reuse a single-use ticket: reconnect with
+        // backoff (and a fresh ticket).
+        this._retry({ answered: source.readyState === EventSource.CLOSED });
       }
     });
   }
 
-  async _openFetch() {
+  async _openFetch(ticket) {
     const abort = new AbortController();
     this._abort = abort;
     const headers = { Accept: 'text/event-stream' };
     if (this.options.token) headers.Authorization = `Bearer ${this.options.token}`;
     if (this.lastEventId) headers['Last-Event-ID'] = this.lastEventId;
     let status = null;
+    const parser = new SSEParser();
     try {
-      const response = await fetch(withQuery(this.url, {}), {
+      const response = await fetch(withQuery(this.url, { ticket }), {
         headers,
         signal: abort.signal,
         cache: 'no-store',
@@ -378,8 +434,8 @@ export class SSEClient {
       status = response.status;
       if (!response.ok) throw new HTTPError(status, await errorMessage(response));
       this._opened();
-      const parser = await readEventStream(response, (e) => this._deliver(e.type, e.data, e.id));
-      if (parser.retry !== null) this.serverRetryMs = parser.retry;
+      status = null; // what follows is a drop of an open stream, not an HTTP answer
+      await readEventStream(response, (e) => this._deliver(e.type, e.data, e.id), parser);
     } catch (err) {
       if (abort.signal.aborted) return;
       if (err instanceof HTTPError && FATAL_STATUS.has(err.status)) {
@@ -387,6 +443,7 @@ export class SSEClient {
         return;
       }
     }
+    if (parser.retry !== null) this.serverRetryMs = parser.retry; // the server's `retry:`
     if (this._abort !== abort || !this._wanted) return;
     this._retry({ status });
   }
@@ -429,12 +486,16 @@ export class SSEClient {
     this._timer = setTimeout(() => this._poll(), full ? 0 : this.options.pollIntervalMs ?? 2000);
   }
 
-  _retry({ status = null }) {
+  _retry({ status = null, answered = status !== null }) {
     this._teardown();
     if (!this._wanted) return;
     this.attempts++;
-    if (this.attempts > this.reconnectOptions.maxAttempts) return this._giveUp({ status });
-    const delayMs = backoffDelay(this.attempts, this.reconnectOptions);
+    // Only HTTP error answers use up attempts; a network loss is waited out (or, with
+    // `fallback: 'poll'`, sent to polling after maxAttempts).
+    const spent = this.attempts > this.reconnectOptions.maxAttempts;
+    if (spent && (answered || this.options.fallback === 'poll')) return this._giveUp({ status });
+    const first = this.attempts === 1 && this.serverRetryMs != null;
+    const delayMs = first ? this.serverRetryMs : backoffDelay(this.attempts, this.reconnectOptions);
     this._setState(STATES.CONNECTING);
     this._emit('connectionerror', { attempt: this.attempts, delayMs, status, fatal: false }, { type: 'connectionerror' });
     this._timer = setTimeout(() => this._open(), delayMs);
@@ -453,6 +514,7 @@ export class SSEClient {
 
   _fail(info) {
     this._wanted = false;
+    globalThis.removeEventListener?.('online', this._online);
     this._teardown();
     this._emit('connectionerror', { attempt: this.attempts, delayMs: null, ...info }, { type: 'connectionerror' });
     this._setState(STATES.CLOSED);

@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from ..settings import Settings
+from .info import TaskInfo
 from .registry import STAGES, StageSpec, get_stage, load_modules, stage
-from .runner import CeleryRunner, InProcessRunner, Runner, TaskInfo, TaskManager
+from .runner import CeleryRunner, InProcessRunner, Runner, TaskManager
+from .store import create_task_store
 
 __all__ = [
     "STAGES",
@@ -22,15 +24,24 @@ __all__ = [
 ]
 
 
-def create_task_manager(hub: Any, settings: Settings) -> TaskManager:
-    """Celery when ``celery_broker_url`` is set, else the in-process runner."""
+def create_task_manager(hub: Any, settings: Settings, cluster: Any = None) -> TaskManager:
+    """Celery when ``celery_broker_url`` is set, else the in-process runner; task records in
+    Redis under a Redis broker; watchers counted over ``cluster``."""
     load_modules(settings.stage_modules)
     prefix = settings.stage_channel_prefix
+    store = create_task_store(settings)
     runner: Runner
     if settings.celery_broker_url:
         from .celery_app import create_celery
 
         runner = CeleryRunner(create_celery(settings), prefix)
     else:
-        runner = InProcessRunner(hub, prefix)
-    return TaskManager(hub, runner, prefix, cancel_unwatched=settings.cancel_unwatched_seconds)
+        runner = InProcessRunner(hub, prefix, store)
+    return TaskManager(
+        hub,
+        runner,
+        prefix,
+        store=store,
+        cluster=cluster,
+        cancel_unwatched=settings.cancel_unwatched_seconds,
+    )

@@ -1,9 +1,11 @@
 """The Celery side: one generic ``ssehub.execute_stage`` task that runs any registered stage.
 
 Workers publish to the hub over HTTP (``SSEHUB_HUB_URL`` with ``SSEHUB_PUBLISHER_TOKEN``), so the
-hub applies the run lifecycle to their messages. A failing stage publishes ``error`` with its
-``retry_count``; when the stage allows retries, Celery retries it and the next attempt reopens the
-run (its ``stage_update: processing``) and counts one more.
+hub applies the run lifecycle to their messages. Every message carries the task's run id, so
+once the run ended (a cancel included) the hub refuses them all: a revoked task that a worker
+starts anyway stops at its first message and publishes nothing. A failing stage publishes
+``error`` with its ``retry_count``; when the stage allows retries, Celery retries it and the
+next attempt reopens the run (its ``stage_update: processing``) and counts one more.
 """
 
 from __future__ import annotations
@@ -45,7 +47,12 @@ def register(app: Celery, settings: Settings) -> None:
 
     @app.task(name="ssehub.execute_stage", bind=True)  # type: ignore[misc]
     def execute_stage(
-        self: Task, project_id: str, stage_name: str, input_data: dict[str, Any], prefix: str
+        self: Task,
+        project_id: str,
+        stage_name: str,
+        input_data: dict[str, Any],
+        prefix: str,
+        run_id: str | None = None,
     ) -> Any:
         load_modules(settings.stage_modules)
         spec = get_stage(stage_name)
@@ -57,6 +64,7 @@ def register(app: Celery, settings: Settings) -> None:
             token=settings.publisher_token,
             prefix=prefix,
             retry_count=retries,
+            run_id=run_id,
         )
         try:
             if spec.is_async:

@@ -1,8 +1,12 @@
 """Task bookkeeping in the hub and the two runners: in-process asyncio and Celery.
 
-Cancellation reaches a publisher two ways: the hub ends the run (``error: cancelled``), so the
-publisher's next message gets 409 and raises RunClosed; and the runner stops the task itself
-(asyncio cancellation in-process, Celery ``revoke`` for queued work).
+Each task is one run of its stage: ``execute_stage`` picks the run id and every message of the
+task carries it. Task records live in a :mod:`~ssehub.tasks.store` (Redis under a Redis
+broker), so any hub process answers for any task. Cancellation reaches a publisher two ways:
+the hub ends the run (``error: cancelled``), so every later message of that run id gets 409 and
+raises RunClosed (a revoked Celery task that starts anyway included); and the runner stops the
+task itself (asyncio cancellation by the process running it, which sees the cancelled record
+within a second, or Celery ``revoke`` for queued work).
 """
 
 from __future__ import annotations
@@ -13,44 +17,29 @@ import logging
 import time
 import uuid
 from collections import OrderedDict
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .. import messages
 from ..background import stop_task
+from ..brokers.base import format_id
 from ..channels import matches
 from ..errors import NotFound
 from ..event import make_event
 from ..publisher import Publisher
-from ..runs import RunClosed, RunState, publish_event
+from ..runs import RunClosed, RunState, new_run_id, publish_event
 from .execute import run_async, run_sync
+from .info import TaskInfo
 from .registry import StageSpec
+from .store import MemoryTasks, TaskStore
 
 log = logging.getLogger("ssehub.tasks")
 
-MAX_TASKS = 10_000
+MAX_WATCHED = 10_000  # tasks this process watches for cross-process cancels and watchers
 
 
 def retry_delay(attempt: int) -> float:
     """Seconds before retry ``attempt + 1`` of a failed stage (both runners)."""
     return float(min(0.5 * 2**attempt, 30.0))
-
-
-@dataclass(slots=True)
-class TaskInfo:
-    """One execute_stage request."""
-
-    task_id: str
-    project_id: str
-    stage: str
-    channel: str
-    queue: str
-    state: str = "pending"
-    error: str | None = None
-    created_at: float = field(default_factory=time.time)
-    finished_at: float | None = None
-    unwatched_since: float | None = None
-    run_id: str | None = None  # this task's run, not a later one on the same channel
 
 
 class Runner(Protocol):
@@ -67,6 +56,9 @@ class Runner(Protocol):
     async def state(self, info: TaskInfo) -> str:
         """pending / running / done / error / cancelled, as far as the runner knows."""
 
+    def running_here(self) -> list[str]:
+        """Ids of the tasks running in this process (stopped here when cancelled elsewhere)."""
+
     async def close(self) -> None:
         """Stop whatever is still running."""
 
@@ -76,10 +68,19 @@ class InProcessRunner:
 
     name = "inprocess"
 
-    def __init__(self, hub: Any, prefix: str) -> None:
+    def __init__(self, hub: Any, prefix: str, store: TaskStore | None = None) -> None:
         self.hub = hub
         self.prefix = prefix
+        self.store = store or MemoryTasks()
         self._tasks: dict[str, asyncio.Task[None]] = {}
+
+    def running_here(self) -> list[str]:
+        """Ids of the tasks running in this process."""
+        return list(self._tasks)
+
+    async def _save(self, info: TaskInfo) -> None:
+        with contextlib.suppress(Exception):
+            await self.store.put(info)
 
     async def submit(self, info: TaskInfo, spec: StageSpec, input_data: dict[str, Any]) -> None:
         task = asyncio.create_task(self._run(info, spec, input_data), name=f"stage-{info.task_id}")
@@ -87,6 +88,7 @@ class InProcessRunner:
 
     async def _run(self, info: TaskInfo, spec: StageSpec, input_data: dict[str, Any]) -> None:
         info.state = "running"
+        await self._save(info)
         try:
             for attempt in range(spec.max_retries + 1):
                 pub = Publisher(
@@ -95,6 +97,7 @@ class InProcessRunner:
                     hub=self.hub,
                     prefix=self.prefix,
                     retry_count=attempt,
+                    run_id=info.run_id,
                 )
                 try:
                     if spec.is_async:
@@ -117,6 +120,7 @@ class InProcessRunner:
         finally:
             info.finished_at = time.time()
             self._tasks.pop(info.task_id, None)
+            await self._save(info)
 
     async def cancel(self, info: TaskInfo) -> None:
         task = self._tasks.get(info.task_id)
@@ -161,9 +165,14 @@ class CeleryRunner:
             self.celery.send_task,
             "ssehub.execute_stage",
             args=args,
+            kwargs={"run_id": info.run_id},
             task_id=info.task_id,
             queue=spec.queue,
         )
+
+    def running_here(self) -> list[str]:
+        """Celery tasks run on workers, never in a hub process."""
+        return []
 
     async def cancel(self, info: TaskInfo) -> None:
         await asyncio.to_thread(self.celery.control.revoke, info.task_id)
@@ -180,22 +189,38 @@ class CeleryRunner:
 
 
 class TaskManager:
-    """The hub's view of executed stages: submit, status and cancel by task id."""
+    """The hub's view of executed stages: submit, status and cancel by task id, from any process."""
 
     def __init__(
-        self, hub: Any, runner: Runner, prefix: str, *, cancel_unwatched: float = 0.0
+        self,
+        hub: Any,
+        runner: Runner,
+        prefix: str,
+        *,
+        store: TaskStore | None = None,
+        cluster: Any = None,
+        cancel_unwatched: float = 0.0,
     ) -> None:
         self.hub = hub
         self.runner = runner
         self.prefix = prefix
+        self.store = store or MemoryTasks()
+        self.cluster = cluster
         self.cancel_unwatched = cancel_unwatched
-        self.tasks: OrderedDict[str, TaskInfo] = OrderedDict()
+        # Tasks submitted here, with since when nobody has watched them (None: watched).
+        self.watched: OrderedDict[str, float | None] = OrderedDict()
         self._watcher: asyncio.Task[None] | None = None
 
     async def submit(
-        self, project_id: str, spec: StageSpec, input_data: dict[str, Any]
+        self,
+        project_id: str,
+        spec: StageSpec,
+        input_data: dict[str, Any],
+        *,
+        run_id: str | None = None,
     ) -> TaskInfo:
-        """Open the run with ``stage_update: pending`` and hand the stage to the runner."""
+        """Open the run (``run_id``, new by default) with ``stage_update: pending`` and hand
+        the stage to the runner."""
         channel = messages.stage_channel(project_id, spec.name, self.prefix)
         info = TaskInfo(
             task_id=str(uuid.uuid4()),
@@ -203,29 +228,31 @@ class TaskManager:
             stage=spec.name,
             channel=channel,
             queue=spec.queue,
+            run_id=run_id or new_run_id(),
         )
-        self.tasks[info.task_id] = info
-        while len(self.tasks) > MAX_TASKS:
-            self.tasks.popitem(last=False)
         pending = messages.stage_update(spec.name, project_id, "pending", 0, "task queued")
-        await publish_event(self.hub, make_event(channel, "stage_update", pending))
-        run = await self.hub.runs.get(channel) if self.hub.runs is not None else None
-        info.run_id = run.run_id if run is not None else None
+        pending["run_id"] = info.run_id
+        opened = await publish_event(self.hub, make_event(channel, "stage_update", pending))
+        info.resume_after = format_id(self.hub.broker.epoch, max(0, opened.seq - 1))
+        await self.store.put(info)
         await self.runner.submit(info, spec, input_data)
-        if self.cancel_unwatched > 0 and self._watcher is None:
-            self._watcher = asyncio.create_task(self._cancel_unwatched(), name="ssehub-unwatched")
+        self.watched[info.task_id] = None
+        while len(self.watched) > MAX_WATCHED:
+            self.watched.popitem(last=False)
+        if self._watcher is None:
+            self._watcher = asyncio.create_task(self._watch(), name="ssehub-tasks")
         return info
 
-    def get(self, task_id: str) -> TaskInfo:
+    async def get(self, task_id: str) -> TaskInfo:
         """The task (404 when unknown)."""
-        info = self.tasks.get(task_id)
+        info = await self.store.get(task_id) if len(task_id) <= 64 else None
         if info is None:
-            raise NotFound(f"unknown task {task_id!r}", code="unknown_task")
+            raise NotFound(f"unknown task {task_id[:64]!r}", code="unknown_task")
         return info
 
     async def status(self, task_id: str) -> dict[str, Any]:
         """State from the run when it ended, else from the runner; plus the run's progress."""
-        info = self.get(task_id)
+        info = await self.get(task_id)
         run = await self._run_of(info)
         if run is not None and run.finished:
             state = run.status
@@ -238,6 +265,7 @@ class TaskManager:
             "channel": info.channel,
             "queue": info.queue,
             "runner": self.runner.name,
+            "run_id": info.run_id,
             "status": state,
             "progress": run.progress if run else None,
             "error": (run.error if run and run.error else info.error),
@@ -246,13 +274,16 @@ class TaskManager:
 
     async def cancel(self, task_id: str) -> dict[str, Any]:
         """End the run (``error: cancelled``) and stop the task on its runner."""
-        info = self.get(task_id)
+        info = await self.get(task_id)
         run = await self._run_of(info)
         if run is None or not run.finished:
             msg = messages.error(info.stage, info.project_id, "cancelled")
+            msg["run_id"] = info.run_id
             with contextlib.suppress(RunClosed):
                 await publish_event(self.hub, make_event(info.channel, "error", msg))
-        info.state = "cancelled" if info.finished_at is None else info.state
+        if info.finished_at is None:
+            info.state = "cancelled"
+            await self.store.put(info)  # the process running it stops it (see _watch)
         await self.runner.cancel(info)
         return await self.status(task_id)
 
@@ -263,30 +294,66 @@ class TaskManager:
 
     async def _ended(self, info: TaskInfo) -> bool:
         run = await self._run_of(info)
-        return info.finished_at is not None or (run is not None and run.finished)
+        return (
+            info.finished_at is not None
+            or info.state == "cancelled"
+            or (run is not None and run.finished)
+        )
 
-    def _watchers(self, channel: str) -> int:
-        """Streams of this process that receive ``channel`` (exact or by pattern)."""
+    def _watched_here(self, channel: str) -> bool:
+        """A stream of this process receives ``channel`` (exact or by pattern)."""
         counts = self.hub.subscriber_counts()
-        return sum(n for name, n in counts.items() if name == channel or matches(name, channel))
+        return any(n for name, n in counts.items() if name == channel or matches(name, channel))
 
-    async def _cancel_unwatched(self) -> None:
-        """Cancel running tasks nobody has watched for ``cancel_unwatched`` seconds."""
-        interval = max(0.05, min(1.0, self.cancel_unwatched / 4))
+    async def _watch(self) -> None:
+        """Stop local tasks cancelled by another process; cancel unwatched tasks."""
+        interval = 0.25
+        if self.cancel_unwatched > 0:
+            interval = max(0.05, min(interval, self.cancel_unwatched / 4))
         while True:
             await asyncio.sleep(interval)
-            now = time.monotonic()
-            for info in [i for i in self.tasks.values() if i.state != "cancelled"]:
-                if await self._ended(info) or self._watchers(info.channel):
-                    info.unwatched_since = None
-                    continue
-                if info.unwatched_since is None:
-                    info.unwatched_since = now
-                elif now - info.unwatched_since >= self.cancel_unwatched:
-                    log.info("cancelling task %s: nobody watches %s", info.task_id, info.channel)
-                    with contextlib.suppress(Exception):
-                        await self.cancel(info.task_id)
+            with contextlib.suppress(Exception):
+                await self._stop_cancelled_here()
+            if self.cancel_unwatched > 0:
+                with contextlib.suppress(Exception):
+                    await self._cancel_unwatched()
+
+    async def _stop_cancelled_here(self) -> None:
+        here = self.runner.running_here()
+        for info in await self.store.many(here):
+            if info is not None and info.state == "cancelled":
+                await self.runner.cancel(info)
+
+    async def _cancel_unwatched(self) -> None:
+        """Cancel running tasks nobody in the cluster watched for ``cancel_unwatched`` s."""
+        now = time.monotonic()
+        ids = list(self.watched)
+        records: list[Any] | None = None  # the cluster's streams, read once per round
+        for task_id, info in zip(ids, await self.store.many(ids), strict=True):
+            if info is None or await self._ended(info):
+                self.watched.pop(task_id, None)
+                continue
+            watched = self._watched_here(info.channel)
+            if not watched and self.cluster is not None:
+                if records is None:
+                    records = await self.cluster.list_clients()
+                watched = any(
+                    name == info.channel or matches(name, info.channel)
+                    for record in records
+                    for name in record["channels"]
+                )
+            if watched:
+                self.watched[task_id] = None
+                continue
+            since = self.watched[task_id]
+            if since is None:
+                self.watched[task_id] = now
+            elif now - since >= self.cancel_unwatched:
+                log.info("cancelling task %s: nobody watches %s", task_id, info.channel)
+                self.watched.pop(task_id, None)
+                await self.cancel(task_id)
 
     async def close(self) -> None:
         await stop_task(self._watcher)
         await self.runner.close()
+        await self.store.close()

@@ -344,9 +344,13 @@ function setStageStatus(status) {
 }
 
 let stageTask = null;
+let stageRun = null; // the run this panel started: other runs' outcomes are not its outcome
+
+const otherRun = (d) => stageRun && d.run_id && d.run_id !== stageRun;
 
 function finishStage(text, ok) {
   stageTask = null;
+  stageRun = null;
   $('stage-cancel').disabled = true;
   const el = $('stage-done');
   el.hidden = false;
@@ -366,7 +370,9 @@ $('stage-form').addEventListener('submit', async (ev) => {
   $('stage-done').hidden = true;
   $('stage-message').textContent = 'subscribing…';
   $('stage-start').disabled = true;
-  // Seed 002's stage stream: subscribed before the run starts, so no event is missed.
+  // Seed 002's stage stream: subscribed before the run starts, so no event is missed. The
+  // client follows the current or next run: an earlier run's replayed outcome is not shown.
+  stageRun = null;
   const stageUrl = `/api/v1/sse/projects/${encodeURIComponent(project)}/stages/${encodeURIComponent(stage)}/`;
   const client = manager.open('stage', stageUrl, { token });
   client
@@ -389,6 +395,7 @@ $('stage-form').addEventListener('submit', async (ev) => {
       if (d.progress !== undefined) setProgress(d.progress);
     })
     .on('done', (d) => {
+      if (otherRun(d)) return;
       setProgress(100);
       setStageStatus('done');
       if (d.full_text) $('stage-text').textContent = d.full_text;
@@ -397,6 +404,7 @@ $('stage-form').addEventListener('submit', async (ev) => {
       finishStage(`Done${facts.length ? ` · ${facts.join(' · ')}` : ''}`, true);
     })
     .on('error', (d) => {
+      if (otherRun(d)) return;
       if (/cancel/i.test(d.error || '')) {
         setStageStatus('cancelled');
         finishStage('Cancelled', false);
@@ -415,6 +423,7 @@ $('stage-form').addEventListener('submit', async (ev) => {
     });
     if (!$('stage-done').hidden) return;
     stageTask = out.task_id;
+    stageRun = out.run_id || null;
     $('stage-cancel').disabled = false;
     if ($('stage-message').textContent === 'subscribing…') {
       $('stage-message').textContent = `${out.message || 'started'} · task ${out.task_id}`;

@@ -11,9 +11,18 @@ import { SSEClient } from '../ssehub.js';
 
 /**
  * Subscribe to `channel` while the component is mounted. Options: `baseUrl`, `token`,
- * `onMessage(data, event)` for every event, `events` ({type: handler}), `onOpen`, `onError`,
- * and any SSEClient option (`reconnect`, `transport`, `fallback`, `withCredentials`).
+ * `onMessage(data, event)` for every event, `events` ({type: handler}), `types` (more event
+ * names for onMessage), `onOpen`, `onError`, and any SSEClient option (`reconnect`,
+ * `transport`, `fallback`, `withCredentials`, `ticket`, `previousRuns`).
  * Returns {connectionState: 'connecting' | 'open' | 'closed', lastError, reconnect, disconnect}.
+ *
+ * Every event type the caller names (`events` keys, `types`) or that ssehub and the common AI
+ * patterns use (`start`, `progress`, `complete`, `error`, `token`, `done`, chat and task events…)
+ * reaches onMessage; with `transport: 'fetch'` every type does. Unlike a bare EventSource's
+ * `onmessage(event)`, onMessage gets the parsed payload first: `onMessage(data, event)` where
+ * `event.type` is the event name and `event.data` the raw text, so code written as
+ * `(event) => JSON.parse(event.data)` becomes `(data, event) => …data…`. Network loss never
+ * ends the subscription: the hook reconnects (and on the window's `online` event) by itself.
  */
 export function useSSE(channel, options = {}) {
   const { onMessage, onError, onOpen, events = {}, baseUrl = '', token, ...clientOptions } = options;
