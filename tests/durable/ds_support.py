@@ -96,6 +96,9 @@ def hub_env(**values: str) -> dict[str, str]:
         "SSEHUB_DS_LONG_POLL_SECONDS": "2",
         # Longer than the clients' idle keep-alive: no reuse of a socket the hub just closed.
         "SSEHUB_KEEP_ALIVE_SECONDS": "30",
+        # The suite appends 10 MiB at once; the 1 MiB default answers 413 before reading the
+        # body, which Node's fetch reports as a network error instead of the 413 the suite allows.
+        "SSEHUB_MAX_REQUEST_BYTES": str(16 * 1024 * 1024),
         "SSEHUB_LOG_LEVEL": "warning",
         **values,
     }
