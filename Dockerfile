@@ -1,4 +1,8 @@
 # ssehub: one hub process per container; scale out with several containers sharing Redis.
+# It listens on all interfaces, so it needs a key: `docker run -e SSEHUB_JWT_SECRET=... ssehub`
+# (or SSEHUB_JWT_PUBLIC_KEY_FILE / SSEHUB_JWT_JWKS_FILE). Without one it refuses to start, unless
+# SSEHUB_OPEN_ACCESS=true says that anyone reaching the port may read and publish everything.
+# deploy/compose.yaml runs two of these with Redis behind nginx.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -21,5 +25,5 @@ EXPOSE 8000
 # docker stop sends SIGTERM: streams end at once and clients resume on another hub.
 STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s \
-    CMD python -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:8000/readyz', timeout=2)" || exit 1
+    CMD python -c "import os,urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/readyz' % os.environ['SSEHUB_PORT'], timeout=2)" || exit 1
 CMD ["ssehub", "serve"]

@@ -3,27 +3,38 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
 .PHONY: run test lint format bench clean venv docs soak
 
+# What running needs: the hub and its runtime dependencies, no test tools.
 $(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
-	touch $(STAMP)
+	@test -x $(BIN)/python || { echo "==> creating $(VENV)"; $(PYTHON) -m venv $(VENV); }
+	@echo "==> installing ssehub and its runtime dependencies into $(VENV) (about a minute the first time)"
+	@{ $(BIN)/python -m pip install --disable-pip-version-check --progress-bar off -e . 2>&1; \
+	   echo $$? > $(VENV)/.pip-status; } | tee $(VENV)/pip.log | grep --line-buffered -E '^(Collecting|Successfully)'; \
+	   status=$$(cat $(VENV)/.pip-status); [ "$$status" = 0 ] || { tail -n 20 $(VENV)/pip.log; exit "$$status"; }
+	@touch $(STAMP)
 
-venv: $(STAMP)
+# The test and lint tools on top (Playwright, schemathesis, ruff, ...), for `make test`.
+$(TEST_STAMP): $(STAMP)
+	@echo "==> installing the test tools into $(VENV)"
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check --progress-bar off -e '.[test]'
+	@touch $(TEST_STAMP)
+
+venv: $(TEST_STAMP)
 
 run: $(STAMP)
-	$(BIN)/ssehub serve --demo --host $(HOST) --port $(PORT)
+	@echo "==> starting the hub with the demo settings: demo page at http://$(HOST):$(PORT)/ (Ctrl-C stops it)"
+	@$(BIN)/ssehub serve --demo --host $(HOST) --port $(PORT)
 
-lint: $(STAMP)
+lint: $(TEST_STAMP)
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
 
-format: $(STAMP)
+format: $(TEST_STAMP)
 	$(BIN)/ruff format src tests
 	$(BIN)/ruff check --fix src tests
 
@@ -31,18 +42,18 @@ format: $(STAMP)
 docs: $(STAMP)
 	$(BIN)/ssehub config-docs --write docs/operations.md
 
-test: $(STAMP) lint
+test: $(TEST_STAMP) lint
 	. scripts/test-services.sh && $(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
-# ssehub against the seed-000 peer on loopback, e.g. `make bench BENCH_ARGS="--n 10000 --save"`.
+# ssehub against a FastAPI + sse-starlette reference peer on loopback, e.g. `make bench BENCH_ARGS="--n 10000 --save"`.
 BENCH_ARGS ?= --n 1000
-bench: $(STAMP)
+bench: $(TEST_STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 # 2,000 streams, steady publishing, 10% reconnecting every minute, 10 minutes: docs/soak.png.
 SOAK_ARGS ?= --connections 2000 --minutes 10
-soak: $(STAMP)
+soak: $(TEST_STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	$(BIN)/python bench/soak.py $(SOAK_ARGS) -o docs/soak.png --json bench/results/soak.json
 

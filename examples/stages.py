@@ -1,7 +1,9 @@
-"""Example stages in the style of seed 002's pipeline: storyboard and image generation.
+"""Example stages for the project stage pipeline: storyboard and image generation.
 
-Load them with ``SSEHUB_STAGE_MODULES=examples.stages`` (run from the repository root, or put
-it on PYTHONPATH); they then run in-process or on ``ssehub worker`` like the built-in stages:
+Load them from the repository root with ``SSEHUB_STAGE_MODULES=examples.stages ssehub serve``
+(or the JSON list ``SSEHUB_STAGE_MODULES='["examples.stages"]'``; from elsewhere, put the
+repository root on PYTHONPATH); they then run in-process or on ``ssehub worker`` like the
+built-in stages:
 
     curl -X POST localhost:8000/api/v1/projects/123/execute_stage/ \\
       -H 'Content-Type: application/json' \\

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from harness import ROOT
+from harness import ROOT, free_port
 
 NGINX = shutil.which("nginx") or next(
     (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.access(p, os.X_OK)), None
@@ -25,13 +25,64 @@ requires_nginx = pytest.mark.skipif(
 )
 
 
-def nginx_config(prefix: Path, port: int, hub_ports: list[int]) -> Path:
-    """A main config for ``prefix`` that includes deploy/nginx.conf with our ports."""
+def self_signed(prefix: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, as PEM files (fullchain.pem, privkey.pem)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    chain, private = prefix / "fullchain.pem", prefix / "privkey.pem"
+    chain.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    private.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return chain, private
+
+
+def nginx_config(
+    prefix: Path, port: int, hub_ports: list[int], tls_port: int | None = None
+) -> Path:
+    """A main config for ``prefix`` that includes deploy/nginx.conf with our ports.
+
+    HTTPS listens on ``tls_port`` (a free port when None) with a self-signed certificate
+    (``prefix/fullchain.pem``, which clients can trust).
+    """
     site = (ROOT / "deploy" / "nginx.conf").read_text()
-    assert "127.0.0.1:8001" in site and "127.0.0.1:8002" in site and "listen 80;" in site
+    for needed in ("127.0.0.1:8001", "127.0.0.1:8002", "listen 80;", "listen 443 ssl;"):
+        assert needed in site, needed
     site = site.replace("127.0.0.1:8001", f"127.0.0.1:{hub_ports[0]}")
     site = site.replace("127.0.0.1:8002", f"127.0.0.1:{hub_ports[1]}")
     site = site.replace("listen 80;", f"listen 127.0.0.1:{port};")
+    site = site.replace("listen 443 ssl;", f"listen 127.0.0.1:{tls_port or free_port()} ssl;")
+    chain, private = self_signed(prefix)
+    site = site.replace("/etc/nginx/tls/fullchain.pem", str(chain))
+    site = site.replace("/etc/nginx/tls/privkey.pem", str(private))
     (prefix / "ssehub.conf").write_text(site)
     temp = "\n".join(
         f"    {kind}_temp_path {prefix}/{kind};"

@@ -27,9 +27,21 @@ from .errors import HubError, error_response, hub_error_response
 from .gate import Gate
 from .hub import Hub
 from .observability import install_observability
-from .routes import admin, conversations, health, presence, projects, publish, streams, tickets, ui
+from .routes import (
+    admin,
+    apidocs,
+    conversations,
+    health,
+    presence,
+    projects,
+    publish,
+    streams,
+    tickets,
+    ui,
+)
 from .runs import create_runs, publish_event
 from .settings import Settings
+from .startup import log_broker
 from .stream import AbortedStreamFilter
 from .tasks import create_task_manager
 from .tickets import WithTickets
@@ -61,7 +73,8 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, RequestValidationError)
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()))
-        return error_response(400, "bad_request", f"{where}: {first.get('msg', 'invalid request')}")
+        message = str(first.get("msg", "invalid request")).removeprefix("Value error, ")
+        return error_response(400, "bad_request", f"{where}: {message}")
 
     async def http_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
@@ -125,6 +138,7 @@ def create_app(
         await chat.start()
         await durable.start()
         chain_sigterm(hub)
+        await log_broker(settings, hub.broker)
         try:
             yield
         finally:
@@ -141,6 +155,8 @@ def create_app(
         version=__version__,
         description="Real-time push hub for AI applications over Server-Sent Events.",
         lifespan=lifespan,
+        docs_url=None,  # served from packaged assets by routes.apidocs
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.hub = hub
@@ -157,6 +173,7 @@ def create_app(
         app.include_router(module.router)
     mount_durable_streams(app, durable)
     ui.mount(app)
+    apidocs.mount(app)
     return app
 
 

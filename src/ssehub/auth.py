@@ -124,6 +124,11 @@ def request_token(request: HTTPConnection, cookie: str) -> str | None:
     return request.query_params.get("access_token") or request.cookies.get(cookie) or None
 
 
+def valid_subject(sub: str) -> bool:
+    """True when ``sub`` is a user id the hub accepts in a token."""
+    return bool(_SUBJECT.fullmatch(sub))
+
+
 def _patterns(claims: dict[str, Any], name: str, sub: str | None) -> tuple[str, ...]:
     value = claims.get(name, [])
     if isinstance(value, str):

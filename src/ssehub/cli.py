@@ -13,18 +13,54 @@ import httpx
 import orjson
 import typer
 
+from . import __version__
+from .auth import valid_subject
+from .cliutil import fail, hub_post, open_access_refusal, stream_retry_notice
 from .logs import log_config
-from .settings import Settings
+from .settings import Settings, SettingsProblem, load_settings
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"ssehub {__version__}")
+        raise typer.Exit()
+
 
 app = typer.Typer(
     help="ssehub: a real-time push hub over Server-Sent Events.", no_args_is_help=True
 )
 
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool | None,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = None,
+) -> None:
+    """ssehub: a real-time push hub over Server-Sent Events."""
+
+
 DEFAULT_URL = "http://127.0.0.1:8000"
-UrlOption = Annotated[str, typer.Option("--url", envvar="SSEHUB_URL", help="Hub base URL.")]
-TokenOption = Annotated[
-    str | None, typer.Option("--token", envvar="SSEHUB_TOKEN", help="Bearer token.")
+UrlOption = Annotated[
+    str,
+    typer.Option("--url", envvar="SSEHUB_URL", metavar="URL", help="Hub base URL."),
 ]
+TokenOption = Annotated[
+    str | None,
+    typer.Option("--token", envvar="SSEHUB_TOKEN", metavar="TOKEN", help="Bearer token."),
+]
+_DEFAULTS = Settings.model_fields
+
+
+def settings_or_exit() -> Settings:
+    """The SSEHUB_* settings, or exit 2 with one line naming the malformed one."""
+    try:
+        return load_settings()
+    except SettingsProblem as exc:
+        fail(str(exc), code=2)
 
 
 def _exit_on_sigterm(signum: int, frame: Any) -> None:
@@ -33,9 +69,25 @@ def _exit_on_sigterm(signum: int, frame: Any) -> None:
 
 @app.command()
 def serve(
-    host: Annotated[str | None, typer.Option(help="Bind address (SSEHUB_HOST).")] = None,
-    port: Annotated[int | None, typer.Option(help="Port (SSEHUB_PORT).")] = None,
-    workers: Annotated[int, typer.Option(help="Processes sharing the port (needs Redis).")] = 1,
+    host: Annotated[
+        str | None,
+        typer.Option(
+            metavar="ADDRESS",
+            help="Bind address (SSEHUB_HOST).",
+            show_default=str(_DEFAULTS["host"].default),
+        ),
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(
+            metavar="PORT",
+            help="Port (SSEHUB_PORT).",
+            show_default=str(_DEFAULTS["port"].default),
+        ),
+    ] = None,
+    workers: Annotated[
+        int, typer.Option(metavar="COUNT", help="Processes sharing the port (needs Redis).")
+    ] = 1,
     demo: Annotated[bool, typer.Option(help="Demo settings, as `make run` uses.")] = False,
 ) -> None:
     """Run the hub with uvicorn (uvloop, httptools); settings come from SSEHUB_* variables."""
@@ -47,19 +99,21 @@ def serve(
 
     if demo:
         os.environ["SSEHUB_DEMO"] = "true"
-    settings = Settings()
+    settings = settings_or_exit()
+    host, port = host or settings.host, port or settings.port
+    refusal = open_access_refusal(settings, host)
+    if refusal:
+        fail(refusal, code=2)
     if workers > 1 and settings.broker_url.startswith("memory:"):
-        typer.echo(
-            "--workers > 1 needs a shared broker: set SSEHUB_BROKER_URL=redis://...", err=True
-        )
-        raise typer.Exit(2)
+        fail("--workers > 1 needs a shared broker: set SSEHUB_BROKER_URL=redis://...", code=2)
+    # The app (and every worker process) reads the address it is served on, for its log lines.
+    os.environ["SSEHUB_HOST"], os.environ["SSEHUB_PORT"] = host, str(port)
     # uvicorn re-raises SIGTERM after a graceful stop; exit 0 then, as service managers expect.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    uvicorn.run(
-        "ssehub.app:app_from_env",
+    config = dict(
         factory=True,
-        host=host or settings.host,
-        port=port or settings.port,
+        host=host,
+        port=port,
         workers=workers,
         loop="uvloop",
         http=http_protocol(settings),
@@ -69,6 +123,12 @@ def serve(
         timeout_keep_alive=settings.keep_alive_seconds,
         access_log=False,
     )
+    if workers > 1:
+        uvicorn.run("ssehub.app:app_from_env", **config)  # type: ignore[arg-type]
+        return
+    from .startup import AnnouncingServer
+
+    AnnouncingServer(uvicorn.Config("ssehub.app:app_from_env", **config)).run()  # type: ignore[arg-type]
 
 
 WORKER_QUEUES = "llm,image,video,default"
@@ -76,56 +136,73 @@ WORKER_QUEUES = "llm,image,video,default"
 
 @app.command()
 def worker(
-    queues: Annotated[str, typer.Option(help="Comma-separated queues.")] = WORKER_QUEUES,
-    pool: Annotated[str, typer.Option(help="Celery pool: solo, threads or prefork.")] = "solo",
-    concurrency: Annotated[int, typer.Option(help="Tasks run at once.")] = 1,
+    queues: Annotated[
+        str, typer.Option(metavar="NAMES", help="Comma-separated queues.")
+    ] = WORKER_QUEUES,
+    pool: Annotated[
+        str, typer.Option(metavar="POOL", help="Celery pool: solo, threads or prefork.")
+    ] = "solo",
+    concurrency: Annotated[int, typer.Option(metavar="COUNT", help="Tasks run at once.")] = 1,
 ) -> None:
     """Run a Celery worker executing stages (needs SSEHUB_CELERY_BROKER_URL)."""
-    from .tasks.celery_app import main, worker_argv
+    from .tasks import celery_app
 
-    main(argv=worker_argv(queues, pool, concurrency))
+    settings_or_exit()
+    celery_app.main(argv=celery_app.worker_argv(queues, pool, concurrency))
 
 
 @app.command()
 def publish(
-    channel: str,
+    channel: Annotated[str, typer.Argument(metavar="CHANNEL")],
     data: Annotated[
-        str, typer.Option(help="JSON payload (plain text is sent as a string).")
-    ] = "null",
-    event: Annotated[str | None, typer.Option(help="Event type.")] = None,
-    idempotency_key: Annotated[str | None, typer.Option(help="Idempotency-Key header.")] = None,
+        str | None, typer.Option(metavar="JSON", help="Payload: any JSON value.")
+    ] = None,
+    text: Annotated[
+        str | None, typer.Option(metavar="TEXT", help="Payload sent as it is (instead of --data).")
+    ] = None,
+    event: Annotated[str | None, typer.Option(metavar="TYPE", help="Event type.")] = None,
+    idempotency_key: Annotated[
+        str | None, typer.Option(metavar="KEY", help="Idempotency-Key header.")
+    ] = None,
     url: UrlOption = DEFAULT_URL,
     token: TokenOption = None,
 ) -> None:
     """Publish one event to CHANNEL and print its id."""
-    try:
-        payload: Any = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        payload = data
+    if data is not None and text is not None:
+        fail("give --data (JSON) or --text (sent as it is), not both", code=2)
+    payload: Any = text
+    if data is not None:
+        try:
+            payload = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            fail(f"--data is not valid JSON ({exc}); to send plain text use --text", code=2)
     headers = _auth_headers(token)
     if idempotency_key:
         headers["Idempotency-Key"] = idempotency_key
-    response = httpx.post(
+    response = hub_post(
         f"{url.rstrip('/')}/api/v1/publish/{channel}",
-        json={"event": event, "data": payload},
-        headers=headers,
-        timeout=10,
+        {"event": event, "data": payload},
+        headers,
     )
     typer.echo(response.text)
-    if response.status_code != 200:
-        raise typer.Exit(1)
 
 
 @app.command()
 def listen(
-    channels: Annotated[list[str], typer.Argument(help="Channels or patterns to stream.")],
-    types: Annotated[str | None, typer.Option(help="Only these event types (a,b).")] = None,
-    last_event_id: Annotated[str | None, typer.Option(help="Resume after this id.")] = None,
+    channels: Annotated[
+        list[str], typer.Argument(metavar="CHANNEL...", help="Channels or patterns to stream.")
+    ],
+    types: Annotated[
+        str | None, typer.Option(metavar="TYPES", help="Only these event types (a,b).")
+    ] = None,
+    last_event_id: Annotated[
+        str | None, typer.Option(metavar="ID", help="Resume after this id.")
+    ] = None,
     url: UrlOption = DEFAULT_URL,
     token: TokenOption = None,
 ) -> None:
     """Print the events of CHANNELS as JSON lines, reconnecting and resuming on drops."""
-    from .client import SSEClient
+    from .client import SSEClient, StreamClosed
 
     params = httpx.QueryParams(
         [("channel", c) for c in channels] + ([("types", types)] if types else [])
@@ -133,42 +210,78 @@ def listen(
     stream_url = f"{url.rstrip('/')}/api/v1/sse/stream?{params}"
 
     async def run() -> None:
-        client = SSEClient(stream_url, headers=_auth_headers(token), last_event_id=last_event_id)
+        client = SSEClient(
+            stream_url,
+            headers=_auth_headers(token),
+            last_event_id=last_event_id,
+            on_retry=lambda reason, delay: typer.echo(
+                stream_retry_notice(url, reason, delay), err=True
+            ),
+        )
         async for item in client:
-            line = {"id": item.id, "event": item.event, "data": item.data}
+            line = {"id": item.id, "event": item.event, "data": decoded(item.data)}
             sys.stdout.write(json.dumps(line, ensure_ascii=False) + "\n")
             sys.stdout.flush()
 
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run())
+        try:
+            asyncio.run(run())
+        except StreamClosed as exc:
+            fail(f"the hub refused the stream {stream_url}: {exc.message}")
+
+
+def decoded(data: str) -> Any:
+    """An event's data as its JSON value, or the text itself when it is not JSON."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return data
 
 
 _TTL_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def parse_ttl(text: str) -> int:
-    """Seconds of a duration like ``90``, ``90s``, ``15m``, ``1h`` or ``7d``."""
+    """Seconds of a duration with its unit: ``90s``, ``15m``, ``1h`` or ``7d``."""
     text = text.strip().lower()
     unit = _TTL_UNITS.get(text[-1:], 0)
-    number = text[:-1] if unit else text
-    if not number.isdigit() or int(number) <= 0:
-        raise typer.BadParameter(f"invalid duration {text!r}: use e.g. 90s, 15m, 1h, 7d")
-    return int(number) * (unit or 1)
+    number = text[:-1]
+    if not unit or not number.isdigit() or int(number) <= 0:
+        raise typer.BadParameter(
+            f"invalid duration {text!r}: use a number and a unit: 90s, 15m, 1h, 7d"
+        )
+    return int(number) * unit
+
+
+def parse_subject(text: str) -> str:
+    """A ``sub`` the hub accepts: 1-128 characters from A-Z a-z 0-9 _ - . @ =."""
+    if not valid_subject(text):
+        raise typer.BadParameter(
+            f"invalid sub {text!r}: use 1-128 characters from A-Z a-z 0-9 _ - . @ ="
+        )
+    return text
 
 
 @app.command()
 def token(
-    sub: Annotated[str, typer.Option(help="User id (`sub`).")],
+    sub: Annotated[
+        str, typer.Option(metavar="USER", callback=parse_subject, help="User id (`sub`).")
+    ],
     subscribe: Annotated[
-        list[str] | None, typer.Option(help="Readable channel pattern; `{sub}` allowed (repeat).")
+        list[str] | None,
+        typer.Option(metavar="PATTERN", help="Readable channel pattern; `{sub}` allowed (repeat)."),
     ] = None,
     publish: Annotated[
-        list[str] | None, typer.Option(help="Writable channel pattern; `{sub}` allowed (repeat).")
+        list[str] | None,
+        typer.Option(metavar="PATTERN", help="Writable channel pattern; `{sub}` allowed (repeat)."),
     ] = None,
-    ttl: Annotated[str, typer.Option(help="Lifetime: 90s, 15m, 1h, 7d.")] = "1h",
+    ttl: Annotated[
+        str, typer.Option(metavar="DURATION", help="Lifetime: 90s, 15m, 1h, 7d.")
+    ] = "1h",
     admin: Annotated[bool, typer.Option(help="Grant the admin API.")] = False,
     private_key: Annotated[
-        str | None, typer.Option(help="PEM private key (RS256/ES256) instead of the secret.")
+        str | None,
+        typer.Option(metavar="FILE", help="PEM private key (RS256/ES256) instead of the secret."),
     ] = None,
 ) -> None:
     """Mint a development token signed with SSEHUB_JWT_SECRET (or a private key) and print it."""
@@ -179,7 +292,7 @@ def token(
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-    settings = Settings()
+    settings = settings_or_exit()
     key: Any
     if private_key:
         key = load_pem_private_key(Path(private_key).read_bytes(), password=None)
@@ -205,7 +318,8 @@ def token(
 @app.command("config-docs")
 def config_docs(
     write: Annotated[
-        str | None, typer.Option(help="Regenerate the reference inside this Markdown file.")
+        str | None,
+        typer.Option(metavar="FILE", help="Regenerate the reference inside this Markdown file."),
     ] = None,
 ) -> None:
     """Print the configuration reference (every SSEHUB_* setting), generated from Settings."""
@@ -230,7 +344,7 @@ def db_upgrade() -> None:
     """Apply the store's migrations up to the newest (SQLite or PostgreSQL)."""
     from .store import Store
 
-    settings = Settings()
+    settings = settings_or_exit()
     store = Store(settings.database_url, schema=settings.database_schema)
 
     async def run() -> None:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import random
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from types import TracebackType
 
 import httpx
@@ -19,6 +20,15 @@ class StreamClosed(Exception):
         super().__init__(f"stream refused with HTTP {status}: {body[:200]}")
         self.status = status
         self.body = body
+
+    @property
+    def message(self) -> str:
+        """The status and the hub's JSON error message (or the start of the body)."""
+        try:
+            text = str(json.loads(self.body)["error"]["message"])
+        except (ValueError, KeyError, TypeError):
+            text = self.body[:200].strip()
+        return f"HTTP {self.status}" + (f": {text}" if text else "")
 
 
 class Backoff:
@@ -63,6 +73,7 @@ class SSEClient:
         backoff: Backoff | None = None,
         timeout: float | None = None,
         client: httpx.AsyncClient | None = None,
+        on_retry: Callable[[BaseException | None, float], None] | None = None,
     ) -> None:
         self.url = url
         self.headers = dict(headers or {})
@@ -78,6 +89,7 @@ class SSEClient:
         self._owns_client = client is None
         self._closed = False
         self._response: httpx.Response | None = None
+        self.on_retry = on_retry
 
     async def __aenter__(self) -> SSEClient:
         return self
@@ -101,6 +113,7 @@ class SSEClient:
         try:
             while not self._closed:
                 retry_after: float | None = None
+                reason: BaseException | None = None
                 try:
                     async for event in self._one_connection(client):
                         failures = 0
@@ -108,15 +121,19 @@ class SSEClient:
                 except StreamClosed:
                     raise
                 except _RetryLater as exc:
-                    retry_after = exc.seconds
+                    retry_after, reason = exc.seconds, exc
                     failures += 1
-                except (httpx.TransportError, httpx.RemoteProtocolError):
+                except (httpx.TransportError, httpx.RemoteProtocolError) as exc:
+                    reason = exc
                     failures += 1
                 if self._closed or not self.reconnect:
                     return
                 if self.max_attempts is not None and failures >= self.max_attempts:
                     return
-                await asyncio.sleep(self.backoff.next_delay(retry_after))
+                delay = self.backoff.next_delay(retry_after)
+                if self.on_retry is not None:
+                    self.on_retry(reason, delay)
+                await asyncio.sleep(delay)
         finally:
             if self._owns_client:
                 await client.aclose()
@@ -129,7 +146,7 @@ class SSEClient:
         async with client.stream("GET", self.url, headers=headers) as response:
             self._response = response
             if response.status_code in (429, 502, 503, 504) or response.status_code >= 500:
-                raise _RetryLater(_retry_after(response))
+                raise _RetryLater(_retry_after(response), response.status_code)
             if response.status_code != 200:
                 body = (await response.aread()).decode(errors="replace")
                 raise StreamClosed(response.status_code, body)
@@ -151,9 +168,10 @@ class SSEClient:
 
 
 class _RetryLater(Exception):
-    def __init__(self, seconds: float | None) -> None:
-        super().__init__(seconds)
+    def __init__(self, seconds: float | None, status: int) -> None:
+        super().__init__(f"HTTP {status}")
         self.seconds = seconds
+        self.status = status
 
 
 def _retry_after(response: httpx.Response) -> float | None:

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import json
+import typing
+from typing import Any, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+
+ENV_PREFIX = "SSEHUB_"
 
 
 class Settings(BaseSettings):
     """Hub settings with production defaults."""
 
-    model_config = SettingsConfigDict(env_prefix="SSEHUB_", env_file=".env", extra="ignore")
+    # Lists are decoded by `list_from_text` (JSON or comma-separated), not by pydantic-settings.
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_file=".env", extra="ignore", enable_decoding=False
+    )
 
     host: str = Field("127.0.0.1", description="Interface `ssehub serve` binds to.")
     port: int = Field(8000, description="Port `ssehub serve` listens on.")
@@ -172,7 +179,7 @@ class Settings(BaseSettings):
         description="Prefix of project stage channels: `{prefix}:project:{id}:stage:{name}`.",
     )
     anonymous_project_streams: bool = Field(
-        True, description="Serve `/api/v1/sse/projects/...` without credentials (seed 002)."
+        True, description="Serve project stage streams `/api/v1/sse/projects/...` without a token."
     )
     publisher_timeout_seconds: float = Field(
         120.0,
@@ -271,3 +278,53 @@ class Settings(BaseSettings):
         50, ge=1, description="Earlier messages of a conversation sent with each new one."
     )
     chat_max_message_chars: int = Field(32000, ge=1, description="Longest accepted user message.")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def list_from_text(cls, value: Any, info: ValidationInfo) -> Any:
+        """A list setting from the environment: a JSON list, or names separated by commas."""
+        field = cls.model_fields[info.field_name or ""]
+        if not isinstance(value, str) or typing.get_origin(field.annotation) is not list:
+            return value
+        text = value.strip()
+        if not text.startswith("["):
+            return [part.strip() for part in text.split(",") if part.strip()]
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"not a JSON list ({exc.msg})") from exc
+
+
+class SettingsProblem(Exception):
+    """A malformed ``SSEHUB_*`` setting, as one line naming it and the expected form."""
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment, or SettingsProblem naming the first malformed setting."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = ENV_PREFIX + str(first["loc"][0]).upper() if first["loc"] else "a setting"
+        expected = _expected_form(str(first["loc"][0])) if first["loc"] else ""
+        problem = first["msg"].removeprefix("Value error, ")
+        raise SettingsProblem(
+            f"{name}={first.get('input')!r} is invalid: {problem}{expected}"
+        ) from None
+    except SettingsError as exc:
+        raise SettingsProblem(f"invalid setting: {exc}") from None
+
+
+def _expected_form(name: str) -> str:
+    """A hint of the form a setting takes, from its type and description."""
+    field = Settings.model_fields.get(name)
+    if field is None:
+        return ""
+    kind = typing.get_origin(field.annotation) or field.annotation
+    forms = {
+        list: ' (expected a JSON list like \'["a","b"]\' or names separated by commas)',
+        bool: " (expected true or false)",
+        int: " (expected a whole number)",
+        float: " (expected a number)",
+    }
+    return forms.get(kind, f" ({field.description})" if field.description else "")

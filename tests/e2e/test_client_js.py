@@ -95,32 +95,37 @@ async def test_backoff_gives_up_and_falls_back_to_polling(
     async with running_hub(demo_settings()) as hub:
         await page.goto(f"{hub.url}/healthz")
         channel = unique_channel()
-        # An invalid channel: the hub answers 400 JSON, so EventSource gives up each time.
+        # A refusal (an invalid channel: 400 JSON) ends the stream at once, with the status and
+        # the hub's message. A URL that answers but is no event stream (/healthz: JSON) makes
+        # EventSource fail without a refusal: that one backs off, gives up, falls back to polling.
         result = await run_js(
             page,
-            "const errors = []; const states = [];"
+            "const refusals = []; const states = []; const errors = [];"
             "const opts = {reconnect: {initialMs: 50, maxMs: 100, maxAttempts: 2}};"
             "const dead = new m.SSEClient('/api/v1/sse/stream/bad%20name', opts)"
-            "  .on('connectionerror', (i) => errors.push(i))"
+            "  .on('connectionerror', (i) => refusals.push(i))"
             "  .on('statechange', ({state}) => states.push(state));"
             "const closed = new Promise(r =>"
             "  dead.on('statechange', (s) => s.state === 'closed' && r()));"
             "dead.connect(); await within(closed);"
-            "const poller = new m.SSEClient('/api/v1/sse/stream/bad%20name', {...opts,"
+            "const poller = new m.SSEClient('/healthz', {...opts,"
             "  fallback: 'poll', pollChannel: arg, pollIntervalMs: 100});"
             "window.poller = poller; window.notes = [];"
+            "poller.on('connectionerror', (i) => errors.push(i));"
             "poller.on('note', (d, e) => window.notes.push(e));"
             "const fell = new Promise(r => poller.on('fallback', r));"
             "const opened = new Promise(r => poller.on('open', r));"
             "poller.connect(); await within(fell); await within(opened);"
-            "return {errors, states, transport: poller.transport};",
+            "return {refusals, errors, states, transport: poller.transport};",
             channel,
         )
-        errors = result["errors"]
-        assert [e["attempt"] for e in errors] == [1, 2, 3]
-        assert all(50 * 0.5 <= e["delayMs"] <= 100 for e in errors[:2]), errors
-        assert errors[-1]["fatal"] is True
+        (refusal,) = result["refusals"]
+        assert refusal["fatal"] is True and refusal["status"] == 400
+        assert "invalid channel" in refusal["message"]
         assert result["states"][-1] == "closed"
+        errors = result["errors"]
+        assert [e["attempt"] for e in errors] == [1, 2]
+        assert all(50 * 0.5 <= e["delayMs"] <= 100 for e in errors), errors
         assert result["transport"] == "poll"
         out = await publish(client, hub.url, channel, {"via": "poll"}, event="note")
         await page.wait_for_function("window.notes.length > 0", timeout=3000)

@@ -102,7 +102,7 @@ async def test_celery_worker_streams_a_stage(
         await reader.wait_count(1, event="done", timeout=60)
     kinds = [e.event for e in reader.events if e.event != "connected"]
     assert kinds[0] == "stage_update" and kinds[-1] == "done"
-    assert set(kinds) == {"stage_update", "token", "done"}
+    assert set(kinds) == {"stage_update", "token", "progress", "done"}
     updates = [json.loads(e.data)["status"] for e in reader.of_type("stage_update")]
     assert updates[:2] == ["pending", "processing"]
     tokens = "".join(json.loads(e.data)["content"] for e in reader.of_type("token"))

@@ -9,6 +9,8 @@ event promptly (before the next is published: no buffering on the way).
 from __future__ import annotations
 
 import asyncio
+import ssl
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -84,3 +86,32 @@ def test_streams_through_nginx_unbuffered_to_both_hubs(tmp_path: Path) -> None:
             nginx.wait(15)
         for hub in hubs:
             hub.terminate()
+
+
+@requires_nginx
+def test_streams_over_tls_terminated_by_nginx(tmp_path: Path) -> None:
+    """deploy/nginx.conf ends TLS: an HTTPS client streams and publishes through it."""
+    hub = start_hub_process(tmp_path)  # both upstream lines: one hub, so one event history
+    prefix = tmp_path / "nginx-tls"
+    prefix.mkdir()
+    port, tls_port = free_port(), free_port()
+    config = nginx_config(prefix, port, [hub.port, hub.port], tls_port=tls_port)
+    nginx = start_nginx(prefix, config, port)
+    base = f"https://127.0.0.1:{tls_port}"
+    channel = f"tls-{time.monotonic_ns()}"
+    try:
+        trust = ssl.create_default_context(cafile=str(prefix / "fullchain.pem"))
+        with (
+            httpx.Client(verify=trust, timeout=10) as client,
+            client.stream("GET", f"{base}/api/v1/sse/stream/{channel}") as stream,
+        ):
+            assert stream.status_code == 200
+            lines = stream.iter_lines()
+            assert next(line for line in lines if line.startswith("event:")) == ("event: connected")
+            sent = client.post(f"{base}/api/v1/publish/{channel}", json={"data": {"n": 1}})
+            assert sent.status_code == 200
+            assert f"id: {sent.json()['id']}" in lines  # reads on until the event arrives
+    finally:
+        nginx.terminate()
+        nginx.wait(15)
+        hub.terminate()

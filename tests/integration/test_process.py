@@ -71,7 +71,7 @@ def test_cli_publish_and_listen(tmp_path) -> None:
         assert line == {
             "id": published["id"],
             "event": "task.progress",
-            "data": '{"task_id":"1","progress":50}',
+            "data": {"task_id": "1", "progress": 50},  # the decoded value, not a JSON string
         }
         listen.terminate()
         listen.wait(10)
@@ -81,6 +81,9 @@ def test_cli_publish_and_listen(tmp_path) -> None:
             text=True,
             timeout=30,
         )
-        assert bad.returncode == 1 and "invalid_channel" in bad.stdout
+        # One line on stderr: status, URL, the hub's code and message; no traceback.
+        assert bad.returncode == 1 and bad.stdout == ""
+        assert bad.stderr.count("\n") == 1 and "HTTP 400" in bad.stderr
+        assert "invalid_channel" in bad.stderr and hub.url in bad.stderr
     finally:
         hub.terminate()

@@ -53,14 +53,30 @@ async def test_rewrite_streams_stage_update_tokens_done(
     assert {json.loads(e.data)["run_id"] for e in reader.events[1:]} == {started["run_id"]}
     kinds = [e.event for e in reader.events if e.event != "connected"]
     assert kinds[0] == "stage_update" and kinds[-1] == "done"
-    assert set(kinds) == {"stage_update", "token", "done"}
+    assert set(kinds) == {"stage_update", "token", "progress", "done"}
     msgs = payloads(reader)
     assert all(m["type"] == e for m, e in zip(msgs, kinds, strict=True))
     text = "".join(m["content"] for m in msgs if m["type"] == "token")
     assert text == "a b c d e" == msgs[-1]["full_text"]
     assert msgs[-1]["metadata"] == {"tokens_used": 5}
+    # The stage card's bar moves while the words stream, not only at the end.
+    progress = [(m["current"], m["total"]) for m in msgs if m["type"] == "progress"]
+    assert progress == [(n, 5) for n in range(1, 6)]
     status = (await client.get(f"{hub.url}/api/v1/tasks/{started['task_id']}")).json()
     assert status["status"] == "done"
+
+
+async def test_long_rewrite_sends_bounded_progress(
+    client: httpx.AsyncClient, hub: RunningHub
+) -> None:
+    url = f"{hub.url}/api/v1/sse/projects/p9/stages/rewrite/"
+    async with open_stream(client, url) as reader:
+        await execute_stage(client, hub, "p9", "rewrite", {"tokens": 200, "pace": 0})
+        await reader.wait_count(1, event="done")
+    progress = [m for m in payloads(reader) if m["type"] == "progress"]
+    assert len(progress) == 20
+    assert [m["current"] for m in progress] == list(range(10, 201, 10))
+    assert progress[-1]["progress"] == 100
 
 
 async def test_sync_stage_reports_progress_on_project_stream(

@@ -7,7 +7,7 @@ import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..auth import Principal, require_publish, require_subscribe
 from ..channels import Selector, validate_channel
@@ -38,9 +38,24 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 class PublishBody(BaseModel):
     """One event to publish; ``data`` is any JSON (a string is sent as it is)."""
 
+    model_config = ConfigDict(extra="forbid")
+
     event: str | None = Field(None, description="SSE event type; `message` when omitted.")
     data: Any = Field(None, description="Payload: a JSON value; strings are sent verbatim.")
     retry: int | None = Field(None, ge=0, description="Reconnection time to send with it, in ms.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def known_fields_only(cls, body: Any) -> Any:
+        """Refuse fields other clients use (``type``, ``payload``) instead of dropping them."""
+        if isinstance(body, dict):
+            unknown = sorted(str(k) for k in body if k not in cls.model_fields)[:5]
+            if unknown:
+                raise ValueError(
+                    f'unknown field(s) {", ".join(unknown)}: put the event type in "event" '
+                    f'and the payload in "data" (accepted: {", ".join(cls.model_fields)})'
+                )
+        return body
 
 
 class BatchItem(PublishBody):

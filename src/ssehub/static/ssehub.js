@@ -8,8 +8,8 @@
 //
 // Handlers receive (data, event): `data` is the parsed JSON payload (the raw string when it is
 // not JSON) and `event` is {type, id, data (raw text), channel?}. Server events keep their names
-// (seed 002's `error` included); the client's own lifecycle events are `statechange`
-// ({state, previous}), `open`, `connectionerror` ({attempt, delayMs, status, fatal}) and
+// (the stages' `error` included); the client's own lifecycle events are `statechange`
+// ({state, previous}), `open`, `connectionerror` ({attempt, delayMs, status, message, fatal}) and
 // `fallback` ({transport}). `*` receives every server event.
 //
 // Runs: on a stage channel the client follows the current or next run. A run that had already
@@ -170,7 +170,7 @@ export class HTTPError extends Error {
 }
 
 /**
- * POST a JSON body and read the text/event-stream answer (seed 004's POST streams).
+ * POST a JSON body and read the text/event-stream answer (e.g. a chat answer's POST stream).
  * `handlers` maps event types to fn(data, event); `handlers['*']` sees every event.
  * Options: {token, headers, signal}. Resolves with the list of events when the stream ends.
  */
@@ -407,6 +407,10 @@ export class SSEClient {
         // down: those retries are not this client's attempts and never make it give up.
         this._setState(STATES.CONNECTING);
         this._emit('connectionerror', { attempt: this.attempts, delayMs: null, status: null, fatal: false }, { type: 'connectionerror' });
+      } else if (source.readyState === EventSource.CLOSED && typeof this.options.ticket !== 'function') {
+        // The browser gave up (an HTTP error or wrong content type) without saying why: ask
+        // once with fetch, then stop on a refusal (400, 401, 403, ...) or back off and retry.
+        this._explainRefusal(source);
       } else {
         // The browser gave up (an HTTP error or wrong content type: an answer, which counts
         // toward maxAttempts), or its retry would reuse a single-use ticket: reconnect with
@@ -416,6 +420,29 @@ export class SSEClient {
     });
   }
 
+  async _explainRefusal(source) {
+    const abort = new AbortController();
+    this._abort = abort;
+    let status = null;
+    let message;
+    try {
+      const response = await fetch(this.streamUrl(), {
+        headers: { Accept: 'text/event-stream' },
+        signal: abort.signal,
+        cache: 'no-store',
+        credentials: this.options.withCredentials ? 'include' : 'same-origin',
+      });
+      if (!response.ok) [status, message] = [response.status, await errorMessage(response)];
+    } catch {
+      // unreachable: retry below
+    }
+    abort.abort(); // a stream that does open now is not read here: EventSource reconnects
+    if (source !== this._source || this._abort !== abort || !this._wanted) return;
+    this._abort = null;
+    if (FATAL_STATUS.has(status)) this._fail({ status, message, fatal: true });
+    else this._retry({ status, message, answered: true });
+  }
+
   async _openFetch(ticket) {
     const abort = new AbortController();
     this._abort = abort;
@@ -423,6 +450,7 @@ export class SSEClient {
     if (this.options.token) headers.Authorization = `Bearer ${this.options.token}`;
     if (this.lastEventId) headers['Last-Event-ID'] = this.lastEventId;
     let status = null;
+    let message;
     const parser = new SSEParser();
     try {
       const response = await fetch(withQuery(this.url, { ticket }), {
@@ -442,10 +470,11 @@ export class SSEClient {
         this._fail({ status: err.status, message: err.message, fatal: true });
         return;
       }
+      if (err instanceof HTTPError) message = err.message;
     }
     if (parser.retry !== null) this.serverRetryMs = parser.retry; // the server's `retry:`
     if (this._abort !== abort || !this._wanted) return;
-    this._retry({ status });
+    this._retry({ status, message });
   }
 
   async _poll() {
@@ -486,7 +515,7 @@ export class SSEClient {
     this._timer = setTimeout(() => this._poll(), full ? 0 : this.options.pollIntervalMs ?? 2000);
   }
 
-  _retry({ status = null, answered = status !== null }) {
+  _retry({ status = null, message, answered = status !== null }) {
     this._teardown();
     if (!this._wanted) return;
     this.attempts++;
@@ -497,7 +526,7 @@ export class SSEClient {
     const first = this.attempts === 1 && this.serverRetryMs != null;
     const delayMs = first ? this.serverRetryMs : backoffDelay(this.attempts, this.reconnectOptions);
     this._setState(STATES.CONNECTING);
-    this._emit('connectionerror', { attempt: this.attempts, delayMs, status, fatal: false }, { type: 'connectionerror' });
+    this._emit('connectionerror', { attempt: this.attempts, delayMs, status, message, fatal: false }, { type: 'connectionerror' });
     this._timer = setTimeout(() => this._open(), delayMs);
   }
 
@@ -521,7 +550,7 @@ export class SSEClient {
   }
 }
 
-/** Several named streams (seed 004's connection map): connect, get, disconnect, disconnectAll. */
+/** Several named streams by name: connect, get, disconnect, disconnectAll. */
 export class ConnectionManager {
   constructor(defaults = {}) {
     this.defaults = defaults;

@@ -28,6 +28,14 @@ def words(input_data: dict[str, Any]) -> list[str]:
     return [(" " if i else "") + base[i % len(base)] for i in range(max(0, count))]
 
 
+PROGRESS_UPDATES = 20  # progress messages per run of the local generator, at most
+
+
+def progress_step(total: int) -> int:
+    """Tokens between two progress messages, so a run sends at most PROGRESS_UPDATES."""
+    return max(1, -(-total // PROGRESS_UPDATES))
+
+
 REWRITE_PROMPT = "Rewrite the user's text for a short video script. Answer with the text only."
 
 
@@ -58,10 +66,13 @@ async def rewrite(pub: Any, input_data: dict[str, Any]) -> dict[str, Any]:
     pace = float(input_data.get("pace", 0.01))
     fail_after = int(input_data.get("fail_after", 0))
     tokens = words(input_data)
+    step = progress_step(len(tokens))
     for index, piece in enumerate(tokens):
         if input_data.get("fail") and index >= fail_after:
             raise RuntimeError(str(input_data["fail"]))
         await pub.publish_token(piece)
+        if (index + 1) % step == 0 or index + 1 == len(tokens):
+            await pub.publish_progress(index + 1, len(tokens), "words")
         if pace:
             await asyncio.sleep(pace)
     await pub.publish_stage_update("completed", 100, "done")

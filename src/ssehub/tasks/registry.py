@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
+import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -63,7 +65,14 @@ def load_builtin() -> None:
 
 
 def load_modules(names: Iterable[str]) -> None:
-    """Import modules that register more stages (``SSEHUB_STAGE_MODULES``)."""
+    """Import modules that register more stages (``SSEHUB_STAGE_MODULES``).
+
+    Modules are found on the path and then in the working directory, as ``python -m`` would
+    (the ``ssehub`` command alone does not look there).
+    """
     load_builtin()
+    names = list(names)
+    if names and os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())
     for name in names:
         importlib.import_module(name)

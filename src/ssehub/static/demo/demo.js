@@ -1,5 +1,5 @@
 // The demo page: live log, publish form, chat, stage run and admin panels on ssehub.js.
-import { ConnectionManager, HTTPError, STATES } from '/static/ssehub.js';
+import { ConnectionManager, HTTPError, KNOWN_TYPES, STATES } from '/static/ssehub.js';
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
@@ -98,7 +98,9 @@ function waitOpen(client, timeoutMs = 8000) {
 }
 
 function streamUrl(channel) {
-  return `/api/v1/sse/stream/${encodeURIComponent(channel)}`;
+  const names = channel.split(',').map((c) => c.trim()).filter(Boolean);
+  if (names.length === 1) return `/api/v1/sse/stream/${encodeURIComponent(names[0])}`;
+  return `/api/v1/sse/stream?${names.map((c) => `channel=${encodeURIComponent(c)}`).join('&')}`;
 }
 
 // -- token -----------------------------------------------------------------------------------
@@ -144,7 +146,15 @@ function addEntry(list, type, id, data, limit = LOG_LIMIT) {
   return li;
 }
 
+// Ids already in the log: an event reaches it once, whichever way (stream or history) comes first.
+const shown = new Set();
+
 function logEvent(data, event) {
+  if (event.id && event.type !== 'connected') {
+    if (shown.has(event.id)) return;
+    shown.add(event.id);
+    if (shown.size > 2 * LOG_LIMIT) shown.delete(shown.values().next().value);
+  }
   logCount++;
   $('log-count').textContent = `${logCount} event${logCount === 1 ? '' : 's'}`;
   $('log-empty').hidden = true;
@@ -157,9 +167,57 @@ function showState(state) {
   $('state-text').textContent = state;
 }
 
-function connectMain(url = null) {
-  let channel = $('channel').value.trim() || 'demo';
+// EventSource dispatches only the event types it has listeners for. For the others, the log
+// reads the channels' JSON history every 2 s, shows what the stream could not, and listens for
+// those types from then on.
+let discovery = null;
+
+function stopDiscovery() {
+  clearTimeout(discovery?.timer);
+  discovery = null;
+}
+
+function discoverTypes(client, channels, after) {
+  stopDiscovery();
+  if (client.transport !== 'eventsource' || !after) return;
+  const exact = channels.filter((c) => !c.includes('*'));
+  if (exact.length < channels.length) {
+    addEntry(log, 'client', '', 'on patterns EventSource shows only the event types it listens for: choose "fetch stream" to see every type');
+  }
+  if (!exact.length) return;
+  const listened = new Set([...KNOWN_TYPES, ...(client.options.types || [])]);
+  const state = { cursors: new Map(exact.map((c) => [c, after])), timer: null };
+  const poll = async () => {
+    for (const [channel, cursor] of state.cursors) {
+      try {
+        const page = await api('GET', `/api/v1/channels/${encodeURIComponent(channel)}/events?after=${encodeURIComponent(cursor)}&limit=100`);
+        if (discovery !== state) return;
+        state.cursors.set(channel, page.last_id || cursor);
+        for (const e of page.events) {
+          if (!listened.has(e.event)) {
+            listened.add(e.event);
+            client.listen(e.event);
+          }
+          if (!KNOWN_TYPES.includes(e.event)) logEvent(e.data, { type: e.event, id: e.id });
+        }
+      } catch {
+        // the stream itself reports connection problems
+      }
+    }
+    if (discovery === state) state.timer = setTimeout(poll, 2000);
+  };
+  discovery = state;
+  state.timer = setTimeout(poll, 2000);
+}
+
+// Why the main stream is not open, shown until it opens again.
+let streamProblem = '';
+
+function connectMain(project = null) {
+  const url = project ? `/api/v1/sse/projects/${encodeURIComponent(project)}/` : null;
+  let channel = url ? `project ${project}` : $('channel').value.trim() || 'demo';
   const transport = $('transport').value;
+  streamProblem = '';
   const client = manager.open('main', url || streamUrl(channel), {
     token,
     transport,
@@ -169,21 +227,30 @@ function connectMain(url = null) {
   });
   client
     .on('*', logEvent)
-    .on('connected', (data) => {
+    .on('connected', (data, event) => {
+      const channels = Array.isArray(data?.channels) ? data.channels : [];
       // A project stream names its channels only here (their prefix is the hub's setting).
-      if (url && data?.channels) $('channel').value = channel = data.channels.join(',');
+      if (url && channels.length) $('channel').value = channel = channels.join(',');
+      if (!url) discoverTypes(client, channels, event.id); // project streams carry stage types
     })
     .on('statechange', ({ state, previous }) => {
       showState(state);
       if (previous !== state) addEntry(log, 'client', '', `${previous} → ${state} (${client.transport})`);
-      $('stream-meta').textContent = state === STATES.OPEN ? `${channel} · ${client.transport}` : state;
+      if (state === STATES.OPEN) streamProblem = '';
+      const shownState = streamProblem ? `${state} · ${streamProblem}` : state;
+      $('stream-meta').textContent = state === STATES.OPEN ? `${channel} · ${client.transport}` : shownState;
     })
     .on('connectionerror', (info) => {
-      if (info.fatal) addEntry(log, 'client', '', `gave up: ${info.message || 'error'}${info.status ? ` (HTTP ${info.status})` : ''}`);
+      if (!info.status && !info.fatal) return;
+      const why = `${info.status ? `HTTP ${info.status}` : 'no connection'}${info.message ? `: ${info.message}` : ''}`;
+      streamProblem = why;
+      $('stream-meta').textContent = `${info.fatal ? 'refused' : 'retrying'} · ${why}`;
+      addEntry(log, 'client', '', info.fatal ? `stream refused: ${why}` : `retrying in ${info.delayMs} ms: ${why}`);
     })
     .on('fallback', ({ transport: t }) => addEntry(log, 'client', '', `falling back to ${t}`))
     .connect();
-  $('pub-channel').value = channel.includes('*') ? $('pub-channel').value : channel;
+  // A single channel typed here is also where the publish form publishes.
+  if (!url && !/[*,]/.test(channel)) $('pub-channel').value = channel;
   updateCurl();
 }
 
@@ -192,6 +259,7 @@ $('stream-form').addEventListener('submit', (ev) => {
   connectMain();
 });
 $('disconnect').addEventListener('click', () => {
+  stopDiscovery();
   manager.disconnect('main');
   showState(STATES.CLOSED);
   $('stream-meta').textContent = 'not connected';
@@ -203,10 +271,8 @@ $('clear-log').addEventListener('click', () => {
   $('log-empty').hidden = false;
 });
 $('watch-project-btn').addEventListener('click', () => {
-  // Seed 002's stream of every stage of a project.
-  const project = encodeURIComponent($('watch-project').value.trim() || '1');
-  $('channel').value = `project ${project}: all stages`;
-  connectMain(`/api/v1/sse/projects/${project}/`);
+  // The project stream: every stage of the project; its channels fill the field once known.
+  connectMain($('watch-project').value.trim() || '1');
 });
 
 // -- publish ---------------------------------------------------------------------------------
@@ -370,7 +436,7 @@ $('stage-form').addEventListener('submit', async (ev) => {
   $('stage-done').hidden = true;
   $('stage-message').textContent = 'subscribing…';
   $('stage-start').disabled = true;
-  // Seed 002's stage stream: subscribed before the run starts, so no event is missed. The
+  // The stage stream: subscribed before the run starts, so no event is missed. The
   // client follows the current or next run: an earlier run's replayed outcome is not shown.
   stageRun = null;
   const stageUrl = `/api/v1/sse/projects/${encodeURIComponent(project)}/stages/${encodeURIComponent(stage)}/`;

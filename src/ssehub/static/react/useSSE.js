@@ -1,4 +1,4 @@
-// useSSE: seed 000's React hook on top of ssehub.js. Shipped as source for your bundler
+// useSSE: a React hook on top of ssehub.js. Shipped as source for your bundler
 // (it imports 'react'); the hub serves it at /static/react/useSSE.js.
 //
 //   const { connectionState, lastError, reconnect, disconnect } = useSSE('novel-generation', {
