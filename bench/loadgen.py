@@ -22,7 +22,7 @@ import httptools
 
 MAX_SAMPLES = 5_000_000  # latency samples kept per run (bounded memory)
 IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)  # Linux
-BENCH_DATA = re.compile(rb"^data: B ([0-9.]+) ([0-9]+)$", re.MULTILINE)
+BENCH_DATA = re.compile(rb"^data: ?B ([0-9.]+) ([0-9]+)$", re.MULTILINE)
 
 
 def raise_fd_limit() -> int:

@@ -40,6 +40,8 @@ from fleet import Fleet
 from loadgen import raise_fd_limit
 from publisher import Publisher
 
+from durable import DS_NODE_DIR, durable, install_ds_node
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 HOST = "127.0.0.1"
@@ -89,6 +91,19 @@ def ssehub_target(name: str, *args: str, **env: str) -> Target:
 
 TARGETS = {
     "ssehub": ssehub_target("ssehub"),
+    # Durable Streams: ssehub on its embedded store (SQLite) and the Node reference server.
+    "ssehub-ds": ssehub_target(
+        "ssehub-ds",
+        SSEHUB_DATABASE_URL=f"sqlite+aiosqlite:///{RESULTS}/.ds-{os.getpid()}.db",
+        SSEHUB_DS_SSE_SECONDS="600",  # no reconnects within a run (the peer never closes)
+    ),
+    "ds-node": Target(
+        name="ds-node",
+        command=lambda port: ["node", str(DS_NODE_DIR / "reference_server.mjs"), str(port)],
+        env={},
+        stream_path=lambda ch: f"/ds/{ch}",
+        publish_path="",
+    ),
     "ssehub-asgi": ssehub_target("ssehub-asgi", SSEHUB_FAST_STREAMS="false"),
     # Scenario 6: one and two hub processes (one port) behind the Redis broker (machine Redis).
     "ssehub-redis1": ssehub_target("ssehub-redis1", **REDIS_ENV),
@@ -384,7 +399,18 @@ SCENARIOS = {
     "many-channels": many_channels,
     "token-stream": token_stream,
     "reconnect-storm": reconnect_storm,
+    "durable": durable,
 }
+# Scenarios that run on other targets: ssehub with its Durable Streams store, and the Node
+# reference server of Durable Streams as the peer.
+SCENARIO_TARGETS = {"durable": {"ssehub": "ssehub-ds", "peer": "ds-node"}}
+
+
+def targets_of(name: str, targets: list[str]) -> list[str]:
+    """The targets scenario ``name`` runs against for ``--targets``."""
+    renames = SCENARIO_TARGETS.get(name, {})
+    return [renames.get(t, t) for t in targets]
+
 
 COLUMNS = {
     "hold": ("streams", "connect_s", "kb_per_stream", "failures"),
@@ -397,6 +423,16 @@ COLUMNS = {
         "caught_up_s",
         "lag_after_last_publish_s",
         "missed",
+        "duplicates",
+    ),
+    "durable": (
+        "streams",
+        "rate_per_s",
+        "p50_ms",
+        "p99_ms",
+        "appends_per_s",
+        "flat_p99_ms",
+        "loss",
         "duplicates",
     ),
 }
@@ -508,8 +544,10 @@ async def main(args: argparse.Namespace) -> list[dict[str, Any]]:
     RESULTS.mkdir(parents=True, exist_ok=True)
     rows = []
     try:
+        if "durable" in args.scenarios and "ds-node" in targets_of("durable", args.targets):
+            install_ds_node()
         for name in args.scenarios:
-            for target_name in args.targets:
+            for target_name in targets_of(name, args.targets):
                 row = await run_one(name, TARGETS[target_name], args)
                 print(json.dumps(row), flush=True)
                 rows.append(row)
@@ -555,6 +593,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=0,
         help="Load generator child processes (streams dealt); 0: in this process.",
     )
+    parser.add_argument("--ds-rate", type=float, default=20.0, help="durable: appends/s.")
+    parser.add_argument("--ds-writers", type=int, default=16, help="durable: writers flat out.")
     parser.add_argument("--py-spy", default="", help="Folder for py-spy profiles of the servers.")
     parser.add_argument("--save", action="store_true", help="Write bench/results/<date>.*")
     args = parser.parse_args(argv)

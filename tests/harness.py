@@ -119,6 +119,7 @@ def start_hub_process(
     *,
     port: int | None = None,
     args: list[str] | None = None,
+    start_timeout: float = 60,
 ) -> HubProcess:
     """Start ``ssehub serve`` on a free port; wait until /healthz answers from every worker.
 
@@ -137,7 +138,7 @@ def start_hub_process(
         stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + start_timeout
     nodes: set[str] = set()
     while True:
         if process.poll() is not None:

@@ -22,6 +22,7 @@ from .brokers import Broker, create_broker
 from .chat import ChatService
 from .cluster import ClusterState, MemoryClusterState
 from .cluster_redis import REDIS_SCHEMES, RedisClusterState
+from .durable import DurableStreams, mount_durable_streams
 from .errors import HubError, error_response, hub_error_response
 from .gate import Gate
 from .hub import Hub
@@ -38,6 +39,7 @@ from .routes import (
     tickets,
     ui,
 )
+from .routes.protocols import mount as mount_protocols
 from .runs import create_runs, publish_event
 from .settings import Settings
 from .startup import log_broker
@@ -126,6 +128,7 @@ def create_app(
     chat = ChatService.from_settings(settings, hub, gate)
     runs = hub.runs = create_runs(settings)
     tasks = create_task_manager(hub, settings, cluster)
+    durable = DurableStreams(settings, hub)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -135,11 +138,13 @@ def create_app(
         await runs.start(lambda event: publish_event(hub, event))
         await gate.start()
         await chat.start()
+        await durable.start()
         chain_sigterm(hub)
         await log_broker(settings, hub.broker)
         try:
             yield
         finally:
+            await durable.close()
             await chat.close()
             await gate.close()
             await tasks.close()
@@ -168,6 +173,8 @@ def create_app(
     install_observability(app)
     for module in (streams, publish, health, tickets, admin, presence, conversations, projects):
         app.include_router(module.router)
+    mount_protocols(app)  # the AI SDK's useChat and AG-UI over chat and runs
+    mount_durable_streams(app, durable)
     ui.mount(app)
     apidocs.mount(app)
     return app

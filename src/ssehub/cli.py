@@ -121,6 +121,7 @@ def serve(
         log_level=settings.log_level,
         log_config=log_config(settings.log_format, settings.log_level),
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) or 1,
+        timeout_keep_alive=settings.keep_alive_seconds,
         access_log=False,
     )
     if workers > 1:

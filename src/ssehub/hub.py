@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,6 +71,7 @@ class Hub:
         self._ticker: asyncio.Task[None] | None = None
         self.closing = False
         self.runs: RunStore | None = None  # project runs: 409 after the end, snapshots
+        self.taps: dict[str, Callable[[Event], None]] = {}  # reserved channels served in-process
 
     async def start(self) -> None:
         """Start the broker's delivery into this hub and the heartbeat ticker."""
@@ -111,6 +113,9 @@ class Hub:
         if channel == CONTROL:
             self._control(event)
             return
+        if channel in self.taps:
+            self.taps[channel](event)
+            return
         exact = self._exact.get(channel)
         hits = self._matching_patterns(channel) if self._patterns else ()
         if not hits:
@@ -125,6 +130,11 @@ class Hub:
         self.metrics.events_delivered.inc(len(targets))
         for conn in targets:
             conn.push(event)
+
+    async def tap(self, channel: str, handler: Callable[[Event], None]) -> None:
+        """Hand every event of a reserved ``channel`` to ``handler`` instead of streams."""
+        self.taps[channel] = handler
+        await self.broker.listen(channel)
 
     def _control(self, event: Any) -> None:
         """Act on a hub command (``$control``): close a client held by this process."""

@@ -6,6 +6,7 @@ from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
 from .bodylimit import BodyLimitMiddleware
+from .durable.headers import DS_EXPOSED_HEADERS, DS_REQUEST_HEADERS
 from .logs import RequestIdMiddleware
 from .openapi import install_openapi
 from .routes import metrics, publish
@@ -18,8 +19,9 @@ CORS_REQUEST_HEADERS = [
     "Last-Event-ID",
     "Idempotency-Key",
     "X-Request-ID",
+    *DS_REQUEST_HEADERS,
 ]
-CORS_EXPOSED_HEADERS = ["X-Client-Id", "X-Request-ID", "Retry-After"]
+CORS_EXPOSED_HEADERS = ["X-Client-Id", "X-Request-ID", "Retry-After", *DS_EXPOSED_HEADERS]
 
 
 def install_cors(app: FastAPI) -> None:
@@ -30,7 +32,7 @@ def install_cors(app: FastAPI) -> None:
             CORSMiddleware,
             allow_origins=origins,
             allow_credentials=True,  # EventSource withCredentials, the token cookie
-            allow_methods=["GET", "POST", "DELETE"],
+            allow_methods=["GET", "POST", "DELETE", "PUT", "HEAD"],
             allow_headers=CORS_REQUEST_HEADERS,
             expose_headers=CORS_EXPOSED_HEADERS,
             max_age=600,

@@ -106,6 +106,9 @@ class Settings(BaseSettings):
     body_timeout_seconds: float = Field(
         30.0, gt=0, description="Time a client has to send a request's body; then 408 and close."
     )
+    keep_alive_seconds: float = Field(
+        5.0, gt=0, description="An idle keep-alive HTTP connection is closed after this long."
+    )
     shutdown_grace_seconds: float = Field(
         3.0, ge=0, description="How long SIGTERM waits for streams to close before forcing it."
     )
@@ -248,6 +251,29 @@ class Settings(BaseSettings):
     )
     database_auto_migrate: bool = Field(
         True, description="Apply the store's migrations on first use (else `ssehub db upgrade`)."
+    )
+    ds_mount: str = Field(
+        "/ds", description="Path prefix of the Durable Streams protocol; empty turns it off."
+    )
+    ds_database_url: str | None = Field(
+        None, description="Store of Durable Streams (SQLite or PostgreSQL); unset: `database_url`."
+    )
+    ds_long_poll_seconds: float = Field(
+        20.0, gt=0, description="Longest wait of a Durable Streams long-poll read before 204."
+    )
+    ds_sse_seconds: float = Field(
+        60.0, gt=0, description="A Durable Streams SSE read ends after this long; clients resume."
+    )
+    ds_keepalive_seconds: float = Field(
+        15.0,
+        gt=0,
+        description="A quiet Durable Streams SSE read sends a `control` event this often.",
+    )
+    ds_max_read_bytes: int = Field(
+        1024 * 1024, ge=1, description="Bytes a Durable Streams catch-up read returns at most."
+    )
+    ds_max_streams_per_user: int = Field(
+        1000, ge=1, description="Durable Streams one user (not admin) may own at once."
     )
     llm_provider: str = Field(
         "demo", description="`demo` (built-in canned answers, no key) or `openai` (compatible API)."

@@ -20,11 +20,14 @@ def test_every_scenario_runs_against_ssehub_with_zero_loss() -> None:
     ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=170, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
-    rows = {r["scenario"]: r for r in map(json.loads, done.stdout.splitlines()[:5])}
-    assert set(rows) == {"hold", "broadcast", "many-channels", "token-stream", "reconnect-storm"}
+    rows = {r["scenario"]: r for r in map(json.loads, done.stdout.splitlines()[:6])}
+    assert set(rows) == {
+        *("hold", "broadcast", "many-channels", "token-stream", "reconnect-storm", "durable")
+    }
     assert rows["hold"]["streams"] == 120 and rows["hold"]["failures"] == 0
     assert rows["broadcast"]["single_loss"] == 0
-    assert all(rows[s]["loss"] == 0 for s in ("broadcast", "token-stream"))
+    assert all(rows[s]["loss"] == 0 for s in ("broadcast", "token-stream", "durable"))
+    assert rows["durable"]["target"] == "ssehub-ds" and rows["durable"]["failed_appends"] == 0
     assert all(step["loss"] == 0 for step in rows["many-channels"]["steps"])
     assert rows["reconnect-storm"]["missed"] == 0
     assert all(r["duplicates"] == 0 for r in rows.values() if "duplicates" in r)

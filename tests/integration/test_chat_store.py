@@ -153,7 +153,8 @@ async def test_ssehub_db_upgrade_creates_the_tables(tmp_path: Path) -> None:
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
         version = conn.execute("SELECT version_num FROM alembic_version").fetchall()
     assert {"conversations", "messages", "alembic_version"} <= tables
-    assert version == [("0001",)]
+    assert {"ds_streams", "ds_chunks", "ds_producers"} <= tables  # Durable Streams
+    assert version == [("0002",)]
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgresql"])

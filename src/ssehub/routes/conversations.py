@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -13,7 +14,7 @@ from starlette.requests import HTTPConnection
 
 from ..auth import Principal, require_subscribe
 from ..channels import Selector
-from ..chat import ChatService, conversation_channel, owner_of
+from ..chat import ChatService, Turn, conversation_channel, owner_of
 from ..connection import Connection
 from ..errors import BadRequest, Unavailable
 from ..gate import Gate, client_ip
@@ -245,7 +246,6 @@ async def send_message_stream(
     body: SendMessage,
     chat: ChatService = Depends(get_chat),
     hub: Hub = Depends(get_hub),
-    gate: Gate = Depends(get_gate),
     settings: Settings = Depends(get_settings),
     principal: Principal = Depends(get_principal),
 ) -> EventStreamResponse:
@@ -255,10 +255,27 @@ async def send_message_stream(
     answer. Closing it does not stop the answer (use ``/cancel``). It counts as a stream
     against the connection limits.
     """
-    if hub.closing:
-        raise Unavailable("the hub is shutting down", headers={"Retry-After": "1"})
     conversation = await chat.owned(conversation_id, principal)
     content = check_content(body.content, settings)
+    conn, closer, _ = await answer_stream(
+        request, chat, hub, settings, conversation, content, principal
+    )
+    return EventStreamResponse(conn, closer=closer)
+
+
+async def answer_stream(
+    request: Request,
+    chat: ChatService,
+    hub: Hub,
+    settings: Settings,
+    conversation: Conversation,
+    content: str,
+    principal: Principal,
+) -> tuple[Connection, Callable[[], Awaitable[None]], Turn]:
+    """Send ``content``; a connection (counted as a stream) receives this answer's events."""
+    if hub.closing:
+        raise Unavailable("the hub is shutting down", headers={"Retry-After": "1"})
+    gate: Gate = request.app.state.gate
     ip = client_ip(request)
     conn = Connection(
         client_id=str(uuid.uuid4()),
@@ -282,7 +299,7 @@ async def send_message_stream(
         await hub.detach(conn)
         await gate.release(conn)
 
-    return EventStreamResponse(conn, closer=forget)
+    return conn, forget, turn
 
 
 @router.post("/{conversation_id}/cancel", responses=ERRORS)

@@ -131,11 +131,14 @@ class Store:
         title: str | None = None,
         system_prompt: str | None = None,
         model: str | None = None,
+        conversation_id: str | None = None,
     ) -> Conversation:
-        """Insert a new conversation of ``owner``."""
+        """Insert a new conversation of ``owner`` (with the id a client chose, when given)."""
         conversation = Conversation(
             owner=owner, title=title, system_prompt=system_prompt, model=model
         )
+        if conversation_id is not None:
+            conversation.id = conversation_id
         async with self.session() as session:
             session.add(conversation)
         return conversation
