@@ -11,7 +11,7 @@ import httpx
 import pytest
 from ds_support import MOUNT
 
-from harness import RunningHub, open_stream, running_hub
+from harness import RunningHub, open_stream, running_hub, wait_until
 from ssehub.settings import Settings
 from tokens import SECRET, bearer, hs256
 
@@ -151,3 +151,38 @@ async def test_live_readers_woken_by_one_append_share_one_store_read(
         finally:
             for response in readers:
                 await response.aclose()
+
+
+async def test_live_reads_count_against_the_connection_limits(
+    tmp_path: Path, client: httpx.AsyncClient
+) -> None:
+    """SSE reads and the EventSource view are streams: before, one user held any number of them
+    (none took a connection slot, so neither ``max_connections_per_user`` nor the hub's total
+    applied)."""
+    settings = ds_settings(tmp_path, jwt_secret=SECRET, max_connections_per_user=2)
+    ann = bearer(hs256("ann", publish=["ds:chat:*"], subscribe=["ds:chat:*"]))
+    async with running_hub(settings) as hub:
+        url = f"{hub.url}{MOUNT}/chat/1"
+        view = f"{hub.url}/api/v1/sse/ds/chat/1"
+        assert (await client.put(url, headers={**TEXT, **ann})).status_code == 201
+        sse = {"offset": "-1", "live": "sse"}
+        async with (
+            client.stream("GET", url, params=sse, headers=ann) as first,
+            client.stream("GET", view, headers=ann) as second,
+        ):
+            assert (first.status_code, second.status_code) == (200, 200)
+            for third_url, params in ((url, sse), (view, {})):
+                async with client.stream("GET", third_url, params=params, headers=ann) as third:
+                    await third.aread()
+                assert third.status_code == 429, third.text
+                assert third.json()["error"]["code"] == "too_many_connections"
+
+        # Both slots come back once the reads end.
+        async def both_free() -> bool:
+            async with (
+                client.stream("GET", url, params=sse, headers=ann) as a,
+                client.stream("GET", view, headers=ann) as b,
+            ):
+                return a.status_code == b.status_code == 200
+
+        await wait_until(both_free, interval=0.1)

@@ -17,6 +17,7 @@ from ..auth import Principal, require_publish, require_subscribe
 from ..errors import BadRequest, HubError, NotFound, TooManyRequests, hub_error_response
 from ..gate import client_ip
 from . import headers as h
+from .admission import admit_reader, releasing
 from .errors import ProducerGap, StaleEpoch, StreamGone, StreamNotFound
 from .offsets import format_offset
 from .producers import Verdict
@@ -169,8 +170,8 @@ async def read(ds: DurableStreams, request: Request, path: str, principal: Princ
     meta = await existing(ds, path)
     query = ReadQuery.parse(request.query_params.multi_items())
     if query.live == "sse":
-        await request.app.state.gate.check_rate("stream", principal, client_ip(request))
-        return sse_response(ds, meta, query)
+        release = await admit_reader(request, principal, rights_name(path))
+        return releasing(sse_response(ds, meta, query), release)
     return await read_response(
         ds,
         meta,

@@ -21,8 +21,8 @@ from starlette.responses import Response, StreamingResponse
 from ..auth import require_subscribe
 from ..errors import BadRequest, HubError, hub_error_response
 from ..event import encode_comment, encode_fields, encode_retry
-from ..gate import client_ip
 from . import content
+from .admission import admit_reader, releasing
 from .offsets import format_offset, parse_offset
 from .reads import follow
 from .routes import existing, rights_name, validate_path
@@ -97,10 +97,11 @@ async def eventsource(request: Request) -> Response:
         position, skip = parse_resume(last_id)
         if last_id and meta.closed and position >= meta.tail_seq:
             return Response(status_code=204)  # the end was delivered: EventSource stops
-        await request.app.state.gate.check_rate("stream", principal, client_ip(request))
+        release = await admit_reader(request, principal, rights_name(path))
     except HubError as exc:
         return hub_error_response(request.app.state.metrics, exc)
     ds.metrics.reads.labels("eventsource").inc()
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     headers["Content-Type"] = "text/event-stream; charset=utf-8"
-    return StreamingResponse(view_frames(ds, meta, position, skip), headers=headers)
+    frames = view_frames(ds, meta, position, skip)
+    return releasing(StreamingResponse(frames, headers=headers), release)
