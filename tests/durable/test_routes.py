@@ -186,3 +186,21 @@ async def test_live_reads_count_against_the_connection_limits(
                 return a.status_code == b.status_code == 200
 
         await wait_until(both_free, interval=0.1)
+
+
+async def test_appends_count_against_the_byte_rate(
+    tmp_path: Path, client: httpx.AsyncClient
+) -> None:
+    """Appended bytes are charged like published event data: before, a user appended at the
+    publish rate with bodies up to the request limit (100 MB/s into the store at defaults)."""
+    limits = {"publish_bytes_rate_per_user": 1.0, "publish_bytes_burst_per_user": 1000}
+    settings = ds_settings(tmp_path, jwt_secret=SECRET, **limits)
+    ann = bearer(hs256("ann", publish=["ds:chat:*"]))
+    async with running_hub(settings) as hub:
+        url = f"{hub.url}{MOUNT}/chat/1"
+        assert (await client.put(url, headers={**TEXT, **ann})).status_code == 201
+        first = await client.post(url, headers={**TEXT, **ann}, content=b"x" * 600)
+        assert first.status_code == 204
+        second = await client.post(url, headers={**TEXT, **ann}, content=b"x" * 600)
+        assert second.status_code == 429, second.text
+        assert int(second.headers["retry-after"]) >= 1

@@ -66,14 +66,22 @@ def respond(status: int, headers: dict[str, str], media_type: str | None = None)
     return response
 
 
+async def charged_body(request: Request, principal: Principal) -> bytes:
+    """The body of a write, charged one publish and its bytes (as event data is), or 429."""
+    gate, ip = request.app.state.gate, client_ip(request)
+    await gate.check_rate("publish", principal, ip)
+    body = await request.body()
+    await gate.check_rate("publish_bytes", principal, ip, cost=len(body))
+    return body
+
+
 async def create(ds: DurableStreams, request: Request, path: str, principal: Principal) -> Response:
     """PUT: create a stream (201), confirm an identical one (200), or fork one."""
     require_publish(principal, rights_name(path))
     source = source_path(request.headers.get(h.FORKED_FROM), ds.settings.ds_mount.rstrip("/"))
     if source is not None:
         require_subscribe(principal, rights_name(source))
-    await request.app.state.gate.check_rate("publish", principal, client_ip(request))
-    body = await request.body()
+    body = await charged_body(request, principal)
     wanted = h.create_request(path, request.headers, body, owner=principal.user_id, source=source)
     if principal.user_id is not None and not principal.admin:
         limit = ds.settings.ds_max_streams_per_user
@@ -95,8 +103,7 @@ async def create(ds: DurableStreams, request: Request, path: str, principal: Pri
 async def append(ds: DurableStreams, request: Request, path: str, principal: Principal) -> Response:
     """POST: append, append-and-close or close (idempotent producers deduplicated)."""
     require_publish(principal, rights_name(path))
-    await request.app.state.gate.check_rate("publish", principal, client_ip(request))
-    wanted = h.append_request(path, request.headers, await request.body())
+    wanted = h.append_request(path, request.headers, await charged_body(request, principal))
     result = await ds.store.append(wanted)
     if result.appended:
         ds.metrics.appends.inc()
