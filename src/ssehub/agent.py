@@ -1,4 +1,4 @@
-"""The generic layer beside project stages: ``hub.publish(channel, event, data)`` and seed 000's
+"""The generic layer beside project stages: ``hub.publish(channel, event, data)`` and the
 agent pattern, which wraps a streaming coroutine and publishes ``task.created``,
 ``task.progress``, ``task.completed`` and ``task.failed`` by itself.
 """
@@ -64,7 +64,7 @@ def task_event(task_id: str, name: str, **fields: Any) -> dict[str, Any]:
 
 
 class StreamingAgent:
-    """Seed 000's BaseAgent: override ``process_streaming`` (yields progress) and ``finalize``."""
+    """The BaseAgent: override ``process_streaming`` (yields progress) and ``finalize``."""
 
     name = "agent"
 

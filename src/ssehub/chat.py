@@ -1,6 +1,6 @@
 """The chat service: a user message in, the model's answer streamed through the hub and stored.
 
-Every event of a conversation is published on the hub channel ``conversation:{id}`` (seed 004's
+Every event of a conversation is published on the hub channel ``conversation:{id}`` (the chat
 names: ``user_message``, ``ai_response_start``, ``ai_response_chunk``, ``ai_response_complete``,
 ``conversation_error``), so streams resume mid-answer with Last-Event-ID like any channel. The
 answer is written once when it ends; while it streams, the partial text is written at most every

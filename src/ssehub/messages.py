@@ -1,8 +1,8 @@
-"""Seed 002's project/stage messages and channel names, built in one place.
+"""The project/stage messages and channel names, built in one place.
 
 Every message is a JSON object whose ``type`` is also its SSE ``event:`` name (``token``,
-``stage_update``, ``progress``, ``done``, ``error``), so seed 002's front end works unchanged.
-Keys follow the seed's order exactly.
+``stage_update``, ``progress``, ``done``, ``error``), so existing stage front ends work unchanged.
+Keys keep their documented order.
 """
 
 from __future__ import annotations

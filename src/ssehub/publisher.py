@@ -1,4 +1,4 @@
-"""Publisher SDK: seed 002's ``publish_token/stage_update/progress/done/error``, sync and async.
+"""Publisher SDK: ``publish_token/stage_update/progress/done/error``, sync and async.
 
 ``with Publisher(project_id, stage) as pub:`` publishes synchronously; ``async with`` yields an
 :class:`AsyncPublisher` with the same methods as coroutines. Consecutive tokens are coalesced

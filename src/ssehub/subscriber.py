@@ -1,4 +1,4 @@
-"""Subscriber SDK: seed 002's ``subscribe/listen/get_message/unsubscribe``, sync and async.
+"""Subscriber SDK: ``subscribe/listen/get_message/unsubscribe``, sync and async.
 
 Messages are the JSON objects publishers sent (``message["type"]`` is the event name), read
 in-process from the hub (a registered stream, with replay and snapshots like any client) or
@@ -231,7 +231,7 @@ class AsyncSubscriber:
 
 
 class Subscriber:
-    """The blocking face: seed 002's ``with RedisStreamSubscriber(...)`` usage, unchanged."""
+    """The blocking face: the ``with RedisStreamSubscriber(...)`` usage, unchanged."""
 
     def __init__(self, project_id: str | int, stage_name: str | None = None, **kw: Any) -> None:
         self._args = (project_id, stage_name)

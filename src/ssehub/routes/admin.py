@@ -1,4 +1,4 @@
-"""The admin API of seed 003 under ``/api/v1/sse``: broadcast, send, disconnect, stats, clients.
+"""The admin API under ``/api/v1/sse``: broadcast, send, disconnect, stats, clients.
 
 Sending and disconnecting go through the broker (``$client:<id>`` and ``$control``), so they
 reach the client on whichever hub process holds it.
@@ -48,7 +48,7 @@ class Done(BaseModel):
 
 
 class ClientInfo(BaseModel):
-    """One open stream (seed 003's client info); counters only from the process holding it."""
+    """One open stream (client info); counters only from the process holding it."""
 
     id: str
     user_id: str | None
@@ -149,7 +149,7 @@ async def stats(
     cluster: ClusterState = Depends(get_cluster),
     principal: Principal = Depends(get_principal),
 ) -> dict[str, Any]:
-    """Seed 003's statistics; connection counts are cluster-wide, the rest this process's."""
+    """Hub statistics; connection counts are cluster-wide, the rest this process's."""
     require_admin(principal)
     s = hub.stats
     live = list(hub.connections.values())

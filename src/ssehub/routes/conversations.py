@@ -210,7 +210,7 @@ async def stream_conversation(
     chat: ChatService = Depends(get_chat),
     principal: Principal = Depends(get_stream_principal),
 ) -> EventStreamResponse:
-    """The conversation's events (seed 004): resumes mid-answer with Last-Event-ID."""
+    """The conversation's events: resumes mid-answer with Last-Event-ID."""
     conversation = await chat.owned(conversation_id, principal)
     channel = conversation_channel(conversation.id)
     if principal.ticket:  # a ticket reads only the channels it was issued for

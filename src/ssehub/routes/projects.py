@@ -1,4 +1,4 @@
-"""Seed 002's project endpoints: stage streams, execute_stage, task status and cancel."""
+"""Project endpoints: stage streams, execute_stage, task status and cancel."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ class ExecuteStage(BaseModel):
 
 
 class StageStarted(BaseModel):
-    """Seed 002's answer: subscribe to ``channel`` to watch the task."""
+    """The answer: subscribe to ``channel`` to watch the task."""
 
     task_id: str
     channel: str
