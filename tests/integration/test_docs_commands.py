@@ -3,8 +3,8 @@
 Commands are the lines of ```sh blocks (a trailing ``\\`` continues a line, ``  # ...`` is a
 comment, as is a line that starts with ``#``). ``COMMANDS`` says which test below runs each
 one; a documented command no pattern covers fails ``test_every_documented_command_is_run``.
-Addresses are adapted the way the README
-tells a reader on another port to adapt them: another port, and ``--url`` for ``ssehub``.
+Addresses are adapted the way the README tells a reader on another port to adapt them:
+another port, and ``--url`` for ``ssehub``.
 """
 
 from __future__ import annotations
