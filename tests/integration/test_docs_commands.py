@@ -1,14 +1,16 @@
 """Every command in README.md and docs/*.md runs in a test, as a reader would copy it.
 
 Commands are the lines of ```sh blocks (a trailing ``\\`` continues a line, ``  # ...`` is a
-comment). ``COMMANDS`` says which test below runs each one; a documented command no pattern
-covers fails ``test_every_documented_command_is_run``. Addresses are adapted the way the README
-tells a reader on another port to adapt them: another port, and ``--url`` for ``ssehub``.
+comment, as is a line that starts with ``#``). ``COMMANDS`` says which test below runs each
+one; a documented command no pattern covers fails ``test_every_documented_command_is_run``.
+Addresses are adapted the way the README tells a reader on another port to adapt them:
+another port, and ``--url`` for ``ssehub``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import queue
 import re
@@ -51,6 +53,9 @@ COMMANDS = {
     r"\.venv/bin/python bench/\w+\.py .*": "test_benchmark_commands_parse",
     r"mkdir -p deploy/tls && openssl req .*": "test_deploy_commands",
     r"export SSEHUB_JWT_SECRET=\$\(openssl rand -hex 32\)": "test_deploy_commands",
+    r"ssehub serve --port 8000 &": "test_durable_streams_walkthrough",
+    r"B=http://127\.0\.0\.1:8000/ds": "test_durable_streams_walkthrough",
+    r"curl .*\$B/.*": "test_durable_streams_walkthrough",
     r"docker compose -f deploy/compose\.yaml up --build -d": (
         "none: needs a Docker engine; tests/integration/test_compose.py validates the file"
     ),
@@ -80,7 +85,7 @@ def shell_commands(path: Path) -> list[str]:
             continue
         for command in re.sub(r"\\\n\s*", " ", text).splitlines():
             command = re.split(r"\s{2,}# ", command)[0].strip()
-            if command:
+            if command and not command.startswith("#"):
                 commands.append(command)
     return commands
 
@@ -328,3 +333,39 @@ def test_cli_synopsis_matches_the_cli() -> None:
         help_text = run(f"COLUMNS=200 ssehub {' '.join(command)} --help")
         for option in re.findall(r"--[a-z][\w-]*", line):
             assert option in help_text, f"{line!r}: no {option}"
+
+
+def test_durable_streams_walkthrough(tmp_path: Path) -> None:
+    """docs/durable-streams.md's curl walk-through, line by line, against ``ssehub serve``."""
+    port = free_port()
+    (serve,) = documented(r"ssehub serve --port 8000 &")
+    env = {
+        "SSEHUB_OPEN_ACCESS": "true",
+        "SSEHUB_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'ds.db'}",
+    }
+    with background(serve.rstrip("& ").replace("8000", str(port)), env=env):
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            assert time.monotonic() < deadline, "the hub did not start"
+            time.sleep(0.1)
+        (define,) = documented(r"B=http://127\.0\.0\.1:8000/ds")
+        prelude = define.replace("127.0.0.1:8000", f"127.0.0.1:{port}")
+        outputs = {}
+        for curl in documented(r"curl .*\$B/.*"):
+            live = "live=sse" in curl  # an SSE read never ends by itself
+            command = curl.replace("curl ", "curl -sS --max-time 3 ", 1) if live else curl
+            process = shell(f"{prelude}; {command}", stderr=subprocess.DEVNULL)
+            out, _ = process.communicate(timeout=60)
+            assert process.returncode == (28 if live else 0), f"{command!r}:\n{out}"
+            if not live:
+                status = out.split("\n", 1)[0]
+                assert re.match(r"HTTP/1\.1 2\d\d", status), f"{command!r}: {status}"
+            outputs[curl] = out
+    catch_up = next(out for curl, out in outputs.items() if 'offset=-1"' in curl)
+    assert '[{"role":"user","text":"hi"},{"t":"Hel"},{"t":"lo"}]' in catch_up
+    sse = next(out for curl, out in outputs.items() if "live=sse" in curl)
+    assert "event: data" in sse and "event: control" in sse
