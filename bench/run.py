@@ -463,14 +463,16 @@ async def run_one(name: str, target: Target, args: argparse.Namespace) -> dict[s
     return {"scenario": name, "target": target.name, "n": args.n, **result}
 
 
-def start_py_spy(server: Server, scenario: str, folder: str) -> subprocess.Popen[bytes]:
-    """Sample the server with py-spy (collapsed stacks) while the scenario runs."""
+def start_py_spy(
+    server: Server, scenario: str, folder: str, rate: int = 200
+) -> subprocess.Popen[bytes]:
+    """Sample the server with py-spy (collapsed stacks, ``rate`` per s) while it runs."""
     out = Path(folder) / f"{scenario}-{server.target.name}.txt"
     out.parent.mkdir(parents=True, exist_ok=True)
     binary = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     command = [binary, "record", "--pid", str(server.process.pid), "--format", "raw"]
     return subprocess.Popen(
-        [*command, "--rate", "200", "--nonblocking", "-o", str(out)],
+        [*command, "--rate", str(rate), "--nonblocking", "-o", str(out)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
