@@ -20,6 +20,7 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 REQUEST_ID_HEADER = "x-request-id"
+REQUEST_ID_HEADER_BYTES = REQUEST_ID_HEADER.encode()
 _VALID_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 request_id: ContextVar[str | None] = ContextVar("ssehub_request_id", default=None)
 access_log = logging.getLogger("ssehub.access")
@@ -137,19 +138,18 @@ class RequestIdMiddleware:
             if key == b"x-request-id":
                 rid = value.decode("latin-1")
                 break
-        if not _VALID_ID.fullmatch(rid):
+        if not rid or not _VALID_ID.fullmatch(rid):
             rid = new_request_id()
         token = request_id.set(rid)
         started = time.monotonic()
         status = 0
+        id_header = (REQUEST_ID_HEADER_BYTES, rid.encode())
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                headers = list(message.get("headers", []))
-                headers.append((REQUEST_ID_HEADER.encode(), rid.encode()))
-                message = {**message, "headers": headers}
+                message = {**message, "headers": [*message.get("headers", ()), id_header]}
             await send(message)
 
         try:

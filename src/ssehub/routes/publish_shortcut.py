@@ -16,7 +16,6 @@ from typing import Any
 
 import orjson
 from starlette.requests import Request
-from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import HubError, hub_error_response
@@ -46,6 +45,11 @@ def plain_body(raw: bytes) -> PublishBody | None:
     if retry is not None and (type(retry) is not int or retry < 0):
         return None
     return PublishBody.model_construct(event=event, data=value.get("data"), retry=retry)
+
+
+def json_head(body: bytes) -> list[tuple[bytes, bytes]]:
+    """The headers a JSON response of ``body`` gets from Starlette."""
+    return [(b"content-length", b"%d" % len(body)), (b"content-type", b"application/json")]
 
 
 def request_head(scope: Scope) -> tuple[bool, str | None] | None:
@@ -121,8 +125,9 @@ class PublishShortcut:
             published = await publish(
                 request, channel, body, head[1], state.hub, state.settings, principal
             )
-            answer = orjson.dumps({"id": published.id, "channel": published.channel})
-            response = Response(answer, media_type="application/json")
         except HubError as exc:
-            response = hub_error_response(state.metrics, exc)
-        await response(scope, receive, send)
+            await hub_error_response(state.metrics, exc)(scope, receive, send)
+            return
+        answer = orjson.dumps({"id": published.id, "channel": published.channel})
+        await send({"type": "http.response.start", "status": 200, "headers": json_head(answer)})
+        await send({"type": "http.response.body", "body": answer})
