@@ -34,6 +34,7 @@ import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import run
 from run import HOST, RESULTS, ROOT, Target, environment, serve, start_py_spy, stop_py_spy
 
 CHANNEL = "bench:cpu"
@@ -120,9 +121,7 @@ def loads() -> dict[str, Load]:
 
 def at_source(load: Load, src: str) -> Load:
     """``load`` running the ssehub code of checkout ``src`` (``<name>@base``)."""
-    target = load.target
-    env = {**target.env, "PYTHONPATH": str(Path(src).resolve() / "src")}
-    return replace(load, target=replace(target, name=f"{target.name}@base", env=env))
+    return replace(load, target=run.at_source(load.target, src))
 
 
 # -- the load generator (a child process) ---------------------------------------------------------
