@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime
 import json
 import os
 import subprocess
@@ -366,18 +365,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def save(rows: list[dict[str, Any]], env: dict[str, Any]) -> Path:
-    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H%M%S")
-    path = RESULTS / f"{stamp}-publish"
-    command = "python bench/publish_cpu.py " + " ".join(sys.argv[1:])
-    path.with_suffix(".json").write_text(
-        json.dumps({"command": command, "environment": env, "results": rows}, indent=1)
-    )
-    path.with_suffix(".md").write_text(
-        f"# publish CPU {stamp}\n\n`{command}`\n\n```json\n{json.dumps(env, indent=1)}\n```\n\n"
-        + table(rows)
-        + "\n"
-    )
-    return path
+    return run.write_results("publish", "publish CPU", rows, env, "\n" + table(rows))
 
 
 if __name__ == "__main__":

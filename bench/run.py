@@ -691,19 +691,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def save(rows: list[dict[str, Any]], args: argparse.Namespace, env: dict[str, Any]) -> Path:
+def write_results(suffix: str, title: str, rows: list[Any], env: dict[str, Any], text: str) -> Path:
+    """``bench/results/<date>-<suffix>.json|md``: the command, machine and rows; ``text`` (the
+    tables) in the Markdown."""
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H%M%S")
-    path = RESULTS / f"{stamp}-n{args.n}"
-    command = "python bench/run.py " + " ".join(sys.argv[1:])
+    path = RESULTS / f"{stamp}-{suffix}"
+    command = f"python bench/{Path(sys.argv[0]).name} " + " ".join(sys.argv[1:])
     path.with_suffix(".json").write_text(
         json.dumps({"command": command, "environment": env, "results": rows}, indent=1)
     )
     path.with_suffix(".md").write_text(
-        f"# ssehub benchmark {stamp}\n\n`{command}`\n\n```json\n{json.dumps(env, indent=1)}\n```\n"
-        + table(rows)
+        f"# {title} {stamp}\n\n`{command}`\n\n```json\n{json.dumps(env, indent=1)}\n```\n"
+        + text
         + "\n"
     )
     return path
+
+
+def save(rows: list[dict[str, Any]], args: argparse.Namespace, env: dict[str, Any]) -> Path:
+    return write_results(f"n{args.n}", "ssehub benchmark", rows, env, table(rows))
 
 
 if __name__ == "__main__":
