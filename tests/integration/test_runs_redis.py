@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
 from harness import open_stream, running_hub
-from redis_support import delete_prefix, shared_redis_url, unique_prefix
+from redis_support import RedisKeys
 from ssehub.publisher import Publisher
 from ssehub.runs import RunClosed
 from ssehub.settings import Settings
@@ -19,11 +18,8 @@ pytestmark = pytest.mark.redis
 
 
 @pytest.fixture
-def redis_settings() -> Iterator[dict[str, Any]]:
-    url = shared_redis_url()
-    prefix = unique_prefix()
-    yield {"broker_url": url, "redis_prefix": prefix}
-    delete_prefix(url, prefix)
+def redis_settings(redis_keys: RedisKeys) -> dict[str, Any]:
+    return {"broker_url": redis_keys.url, "redis_prefix": redis_keys.prefix}
 
 
 def make(redis_settings: dict[str, Any], **kw: Any) -> Settings:
