@@ -150,13 +150,14 @@ class RedisClusterState:
 
     async def take_ticket(self, ticket: str) -> dict[str, Any] | None:
         raw = await self._required(self.redis.getdel(f"{self.prefix}ticket:{ticket}"))
-        return orjson.loads(raw) if raw else None  # type: ignore[no-any-return]
+        grant: dict[str, Any] | None = orjson.loads(raw) if raw else None
+        return grant
 
     # -- slots and rate buckets ----------------------------------------------------------------
 
     async def acquire_slot(self, scope: str, holder: str, limit: int) -> bool:
         now = time.time()
-        args = [
+        args: list[str | int] = [
             repr(now),
             self._member(holder),
             limit,

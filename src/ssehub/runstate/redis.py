@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from typing import cast
 
 import orjson
 from redis.exceptions import RedisError
@@ -87,7 +88,7 @@ class RedisRunStore:
 
     def __init__(self, url: str, *, prefix: str = "ssehub:", times: RunTimes | None = None) -> None:
         self.times = times or RunTimes()
-        self.redis = pooled_client(url)
+        self.redis = pooled_client(url, decode_responses=True)
         self.prefix = prefix
         self.loop: asyncio.AbstractEventLoop | None = None
         self._observe = self.redis.register_script(OBSERVE)
@@ -128,7 +129,7 @@ class RedisRunStore:
             raise BrokerUnavailable(f"run state unavailable: {exc}") from exc
         if not fields:
             return None
-        raw = {k.decode(): v.decode() for k, v in fields.items()}
+        raw: dict[str, str] = fields
         run = RunState(
             channel=channel,
             project_id=raw.get("project", ""),
@@ -137,12 +138,12 @@ class RedisRunStore:
             status=raw.get("status", "running"),
             last_seq=int(raw.get("last_seq") or 0),
             last_id=raw.get("last_id", ""),
-            ended=[e.decode() for e in ended],
+            ended=list(ended),
         )
         for name in FIELDS:
             if name in raw:
                 setattr(run, name, orjson.loads(raw[name]))
-        run.parts = [text.decode()] if text else []
+        run.parts = [text] if text else []
         return run
 
     async def check(self, event: Event) -> str | None:
@@ -157,9 +158,9 @@ class RedisRunStore:
         except RedisError as exc:
             raise BrokerUnavailable(f"run state unavailable: {exc}") from exc
         rid = resolve_run(
-            status.decode() if status is not None else None,
-            current.decode() if current is not None else "",
-            [e.decode() for e in ended],
+            status,
+            current or "",
+            list(ended),
             message,
         )
         return run_id_to_add(message, rid)
@@ -209,10 +210,11 @@ class RedisRunStore:
             if parsed is None or "*" in parsed[0] + parsed[1]:
                 continue
             try:
-                members = await self.redis.smembers(self._project_key(parsed[0], parsed[1]))
+                key = self._project_key(parsed[0], parsed[1])
+                members = cast(set[str], await self.redis.smembers(key))
             except RedisError as exc:
                 raise BrokerUnavailable(f"run state unavailable: {exc}") from exc
-            channels.update(m.decode() for m in members if selector.covers(m.decode()))
+            channels.update(m for m in members if selector.covers(m))
         runs = [await self.get(channel) for channel in sorted(channels)]
         return [run.snapshot_event() for run in runs if run is not None and run.last_id]
 
@@ -236,14 +238,15 @@ class RedisRunStore:
             await asyncio.sleep(self.times.watch_interval)
             with contextlib.suppress(RedisError, BrokerUnavailable):
                 cutoff = time.time() - timeout
-                silent = await self.redis.zrangebyscore(
-                    self._active, "-inf", cutoff, withscores=True
+                silent = cast(
+                    list[tuple[str, float]],
+                    await self.redis.zrangebyscore(self._active, "-inf", cutoff, withscores=True),
                 )
-                for raw, score in silent:
-                    if not await self.redis.zrem(self._active, raw):
+                for channel, score in silent:
+                    if not await self.redis.zrem(self._active, channel):
                         continue  # another hub process claimed it
-                    run = await self.get(raw.decode())
+                    run = await self.get(channel)
                     if run is None or run.finished or await end_silent_run(publish, run):
                         continue
                     # The broker is down: put the claim back, so a process tries again.
-                    await self.redis.zadd(self._active, {raw: score}, nx=True)
+                    await self.redis.zadd(self._active, {channel: score}, nx=True)

@@ -100,7 +100,8 @@ class RedisBroker:
     async def _check_eviction_policy(self) -> None:
         """Warn when Redis may evict keys without a TTL: the epoch and sequence are such keys."""
         with contextlib.suppress(*FAULTS):  # CONFIG may be disabled (managed Redis)
-            policy = (await self.redis.config_get("maxmemory-policy")).get("maxmemory-policy", "")
+            config = await self.redis.config_get("maxmemory-policy")
+            policy = config.get("maxmemory-policy") or ""
             if policy.startswith("allkeys"):
                 log.warning(
                     "redis: maxmemory-policy %s may evict the keys that define event ids; "

@@ -152,7 +152,7 @@ class HistoryReader:
                 pipe.hget(self.keys.trimmed, channel)
                 pipe.hget(self.keys.newest, channel)
             pipe.get(self.keys.forgotten)
-            return await pipe.execute()  # type: ignore[no-any-return]
+            return await pipe.execute()
 
     async def _channels(self, selector: Selector, budget: int | None = None) -> list[str] | None:
         """The exact channels of ``selector`` plus the indexed channels its patterns match.

@@ -33,7 +33,7 @@ class EventIds:
 
     async def check_in(self) -> tuple[str, int, int]:
         """Run CHECK_IN with what this process saw; returns (epoch, newest seq, epoch base)."""
-        args = [new_epoch(), self.run, self.epoch, self.high]
+        args: list[str | int] = [new_epoch(), self.run, self.epoch, self.high]
         keys = [self.keys.epoch, self.keys.seq, self.keys.incarnation]
         try:
             epoch, seq, base, run = await self._check_in_script(keys=keys, args=args)

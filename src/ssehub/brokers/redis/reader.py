@@ -137,7 +137,7 @@ class LiveReader:
                 self._ready.clear()
                 self._pubsub = None
                 with contextlib.suppress(*FAULTS):
-                    await pubsub.aclose()
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]  # untyped in redis-py
             if self._closing:
                 return
             await asyncio.sleep(backoff)
