@@ -6,12 +6,11 @@ import asyncio
 import time
 from collections import OrderedDict
 
-from .. import messages
 from ..background import stop_task
 from ..channels import Selector
 from ..event import Event
 from .base import MAX_ENDED_IDS, Publish, RunState, end_silent_run
-from .rules import RunTimes, StageMessage, opens_run, resolve_run, run_id_to_add
+from .rules import RunTimes, StageMessage, opens_run, resolve_run, run_id_to_add, stage_channel
 
 MAX_RUNS = 10_000
 
@@ -54,24 +53,25 @@ class MemoryRunStore:
         run = self._kept(event.channel, now)
         if run is None or opens_run(run.status, run.run_id, message):
             run = self._open(event.channel, run, message.run_id)
-        elif run.finished:
-            return
+        elif run.status != "running":
+            return  # ended: what did not open the next run changes nothing
         self._runs.move_to_end(event.channel)
         run.touched = now
         if event.seq > run.last_seq:
             run.last_seq, run.last_id = event.seq, event.id
-        for name, value in message.fields.items():
+        fields, text, added, outcome = message.changes()
+        for name, value in fields.items():
             setattr(run, name, value)
-        if message.text is not None:
-            run.parts[:] = [message.text]
-        elif message.append:
-            run.parts.append(message.append)
-        if message.outcome is not None:
-            run.status = message.outcome
+        if text is not None:
+            run.parts[:] = [text]
+        elif added:
+            run.parts.append(added)
+        if outcome is not None:
+            run.status = outcome
 
     def _open(self, channel: str, previous: RunState | None, run_id: str | None) -> RunState:
         """A new run on ``channel`` replacing ``previous`` (whose id it remembers as ended)."""
-        _, project, stage = messages.parse_stage_channel(channel)  # type: ignore[misc]
+        _, project, stage = stage_channel(channel)  # type: ignore[misc]
         ended = previous.ended if previous is not None else []
         if previous is not None and previous.run_id != run_id:
             ended = [*ended, previous.run_id][-MAX_ENDED_IDS:]
@@ -132,7 +132,7 @@ class MemoryRunStore:
 
 def project_of(name: str) -> tuple[str, str] | None:
     """(prefix, project) of a stage channel or of a pattern within one project, else None."""
-    parsed = messages.parse_stage_channel(name)
+    parsed = stage_channel(name)
     if parsed is None or "*" in parsed[0] + parsed[1]:
         return None
     return parsed[0], parsed[1]

@@ -18,14 +18,13 @@ from typing import cast
 import orjson
 from redis.exceptions import RedisError
 
-from .. import messages
 from ..background import stop_task
 from ..channels import Selector
 from ..errors import BrokerUnavailable
 from ..event import Event
 from ..redis_client import pooled_client
 from .base import MAX_ENDED_IDS, Publish, RunState, end_silent_run, new_run_id
-from .rules import RunTimes, StageMessage, resolve_run, run_id_to_add
+from .rules import RunTimes, StageMessage, resolve_run, run_id_to_add, stage_channel
 
 log = logging.getLogger("ssehub.runs")
 
@@ -169,7 +168,8 @@ class RedisRunStore:
         message = StageMessage.read(event)
         if message is None:
             return
-        prefix, project, stage = messages.parse_stage_channel(event.channel)  # type: ignore[misc]
+        prefix, project, stage = stage_channel(event.channel)  # type: ignore[misc]
+        fields, text, added, outcome = message.changes()
         args: list[str | int] = [
             message.run_id or "",
             new_run_id(),  # the id of a run it opens without naming one
@@ -182,12 +182,12 @@ class RedisRunStore:
             event.channel,
             max(1, int(self.times.keep * 1000)),
             MAX_ENDED_IDS,
-            message.append or "",
-            "1" if message.text is not None else "",
-            message.text or "",
-            message.outcome or "",
+            added or "",
+            "1" if text is not None else "",
+            text or "",
+            outcome or "",
         ]
-        for name, value in message.fields.items():
+        for name, value in fields.items():
             args += [name, "" if value is None else orjson.dumps(value).decode()]
         keys = [
             self._run_key(event.channel),
@@ -203,10 +203,10 @@ class RedisRunStore:
             log.warning("could not record run state of %s", event.channel, exc_info=True)
 
     async def snapshots(self, selector: Selector) -> list[Event]:
-        channels = {c for c in selector.channels if messages.parse_stage_channel(c) is not None}
+        channels = {c for c in selector.channels if stage_channel(c) is not None}
         for pattern in selector.patterns:
             # Only project-wide patterns are looked up (in the project's set, never a SCAN).
-            parsed = messages.parse_stage_channel(pattern)
+            parsed = stage_channel(pattern)
             if parsed is None or "*" in parsed[0] + parsed[1]:
                 continue
             try:

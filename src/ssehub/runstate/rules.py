@@ -7,6 +7,7 @@ again, so the two stores cannot read one message differently.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,12 +27,16 @@ NO_FIELDS: dict[str, Any] = {}
 DEFAULT_KEEP_SECONDS = 86400.0  # how long run state outlives its last event without a setting
 
 
+@functools.lru_cache(maxsize=4096)
+def stage_channel(channel: str) -> tuple[str, str, str] | None:
+    """(prefix, project_id, stage) of a stage channel, else None; remembered for the channels in
+    use, as each stage publish asks several times."""
+    return messages.parse_stage_channel(channel)
+
+
 def stage_payload(event: Event) -> dict[str, Any] | None:
     """The JSON object of a stage message, None for any other event."""
-    if (
-        event.event not in messages.STAGE_TYPES
-        or messages.parse_stage_channel(event.channel) is None
-    ):
+    if event.event not in messages.STAGE_TYPES or stage_channel(event.channel) is None:
         return None
     try:
         data = orjson.loads(event.data)
@@ -42,57 +47,57 @@ def stage_payload(event: Event) -> dict[str, Any] | None:
 
 @dataclass(slots=True)  # not frozen: that makes building one, once per message, 5x slower
 class StageMessage:
-    """What one stage message tells its run, read once from its JSON object."""
+    """What one stage message tells its run; each part is read from its JSON object on demand
+    (``check`` needs only the run id)."""
 
     kind: str
     run_id: str | None  # the run it names; None: the channel's current run
-    reopens: tuple[str, ...]  # the ended run statuses after which it opens the next run
-    fields: dict[str, Any]  # snapshot fields it sets (None clears one)
-    append: str | None = None  # token text added to the run's text
-    text: str | None = None  # the whole text so far, replacing the run's text
-    outcome: str | None = None  # "done", "error" or "cancelled" when it ends the run
+    data: dict[str, Any]
 
     @classmethod
     def read(cls, event: Event) -> StageMessage | None:
         """The message of a stage event, None for any other event."""
         data = stage_payload(event)
-        return None if data is None else cls.of(event.event or "", data)
-
-    @classmethod
-    def of(cls, kind: str, data: dict[str, Any]) -> StageMessage:
-        """The message of type ``kind`` with the JSON object ``data``."""
+        if data is None:
+            return None
         run_id = data.get("run_id")
-        rid = run_id if isinstance(run_id, str) and run_id else None
-        full_text = data.get("full_text")
-        text = full_text if isinstance(full_text, str) else None
-        if kind == "token":  # most messages: positional arguments build it fastest
-            if text is not None:
-                return cls(kind, rid, (), NO_FIELDS, None, text)
-            return cls(kind, rid, (), NO_FIELDS, str(data.get("content") or ""))
+        return cls(event.event or "", run_id if isinstance(run_id, str) and run_id else None, data)
+
+    @property
+    def reopens(self) -> tuple[str, ...]:
+        """The ended run statuses after which this message opens the next run."""
+        status = self.data.get("status")
+        if self.kind != "stage_update" or not isinstance(status, str):
+            return ()
+        if status in SUBMITTED:
+            return REOPENED_BY_SUBMISSION
+        return REOPENED_BY_START if status in OPENING_STATUSES else ()
+
+    def changes(self) -> tuple[dict[str, Any], str | None, str | None, str | None]:
+        """What folding it into its run changes: (snapshot fields it sets, None clearing one;
+        the whole text so far, replacing the run's; else token text added to it; the outcome,
+        "done", "error" or "cancelled", when it ends the run)."""
+        kind, data = self.kind, self.data
+        if kind == "token" or kind == "done":
+            full_text = data.get("full_text")
+            text = full_text if isinstance(full_text, str) else None
+            if kind == "done":
+                return NO_FIELDS, text, None, "done"
+            return (
+                NO_FIELDS,
+                text,
+                None if text is not None else str(data.get("content") or ""),
+                None,
+            )
         if kind == "stage_update":
-            status = data.get("status")
-            reopens: tuple[str, ...] = ()
-            if isinstance(status, str) and status in OPENING_STATUSES:
-                reopens = REOPENED_BY_SUBMISSION if status in SUBMITTED else REOPENED_BY_START
-            fields = {
-                "stage_status": status,
-                "progress": data.get("progress"),
-                "message": data.get("message"),
-            }
-            return cls(kind, rid, reopens, fields)
+            keys = {"stage_status": "status", "progress": "progress", "message": "message"}
+            return {name: data.get(key) for name, key in keys.items()}, None, None, None
         if kind == "progress":
-            fields = {
-                "current": data.get("current"),
-                "total": data.get("total"),
-                "progress": data.get("progress"),
-                "item_name": data.get("item_name"),
-            }
-            return cls(kind, rid, (), fields)
-        if kind == "done":
-            return cls(kind, rid, (), NO_FIELDS, text=text, outcome="done")
+            names = ("current", "total", "progress", "item_name")
+            return {name: data.get(name) for name in names}, None, None, None
         error = data.get("error")
         outcome = "cancelled" if error == "cancelled" else "error"
-        return cls(kind, rid, (), {"error": str(error)}, outcome=outcome)
+        return {"error": str(error)}, None, None, outcome
 
 
 def opens_run(status: str | None, current: str, message: StageMessage) -> bool:
@@ -100,7 +105,7 @@ def opens_run(status: str | None, current: str, message: StageMessage) -> bool:
     (``status`` None when the channel has none)."""
     if status is None or (message.run_id is not None and message.run_id != current):
         return True
-    return status in message.reopens
+    return status != "running" and status in message.reopens
 
 
 def resolve_run(status: str | None, current: str, ended: list[str], message: StageMessage) -> str:
@@ -153,7 +158,7 @@ class RunTimes:
         as any event."""
         if event.event not in messages.STAGE_TYPES or event.ttl is not None:
             return
-        if messages.parse_stage_channel(event.channel) is None:
+        if stage_channel(event.channel) is None:
             return
         if event.event == "token":
             event.ttl = self.token_ttl
