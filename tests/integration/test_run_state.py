@@ -427,7 +427,7 @@ async def test_run_state_is_forgotten_after_the_outcome_retention(
     make_store: StoreFactory,
 ) -> None:
     # Regression: the Redis store expired the state of a sub-second retention at once.
-    path = Path(await make_store(outcome_ttl=0.5))
+    path = Path(await make_store(outcome_ttl=0.9))
     first = await path.publish("token", content="a")
     await path.publish("done")
     assert (await path.run()).status == "done"
