@@ -2,20 +2,5 @@
 
 from __future__ import annotations
 
-from .clusterstate import (
-    GLOBAL_SCOPE,
-    MAX_BUCKETS,
-    ClientRecord,
-    ClusterState,
-    MemoryClusterState,
-    user_scope,
-)
-
-__all__ = [
-    "GLOBAL_SCOPE",
-    "MAX_BUCKETS",
-    "ClientRecord",
-    "ClusterState",
-    "MemoryClusterState",
-    "user_scope",
-]
+from .clusterstate import *  # noqa: F403
+from .clusterstate import __all__ as __all__

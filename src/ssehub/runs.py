@@ -9,41 +9,16 @@ from typing import Any
 
 import orjson
 
+from . import runstate
 from .brokers.base import Broker, format_id, parse_id
 from .channels import Selector
 from .event import Event
-from .runstate import (
-    MAX_ENDED_IDS,
-    MAX_RUNS,
-    OPENING_STATUSES,
-    SUBMITTED,
-    MemoryRunStore,
-    RunClosed,
-    RunState,
-    RunStore,
-    end_silent_run,
-    new_run_id,
-    stage_payload,
-)
+from .runstate import *  # noqa: F403
+from .runstate import MemoryRunStore, RunStore, stage_payload
 
 MemoryRuns = MemoryRunStore  # its former name
 
-__all__ = [
-    "MAX_ENDED_IDS",
-    "MAX_RUNS",
-    "OPENING_STATUSES",
-    "SUBMITTED",
-    "MemoryRunStore",
-    "MemoryRuns",
-    "RunClosed",
-    "RunState",
-    "RunStore",
-    "end_silent_run",
-    "new_run_id",
-    "publish_event",
-    "snapshot_tail",
-    "stamp_run_id",
-]
+__all__ = [*runstate.__all__, "MemoryRuns", "publish_event", "snapshot_tail", "stamp_run_id"]
 
 
 async def publish_event(hub: Any, event: Event, key: str | None = None) -> Event:
