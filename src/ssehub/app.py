@@ -18,10 +18,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__
 from .auth import Authenticator, authenticator_from_settings
-from .brokers import Broker, create_broker
+from .backends import create_backends
+from .brokers import Broker
 from .chat import ChatService
-from .cluster import ClusterState, MemoryClusterState
-from .cluster_redis import REDIS_SCHEMES, RedisClusterState
+from .clusterstate import ClusterState
 from .durable import DurableStreams, mount_durable_streams
 from .errors import HubError, error_response, hub_error_response
 from .gate import Gate
@@ -40,7 +40,7 @@ from .routes import (
     ui,
 )
 from .routes.protocols import mount as mount_protocols
-from .runs import create_runs, publish_event
+from .runs import publish_event
 from .settings import Settings
 from .startup import log_broker
 from .stream import AbortedStreamFilter
@@ -111,14 +111,10 @@ def create_app(
 ) -> FastAPI:
     """Build the hub's ASGI app; the lifespan starts and stops broker and hub."""
     settings = settings or Settings()
-    if cluster is None:
-        cluster = (
-            RedisClusterState.from_settings(settings)
-            if settings.broker_url.startswith(REDIS_SCHEMES)
-            else MemoryClusterState()
-        )
+    backends = create_backends(settings, broker=broker, cluster=cluster)
+    cluster = backends.cluster
     hub = Hub(
-        broker or create_broker(settings),
+        backends.broker,
         heartbeat_seconds=settings.heartbeat_seconds,
         retry_ms=settings.retry_ms,
         idle_timeout_seconds=settings.client_timeout_seconds,
@@ -126,7 +122,7 @@ def create_app(
     )
     gate = Gate(settings, cluster, hub)
     chat = ChatService.from_settings(settings, hub, gate)
-    runs = hub.runs = create_runs(settings)
+    runs = hub.runs = backends.runs
     tasks = create_task_manager(hub, settings, cluster)
     durable = DurableStreams(settings, hub)
 

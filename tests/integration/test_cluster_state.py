@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from redis_support import RedisKeys
-from ssehub.cluster import ClientRecord, MemoryClusterState
-from ssehub.cluster_redis import RedisClusterState
+from ssehub.clusterstate import ClientRecord, MemoryClusterState
+from ssehub.clusterstate.redis import RedisClusterState
 
 StateFactory = Callable[..., Any]
 

@@ -184,12 +184,12 @@ async def test_events_trimmed_during_an_outage_send_streams_through_a_resume(
             await publish(client, hub.url, "g", "seen")
             await reader.wait_count(1)
             # The reader was away while ten events came and history kept only three.
-            seen_up_to = broker._delivered
+            seen_up_to = broker.live.delivered
             for i in range(10):
                 await publish(client, hub.url, "g", str(i))
             await reader.wait_count(11)
-            broker._delivered = seen_up_to
-            await broker._catch_up({"g"})
+            broker.live.delivered = seen_up_to
+            await broker.live.catch_up({"g"})
             async with asyncio.timeout(5):
                 await reader.closed.wait()
             last = reader.events[-1].id
@@ -243,9 +243,11 @@ async def test_a_pruned_channel_raises_the_forgotten_watermark(short_lived: Redi
     before = await broker.head()
     lost = await broker.publish(make_event("old:1", "e", "expires unseen"))
     await wait_forgotten(broker, "old:1")
-    await broker._prune_index()  # the index forgets the channel: only the watermark is left
-    assert await broker.redis.hget(broker._k_newest, "old:1") is None
-    assert int(await broker.redis.get(broker._k_forgotten)) == lost.seq
+    await (
+        broker.history_reader.prune_index()
+    )  # the index forgets the channel: only the watermark is left
+    assert await broker.redis.hget(broker.keys.newest, "old:1") is None
+    assert int(await broker.redis.get(broker.keys.forgotten)) == lost.seq
     assert (await broker.history(Selector.of(["old:*"]), before)).gap
     assert (await broker.history(Selector.of(["old:1"]), before)).gap
     assert not (await broker.history(Selector.of(["old:*"]), lost.id)).gap

@@ -50,7 +50,9 @@ class History:
 class Broker(Protocol):
     """What the hub needs from a backplane; memory and Redis implement it alike."""
 
-    epoch: str
+    @property
+    def epoch(self) -> str:
+        """The current epoch of the backplane's ids."""
 
     async def start(self, on_event: EventHandler, on_gap: GapHandler | None = None) -> None:
         """Connect and start delivering published events to ``on_event``.
