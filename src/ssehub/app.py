@@ -23,10 +23,11 @@ from .chat import ChatService
 from .cluster import ClusterState, MemoryClusterState
 from .cluster_redis import REDIS_SCHEMES, RedisClusterState
 from .durable import DurableStreams, mount_durable_streams
-from .errors import HubError, error_response, hub_error_response
+from .errors import HubError, error_response
 from .gate import Gate
 from .hub import Hub
 from .observability import install_observability
+from .refusals import hub_error_response
 from .routes import (
     admin,
     apidocs,
@@ -40,7 +41,7 @@ from .routes import (
     ui,
 )
 from .routes.protocols import mount as mount_protocols
-from .runs import create_runs, publish_event
+from .runs import create_runs
 from .settings import Settings
 from .startup import log_broker
 from .stream import AbortedStreamFilter
@@ -117,16 +118,17 @@ def create_app(
             if settings.broker_url.startswith(REDIS_SCHEMES)
             else MemoryClusterState()
         )
+    runs = create_runs(settings)
     hub = Hub(
         broker or create_broker(settings),
         heartbeat_seconds=settings.heartbeat_seconds,
         retry_ms=settings.retry_ms,
         idle_timeout_seconds=settings.client_timeout_seconds,
         max_resume_events=settings.max_resume_events,
+        runs=runs,
     )
     gate = Gate(settings, cluster, hub)
     chat = ChatService.from_settings(settings, hub, gate)
-    runs = hub.runs = create_runs(settings)
     tasks = create_task_manager(hub, settings, cluster)
     durable = DurableStreams(settings, hub)
 
@@ -135,7 +137,7 @@ def create_app(
         logging.getLogger("uvicorn.error").addFilter(AbortedStreamFilter())
         await cluster.start()
         await hub.start()
-        await runs.start(lambda event: publish_event(hub, event))
+        await runs.start(hub.publish)
         await gate.start()
         await chat.start()
         await durable.start()

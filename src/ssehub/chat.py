@@ -225,7 +225,7 @@ class ChatService:
                     "partial_content": message.content,
                 },
             )
-            await self.hub.broker.publish(event)
+            await self.hub.publish(event)
 
     async def _reap_forever(self) -> None:
         """End the answers of processes that died mid-answer, a lease after their last write."""
@@ -368,7 +368,7 @@ class ChatService:
 
     async def _publish(self, turn: Turn, name: str, data: dict[str, Any]) -> Event:
         event = make_event(conversation_channel(turn.conversation_id), name, data)
-        stored = await self.hub.broker.publish(event)
+        stored = await self.hub.publish(event)
         for listener in turn.listeners:
             listener.push(stored)
         return stored
