@@ -9,7 +9,7 @@ import logging
 import signal
 import threading
 from collections.abc import AsyncIterator
-from typing import Any
+from types import FrameType
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -95,7 +95,7 @@ def chain_sigterm(hub: Hub) -> None:
     loop = asyncio.get_running_loop()
     previous = signal.getsignal(signal.SIGTERM)
 
-    def on_sigterm(signum: int, frame: Any) -> None:
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
         loop.call_soon_threadsafe(hub.close_all)
         if callable(previous):
             previous(signum, frame)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
+import ssehub
 from ssehub import messages
 from ssehub.brokers import MemoryBroker
 from ssehub.channels import Selector
@@ -112,3 +114,13 @@ async def test_an_in_process_transport_made_before_start_finds_the_hubs_loop() -
         assert sample(hub.metrics, "ssehub_events_published_total", family="orders") == 1
     finally:
         await hub.close()
+
+
+def test_only_the_hub_hands_events_to_the_broker() -> None:
+    package = Path(ssehub.__file__).resolve().parent
+    callers = [
+        str(path.relative_to(package))
+        for path in package.rglob("*.py")
+        if "broker.publish(" in path.read_text() and "brokers" not in path.parts
+    ]
+    assert callers == ["hub.py"]
