@@ -26,6 +26,7 @@ from .event import Event, make_event
 from .gate import Gate
 from .hub import Hub
 from .llm import ChatMessage, Provider, ProviderError, provider_from_settings
+from .llm.base import Usage
 from .settings import Settings
 from .store import CANCELLED, COMPLETE, ERROR, Conversation, Message, Store
 from .store.models import now
@@ -311,7 +312,7 @@ class ChatService:
         code: str | None,
         started: float,
         first_token_ms: int | None,
-        usage: Any,
+        usage: Usage | None,
     ) -> None:
         turn.finishing, turn.status = True, status
         latency_ms = int((time.monotonic() - started) * 1000)
