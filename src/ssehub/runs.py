@@ -5,7 +5,7 @@ The names of ``ssehub.runstate`` are importable from here too.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Protocol
 
 import orjson
 
@@ -21,19 +21,16 @@ MemoryRuns = MemoryRunStore  # its former name
 __all__ = [*runstate.__all__, "MemoryRuns", "publish_event", "snapshot_tail", "stamp_run_id"]
 
 
-async def publish_event(hub: Any, event: Event, key: str | None = None) -> Event:
-    """Publish through ``hub.broker`` with the run lifecycle: 409 after the end, the run id
-    added to stage messages that lack it, then track."""
-    runs: RunStore | None = getattr(hub, "runs", None)
-    if runs is not None:
-        run_id = await runs.check(event)
-        if run_id is not None:
-            stamp_run_id(event, run_id)
-        runs.set_retention(event)
-    stored = await hub.broker.publish(event, idempotency_key=key)
-    if runs is not None:
-        await runs.observe(stored)
-    return stored
+class PublishDoor(Protocol):
+    """Where publishes enter: :meth:`ssehub.hub.Hub.publish`."""
+
+    async def publish(self, event: Event, *, key: str | None = None) -> Event:
+        """Publish ``event`` with the run lifecycle."""
+
+
+async def publish_event(hub: PublishDoor, event: Event, key: str | None = None) -> Event:
+    """``hub.publish(event, key=key)``, under its former name."""
+    return await hub.publish(event, key=key)
 
 
 async def snapshot_tail(

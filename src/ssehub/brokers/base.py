@@ -68,7 +68,8 @@ class Broker(Protocol):
     async def publish(self, event: Event, *, idempotency_key: str | None = None) -> Event:
         """Assign an id, store the event in history and fan it out; returns the stored event.
 
-        With an ``idempotency_key`` seen within the window, returns the first event instead.
+        With an ``idempotency_key`` seen within the window, returns the first event instead, as
+        a new object: the caller tells a replay by ``stored is not event``.
         """
 
     async def history(self, selector: Selector, after: str, *, limit: int | None = None) -> History:

@@ -14,7 +14,7 @@ import secrets
 import time
 from collections import OrderedDict, deque
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ..background import stop_task
 from ..channel_index import ChannelIndex
@@ -87,8 +87,7 @@ class MemoryBroker:
             first = self._idempotent_hit(idempotency_key)
             if first is not None:
                 seq, channel = first
-                event.seq, event.id, event.channel = seq, format_id(self.epoch, seq), channel
-                return event
+                return replace(event, channel=channel, id=format_id(self.epoch, seq), seq=seq)
         self._seq += 1
         event.seq = self._seq
         event.id = format_id(self.epoch, self._seq)
