@@ -207,7 +207,7 @@ def listen(
     token: TokenOption = None,
 ) -> None:
     """Print the events of CHANNELS as JSON lines, reconnecting and resuming on drops."""
-    from .client import SSEClient, StreamClosed
+    from .sdk.client import SSEClient, StreamClosed
 
     params = httpx.QueryParams(
         [("channel", c) for c in channels] + ([("types", types)] if types else [])

@@ -15,8 +15,8 @@ from typing import Any
 
 from celery import Celery, Task
 
-from ..publisher import Publisher
 from ..runs import RunClosed
+from ..sdk.publisher import Publisher
 from ..settings import Settings
 from .execute import run_async, run_sync
 from .registry import QUEUES, get_stage, load_modules

@@ -1,7 +1,7 @@
 """The stage registry: ``@stage("rewrite", queue="llm")`` makes a function runnable by name.
 
-A stage receives a publisher (an :class:`~ssehub.publisher.AsyncPublisher` for ``async def``
-stages, a sync :class:`~ssehub.publisher.Publisher` otherwise) and the request's ``input_data``;
+A stage receives a publisher (an :class:`~ssehub.sdk.publisher.AsyncPublisher` for ``async def``
+stages, a sync :class:`~ssehub.sdk.publisher.Publisher` otherwise) and the request's ``input_data``;
 the same function runs in-process and on Celery workers.
 """
 

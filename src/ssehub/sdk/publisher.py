@@ -21,9 +21,9 @@ from typing import Any
 
 import orjson
 
-from . import messages
-from .runs import RunClosed, new_run_id
-from .settings import Settings
+from .. import messages
+from ..runs import RunClosed, new_run_id
+from ..settings import Settings
 from .transport import BrokerTransport, HttpTransport, Transport
 
 _default: dict[str, Any] = {}

@@ -25,12 +25,12 @@ from urllib.parse import quote
 
 import orjson
 
-from . import messages
-from .channels import Selector
+from .. import messages
+from ..channels import Selector
+from ..connection import Connection
+from ..settings import Settings
 from .client import SSEClient
-from .connection import Connection
 from .parser import ServerSentEvent, SSEDecoder
-from .settings import Settings
 
 T = TypeVar("T")
 QUEUE_SIZE = 10_000

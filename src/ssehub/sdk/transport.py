@@ -14,9 +14,9 @@ from urllib.parse import quote
 
 import httpx
 
-from .errors import HubError
-from .event import make_event
-from .runs import RunClosed, publish_event
+from ..errors import HubError
+from ..event import make_event
+from ..runs import RunClosed, publish_event
 
 
 class PublishFailed(HubError):
