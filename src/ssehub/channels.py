@@ -10,7 +10,7 @@ left-to-right pass (see :func:`matches`), and a pattern may hold at most ``max_w
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -128,6 +128,6 @@ class Selector:
         """True when an event on ``channel`` belongs to this selector."""
         return channel in self.channels or any(matches(p, channel) for p in self.patterns)
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[str]:
         yield from sorted(self.channels)
         yield from sorted(self.patterns)

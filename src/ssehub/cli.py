@@ -111,7 +111,7 @@ def serve(
     os.environ["SSEHUB_HOST"], os.environ["SSEHUB_PORT"] = host, str(port)
     # uvicorn re-raises SIGTERM after a graceful stop; exit 0 then, as service managers expect.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    config = dict(
+    config: dict[str, Any] = dict(
         factory=True,
         host=host,
         port=port,
@@ -125,11 +125,11 @@ def serve(
         access_log=False,
     )
     if workers > 1:
-        uvicorn.run("ssehub.app:app_from_env", **config)  # type: ignore[arg-type]
+        uvicorn.run("ssehub.app:app_from_env", **config)
         return
     from .startup import AnnouncingServer
 
-    AnnouncingServer(uvicorn.Config("ssehub.app:app_from_env", **config)).run()  # type: ignore[arg-type]
+    AnnouncingServer(uvicorn.Config("ssehub.app:app_from_env", **config)).run()
 
 
 WORKER_QUEUES = "llm,image,video,default"
@@ -209,9 +209,7 @@ def listen(
     """Print the events of CHANNELS as JSON lines, reconnecting and resuming on drops."""
     from .sdk.client import SSEClient, StreamClosed
 
-    params = httpx.QueryParams(
-        [("channel", c) for c in channels] + ([("types", types)] if types else [])
-    )
+    params = httpx.QueryParams({"channel": channels, **({"types": types} if types else {})})
     stream_url = f"{url.rstrip('/')}/api/v1/sse/stream?{params}"
 
     async def run() -> None:

@@ -10,10 +10,13 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .publisher import describe, make_transport
 from .transport import Transport
+
+if TYPE_CHECKING:
+    from ..hub import Hub
 
 
 class HubClient:
@@ -22,7 +25,7 @@ class HubClient:
     def __init__(
         self,
         *,
-        hub: Any = None,
+        hub: Hub | None = None,
         url: str | None = None,
         token: str | None = None,
         transport: Transport | None = None,

@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import AsyncIterable, Iterable
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -26,16 +26,21 @@ from ..runs import RunClosed, new_run_id
 from ..settings import Settings
 from .transport import BrokerTransport, HttpTransport, Transport
 
+if TYPE_CHECKING:
+    from ..hub import Hub
+
 _default: dict[str, Any] = {}
 
 
-def configure(*, hub: Any = None, url: str | None = None, token: str | None = None) -> None:
+def configure(*, hub: Hub | None = None, url: str | None = None, token: str | None = None) -> None:
     """Set where ``Publisher(...)`` without ``hub``/``url`` publishes (this process's default)."""
     _default.clear()
     _default.update(hub=hub, url=url, token=token)
 
 
-def make_transport(hub: Any = None, url: str | None = None, token: str | None = None) -> Transport:
+def make_transport(
+    hub: Hub | None = None, url: str | None = None, token: str | None = None
+) -> Transport:
     """In-process when ``hub`` is given, else HTTP to ``url`` (default: settings' ``hub_url``)."""
     hub = hub if hub is not None else _default.get("hub")
     if hub is not None:
@@ -56,7 +61,7 @@ class _Stage:
         project_id: str | int,
         stage_name: str,
         *,
-        hub: Any = None,
+        hub: Hub | None = None,
         url: str | None = None,
         token: str | None = None,
         transport: Transport | None = None,

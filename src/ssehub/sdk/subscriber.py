@@ -20,7 +20,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
 import orjson
@@ -31,6 +31,9 @@ from ..connection import Connection
 from ..settings import Settings
 from .client import SSEClient
 from .parser import ServerSentEvent, SSEDecoder
+
+if TYPE_CHECKING:
+    from ..hub import Hub
 
 T = TypeVar("T")
 QUEUE_SIZE = 10_000
@@ -85,7 +88,7 @@ class AsyncSubscriber:
         project_id: str | int,
         stage_name: str | None = None,
         *,
-        hub: Any = None,
+        hub: Hub | None = None,
         url: str | None = None,
         token: str | None = None,
         prefix: str = messages.DEFAULT_PREFIX,
@@ -120,7 +123,7 @@ class AsyncSubscriber:
         """Start receiving; returns once the stream is open (idempotent)."""
         if self._pump is None:
             self._ended.clear()
-            reader = self._read_hub() if self.hub is not None else self._read_remote()
+            reader = self._read_hub(self.hub) if self.hub is not None else self._read_remote()
             self._pump = asyncio.create_task(reader, name=f"subscriber-{self.channel}")
         if not self._ready.is_set():
             ready = asyncio.ensure_future(self._ready.wait())
@@ -143,22 +146,22 @@ class AsyncSubscriber:
             return
         await self._queue.put(msg)
 
-    async def _read_hub(self) -> None:
+    async def _read_hub(self, hub: Hub) -> None:
         try:
-            while not self.hub.closing:
+            while not hub.closing:
                 conn = Connection(
                     client_id=f"sdk-{uuid.uuid4()}",
                     selector=Selector.of([self.channel]),
                     max_buffer=QUEUE_SIZE,
                 )
-                await self.hub.open(conn, self.last_event_id or None)
+                await hub.open(conn, self.last_event_id or None)
                 decoder = SSEDecoder(self.last_event_id)
                 try:
                     while (chunk := await conn.next_chunk()) is not None:
                         for event in decoder.feed(chunk):
                             await self._put(event)
                 finally:
-                    await self.hub.detach(conn)
+                    await hub.detach(conn)
         finally:
             self._ended.set()
 

@@ -7,6 +7,7 @@ the same function runs in-process and on Celery workers.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import os
@@ -59,9 +60,12 @@ def get_stage(name: str) -> StageSpec:
     return spec
 
 
+@functools.cache
 def load_builtin() -> None:
-    """Register the stages shipped with ssehub."""
-    from . import builtin  # noqa: F401
+    """Register the stages shipped with ssehub (once)."""
+    from .builtin import rewrite
+
+    stage("rewrite", queue="llm")(rewrite)
 
 
 def load_modules(names: Iterable[str]) -> None:
