@@ -8,6 +8,7 @@ import json
 import signal
 import sys
 import uuid
+from types import FrameType
 from typing import Annotated, Any
 
 import httpx
@@ -64,7 +65,7 @@ def settings_or_exit() -> Settings:
         fail(str(exc), code=2)
 
 
-def _exit_on_sigterm(signum: int, frame: Any) -> None:
+def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)
 
 

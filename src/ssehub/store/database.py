@@ -11,7 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, delete, event, select, text, update
+from sqlalchemy import Connection, CursorResult, delete, event, select, text, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -34,7 +34,7 @@ class StoreUnavailable(Unavailable):
     code = "store_unavailable"
 
 
-def upgrade_to_head(connection: Any) -> None:
+def upgrade_to_head(connection: Connection) -> None:
     """Run the packaged Alembic migrations on a sync ``connection`` (imported only when used)."""
     from alembic import command
     from alembic.config import Config
