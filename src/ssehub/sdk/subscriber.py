@@ -27,7 +27,6 @@ import orjson
 
 from .. import messages
 from ..channels import Selector
-from ..connection import Connection
 from ..settings import Settings
 from .client import SSEClient
 from .parser import ServerSentEvent, SSEDecoder
@@ -147,6 +146,8 @@ class AsyncSubscriber:
         await self._queue.put(msg)
 
     async def _read_hub(self, hub: Hub) -> None:
+        from ..connection import Connection  # the hub's side: loaded only in-process
+
         try:
             while not hub.closing:
                 conn = Connection(
