@@ -106,3 +106,12 @@ def test_example_stages_load_from_the_repository_root(value: str) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "storyboard" in done.stdout and "image_generation" in done.stdout
+
+
+def test_sdk_readers_load_none_of_the_hubs_modules() -> None:
+    code = "import sys, ssehub.sdk.client, ssehub.sdk.subscriber; print(*sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    loaded = set(done.stdout.split())
+    assert "ssehub.sdk.subscriber" in loaded
+    assert not loaded & {"ssehub.hub", "ssehub.connection", "ssehub.runs", "ssehub.brokers"}
