@@ -6,11 +6,6 @@ from collections.abc import Mapping, Set
 
 import grimp
 
-# Cycles that work in progress removes; allowed, not required, so they can go at any time.
-KNOWN_CYCLES = [
-    {"ssehub.runs", "ssehub.runs_redis"},  # run state becomes one module per backend
-]
-
 
 def cycles(imports: Mapping[str, Set[str]]) -> list[set[str]]:
     """The groups of modules that import each other, directly or not (Tarjan's algorithm)."""
@@ -49,4 +44,4 @@ def test_cycles_finds_each_group_of_modules_importing_each_other() -> None:
 def test_ssehub_has_no_import_cycle() -> None:
     graph = grimp.build_graph("ssehub", exclude_type_checking_imports=True, cache_dir=None)
     imports = {module: graph.find_modules_directly_imported_by(module) for module in graph.modules}
-    assert [group for group in cycles(imports) if group not in KNOWN_CYCLES] == []
+    assert cycles(imports) == []

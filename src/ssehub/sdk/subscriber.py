@@ -246,8 +246,8 @@ class Subscriber:
 
     def _run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
         if self._loop is None:
-            hub = self._kw.get("hub")
-            loop = getattr(getattr(hub, "runs", None), "loop", None) if hub is not None else None
+            hub: Hub | None = self._kw.get("hub")
+            loop = hub.loop if hub is not None else None
             if loop is None:
                 loop = asyncio.new_event_loop()
                 self._thread = threading.Thread(target=loop.run_forever, daemon=True)
