@@ -162,7 +162,7 @@ class Hub:
         already replayed (or older than the head) are skipped.
         """
         resuming = bool(last_event_id)
-        conn.pending = []
+        conn.hold()
         await self._attach(conn)  # returns once the broker delivers the channels' events here
         if resuming:
             after = last_event_id
@@ -187,30 +187,26 @@ class Hub:
             "channels": list(conn.channel_names),
             "resumed": resuming and not history.gap,
         }
-        conn.buffer.append(
-            encode_fields(
-                id=after,
-                event="connected",
-                data=json_text(opening),
-                retry=self.retry_ms,
-            )
+        conn.queue(
+            encode_fields(id=after, event="connected", data=json_text(opening), retry=self.retry_ms)
         )
         if history.gap:
             self.stats.resets += 1
             self.metrics.resets.inc()
             # The client's id is echoed as JSON text: escaped, it cannot break a line anywhere.
             notice = {"reason": "history_gap", "last_event_id": last_event_id, "resume_from": after}
-            conn.buffer.append(encode_fields(event="reset", data=json_text(notice)))
+            conn.queue(encode_fields(event="reset", data=json_text(notice)))
         elif resuming:
             self.stats.resumes += 1
             self.metrics.resumes.inc()
-        conn.buffer.extend(snap.frame for snap in snapshots if conn.wants(snap))
+        for snap in snapshots:
+            if conn.wants(snap):
+                conn.queue(snap.frame)
         parsed = parse_id(after)  # type: ignore[arg-type]
         upto = parsed[1] if parsed else 0
         for event in history.events:
             if conn.wants(event):
-                conn.buffer.append(event.frame)
-                conn.messages_sent += 1
+                conn.queue(event.frame, message=True)
             upto = max(upto, event.seq)
         conn.go_live(upto)
 
@@ -228,15 +224,17 @@ class Hub:
         """The two indexes (channels, patterns), each with the names ``conn`` is filed under."""
         return (self._exact, conn.selector.channels), (self._patterns, conn.selector.patterns)
 
-    def adopt(self, conn: Connection) -> None:
-        """Count ``conn`` as an open stream (heartbeats, idle timeout, SIGTERM, stats) without
-        subscribing it: events reach it from its owner (a chat answer on its POST response)."""
+    def register(self, conn: Connection) -> None:
+        """Count ``conn`` as an open stream of this process: heartbeats, idle timeout, SIGTERM,
+        admin kicks, stats. The one way in: :meth:`open` registers and subscribes a stream; a
+        stream fed by its owner (a chat answer on its POST response) is only registered.
+        :meth:`detach` undoes either."""
         self.connections[conn.client_id] = conn
         self.stats.total_connections += 1
         self.metrics.opened(conn)
 
     async def _attach(self, conn: Connection) -> None:
-        self.adopt(conn)
+        self.register(conn)
         for index, names in self._indexes(conn):
             for name in names:
                 subs = index.get(name)
