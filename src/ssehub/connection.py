@@ -84,7 +84,7 @@ class Connection:
         "close_reason",
         "closed",
         "connected_at",
-        "info",
+        "ip",
         "last_write",
         "max_buffer",
         "messages_sent",
@@ -92,6 +92,7 @@ class Connection:
         "pending",
         "selector",
         "types",
+        "user_agent",
         "user_id",
         "writer",
     )
@@ -111,7 +112,9 @@ class Connection:
         self.types = types
         self.max_buffer = max_buffer
         self.user_id = user_id
-        self.info = info or {}
+        info = info or {}
+        self.ip = info.get("ip", "")
+        self.user_agent = info.get("user_agent", "")
         self.buffer: list[bytes] = []
         self.pending: list[Event] | None = None
         self.closed = False
@@ -122,6 +125,11 @@ class Connection:
         self.bytes_sent = 0
         self.oldest_at = 0.0  # publish time of the first live event queued since the last chunk
         self.writer: Writer | None = None
+
+    @property
+    def info(self) -> dict[str, str]:
+        """The client's address and user agent (kept as two fields: a dict per stream costs)."""
+        return {"ip": self.ip, "user_agent": self.user_agent}
 
     @property
     def channel_names(self) -> tuple[str, ...]:

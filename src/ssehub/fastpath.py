@@ -21,6 +21,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from uvicorn.protocols.http.flow_control import FlowControl
+from uvicorn.protocols.utils import is_ssl
+
 from .connection import CLIENT_GONE, SHUTDOWN, Connection
 from .httpguard import GuardedProtocol, ReadLimits
 from .settings import Settings
@@ -195,6 +198,20 @@ class DirectStream(asyncio.Protocol):
 class DirectStreamProtocol(GuardedProtocol):
     """uvicorn's HTTP protocol that can hand a started SSE stream to a DirectStream."""
 
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        """uvicorn's, with the addresses read as ``sockname`` and ``peername``.
+
+        uvicorn asks for the ``socket``: uvloop then keeps a socket object and both addresses
+        for as long as the connection lasts (about 0.4 KB of every idle stream).
+        """
+        self.connections.add(self)
+        self.transport = transport
+        self.flow = FlowControl(transport)
+        self.server = _address(transport.get_extra_info("sockname"))  # type: ignore[assignment]
+        self.client = _address(transport.get_extra_info("peername"))  # type: ignore[assignment]
+        self.scheme = "https" if is_ssl(transport) else "http"
+        self._arm(self.limits.header_timeout)  # as GuardedProtocol: a client that sends nothing
+
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self.scope["extensions"] = {EXTENSION: {"adopt": self.adopt}}
@@ -228,6 +245,15 @@ class DirectStreamProtocol(GuardedProtocol):
         conn.attach(stream)
         stream.flush({}, time.monotonic())  # what hub.open queued
         return True
+
+
+def _address(info: object) -> tuple[str, int | None] | None:
+    """An address as uvicorn puts it in the scope: (host, port), (path, None) or None."""
+    if isinstance(info, (tuple, list)) and len(info) >= 2:
+        return (str(info[0]), int(info[1]))
+    if isinstance(info, str) and info:
+        return (info, None)
+    return None
 
 
 async def _close(closer: Closer) -> None:

@@ -7,6 +7,7 @@ import asyncio
 from ssehub.channels import Selector
 from ssehub.connection import IDLE, SLOW_CONSUMER, AwaitingWriter, Connection
 from ssehub.event import make_event
+from ssehub.fastpath import _address
 
 
 class RecordingWriter:
@@ -121,3 +122,18 @@ def test_equal_selectors_are_one_shared_object() -> None:
     assert first is second
     assert first.names == ("a", "b", "a:*") == tuple(first)
     assert connection().channel_names == ("ch",)
+
+
+def test_addresses_read_from_the_transport_are_shaped_as_uvicorn_does() -> None:
+    assert _address(("127.0.0.1", 8000)) == ("127.0.0.1", 8000)
+    assert _address(("::1", 8000, 0, 0)) == ("::1", 8000)  # IPv6: host and port only
+    assert _address("/run/ssehub.sock") == ("/run/ssehub.sock", None)
+    assert _address("") is None and _address(None) is None
+
+
+def test_client_details_are_kept_as_fields_and_read_as_before() -> None:
+    conn = Connection(
+        client_id="c", selector=Selector.of(["ch"]), info={"ip": "10.0.0.1", "user_agent": "ua"}
+    )
+    assert (conn.ip, conn.user_agent) == ("10.0.0.1", "ua")
+    assert conn.info == {"ip": "10.0.0.1", "user_agent": "ua"}
