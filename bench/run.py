@@ -268,10 +268,12 @@ async def broadcast(server: Server, fleet: Fleet, args: argparse.Namespace) -> d
     pub = Publisher(server.url, target.publish_path)
     await asyncio.sleep(0.5)
     await fleet.reset_window()
+    cpu = server.cpu()
     for _ in range(5):
         await pub.send(["bcast"])
         await asyncio.sleep(0.5)
     counts = await drain(fleet, 5 * streams, 10)
+    single_cpu_ms = (server.cpu() - cpu) * 1000 / 5  # server CPU per broadcast (robust to load)
     single = percentiles(await fleet.latencies())
     single_loss = 5 * streams - counts["received"]
     rate = args.broadcast_rate or max(1, 20_000 // args.n)
@@ -288,6 +290,7 @@ async def broadcast(server: Server, fleet: Fleet, args: argparse.Namespace) -> d
         "single_p99_ms": single["p99_ms"],
         "single_max_ms": single["max_ms"],
         "single_loss": single_loss,
+        "single_cpu_ms": round(single_cpu_ms, 1),
         "events_per_s": round(real, 1),
         "deliveries_per_s": round(counts["received"] / took),
         **percentiles(await fleet.latencies()),
@@ -426,7 +429,15 @@ def targets_of(name: str, targets: list[str]) -> list[str]:
 
 COLUMNS = {
     "hold": ("streams", "connect_s", "kb_per_stream", "failures"),
-    "broadcast": ("streams", "single_p99_ms", "deliveries_per_s", "p99_ms", "loss", "duplicates"),
+    "broadcast": (
+        "streams",
+        "single_p99_ms",
+        "single_cpu_ms",
+        "deliveries_per_s",
+        "p99_ms",
+        "loss",
+        "duplicates",
+    ),
     "many-channels": ("streams", "best_per_s_p99_under_50ms", "dropped_streams"),
     "token-stream": ("streams", "tokens_per_s", "p99_ms", "loss", "duplicates"),
     "reconnect-storm": (

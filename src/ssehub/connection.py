@@ -19,6 +19,8 @@ IDLE = "idle_timeout"
 HISTORY_GAP = "history_gap"
 
 BURST_FACTOR = 10
+# The buffer of a connection with nothing queued: shared, so an idle stream holds no list.
+NOTHING: tuple[bytes, ...] = ()
 
 
 class Writer(Protocol):
@@ -115,7 +117,7 @@ class Connection:
         info = info or {}
         self.ip = info.get("ip", "")
         self.user_agent = info.get("user_agent", "")
-        self.buffer: list[bytes] = []
+        self.buffer: list[bytes] | tuple[bytes, ...] = NOTHING
         self.pending: list[Event] | None = None
         self.closed = False
         self.close_reason = ""
@@ -157,7 +159,7 @@ class Connection:
         if not buffer:
             return None
         chunk = b"".join(buffer) if len(buffer) > 1 else buffer[0]
-        buffer.clear()
+        self.buffer = NOTHING
         self.bytes_sent += len(chunk)
         self.oldest_at = 0.0
         return chunk
@@ -202,7 +204,7 @@ class Connection:
                 return
         if not queued:
             self.oldest_at = event.published_at
-        self.buffer.append(event.frame)
+        self._append(event.frame)
         self.messages_sent += 1
         if self.writer is not None:
             self.writer.wake()
@@ -210,7 +212,7 @@ class Connection:
     def push_raw(self, frame: bytes) -> None:
         """Queue a frame outside the event sequence (heartbeat, notice); dropped when busy."""
         if not self.closed and not self.buffer and self.pending is None:
-            self.buffer.append(frame)
+            self._append(frame)
             if self.writer is not None:
                 self.writer.wake()
 
@@ -220,7 +222,7 @@ class Connection:
 
     def queue(self, frame: bytes, *, message: bool = False) -> None:
         """Queue an opening frame (``connected``, ``reset``, a snapshot; a replayed ``message``)."""
-        self.buffer.append(frame)
+        self._append(frame)
         if message:
             self.messages_sent += 1
 
@@ -231,8 +233,15 @@ class Connection:
             return
         for event in held:
             if event.seq > replayed_upto:
-                self.buffer.append(event.frame)
+                self._append(event.frame)
                 self.messages_sent += 1
+
+    def _append(self, frame: bytes) -> None:
+        buffer = self.buffer
+        if isinstance(buffer, list):
+            buffer.append(frame)
+        else:
+            self.buffer = [frame]
 
     def close(self, reason: str) -> None:
         """End the stream; a slow or idle consumer's unsent frames are dropped."""
@@ -242,7 +251,7 @@ class Connection:
         self.close_reason = reason
         writer = self.writer
         if reason in (SLOW_CONSUMER, IDLE):
-            self.buffer.clear()
+            self.buffer = NOTHING
             self.pending = None
             if writer is not None:
                 writer.abort()

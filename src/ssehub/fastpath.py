@@ -100,6 +100,10 @@ def _flusher(loop: asyncio.AbstractEventLoop) -> _Flusher:
     return flusher
 
 
+def _ignore(data: bytes) -> None:
+    """What a stream does with bytes its client sends."""
+
+
 class DirectStream(asyncio.Protocol):
     """An adopted stream: the transport's protocol and its Connection's :class:`Writer`."""
 
@@ -163,8 +167,9 @@ class DirectStream(asyncio.Protocol):
 
     # -- transport events ----------------------------------------------------------------------
 
-    def data_received(self, data: bytes) -> None:
-        """A client sends nothing more on a stream; whatever it sends is ignored."""
+    # A client sends nothing more on a stream; whatever it sends is ignored. A static method:
+    # uvloop keeps its protocol's bound ``data_received``: one more object per stream.
+    data_received = staticmethod(_ignore)  # type: ignore[assignment]
 
     def pause_writing(self) -> None:
         # Stuck in a write: from now the Connection's buffer fills and its policy applies.
