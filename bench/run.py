@@ -108,12 +108,12 @@ TARGETS = {
     # Scenario 6: one and two hub processes (one port) behind the Redis broker (machine Redis).
     "ssehub-redis1": ssehub_target("ssehub-redis1", **REDIS_ENV),
     "ssehub-redis2": ssehub_target("ssehub-redis2", "--workers", "2", **REDIS_ENV),
-    # The floor: a bare uvloop Protocol, what any Python SSE server pays at least.
-    "floor": Target(
-        name="floor",
+    # The stream floor: a bare uvloop Protocol, what any Python SSE server pays at least.
+    "protocol-floor": Target(
+        name="protocol-floor",
         command=lambda port: [
             sys.executable,
-            str(ROOT / "bench" / "peers" / "floor.py"),
+            str(ROOT / "bench" / "peers" / "protocol_floor.py"),
             str(port),
         ],
         env={},

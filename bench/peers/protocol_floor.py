@@ -1,11 +1,11 @@
-"""The floor: SSE streams on a bare uvloop ``asyncio.Protocol``, no framework, no hub.
+"""The stream floor: SSE streams on a bare uvloop ``asyncio.Protocol``, no framework, no hub.
 
 What any Python SSE server pays at least on this machine: one protocol object per stream with
 httptools parsing its request, and for each published batch one chunk written per subscriber
 (a broadcast chunk framed once). It speaks the benchmark's endpoints (``GET /sse/{channel}``,
 ``POST /publish`` with ``[{"channel", "data"}]``, ``GET /healthz``); nothing else.
 
-    python bench/peers/floor.py 8000
+    python bench/peers/protocol_floor.py 8000
 """
 
 from __future__ import annotations
