@@ -19,7 +19,7 @@ import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.utils import is_ssl
@@ -30,6 +30,8 @@ from .settings import Settings
 from .stream import EXTENSION
 
 if TYPE_CHECKING:
+    from uvicorn.server import ServerState
+
     from .metrics import Metrics
 
 log = logging.getLogger("ssehub.fastpath")
@@ -115,13 +117,13 @@ class DirectStream(asyncio.Protocol):
         conn: Connection,
         closer: Closer,
         metrics: Metrics | None,
-        state: Any,
+        state: ServerState,
     ) -> None:
         self.transport = transport
-        self.conn: Connection | None = conn
-        self.closer: Closer | None = closer
+        self.conn = conn
+        self.closer: Closer | None = closer  # None once run
         self.metrics = metrics
-        self.state = state  # uvicorn's ServerState: its connections and tasks
+        self.state = state  # uvicorn's: its connections and tasks
         self.flusher = _flusher(asyncio.get_running_loop())
         self.dirty = False
         self.paused = False
@@ -148,7 +150,7 @@ class DirectStream(asyncio.Protocol):
         conn, transport = self.conn, self.transport
         # A transport already closed (stream ended, client gone) before connection_lost ran:
         # uvloop raises on write, which would abort the flush of every other dirty stream.
-        if conn is None or self.paused or transport.is_closing():
+        if self.paused or transport.is_closing():
             return 0, 0.0
         oldest = conn.oldest_at
         chunk = conn.take_chunk()
@@ -182,7 +184,7 @@ class DirectStream(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.state.connections.discard(self)
         conn, closer = self.conn, self.closer
-        if conn is None or closer is None:
+        if closer is None:
             return
         self.closer = None
         conn.attach(None)
@@ -194,8 +196,7 @@ class DirectStream(asyncio.Protocol):
 
     def shutdown(self) -> None:
         """uvicorn's graceful shutdown: end the stream with its last chunk."""
-        if self.conn is not None:
-            self.conn.close(SHUTDOWN)
+        self.conn.close(SHUTDOWN)
         if self.paused:  # a stuck client would hold the shutdown until its grace ends
             self.transport.abort()
 
@@ -247,8 +248,8 @@ class DirectStreamProtocol(GuardedProtocol):
         self.connections.add(stream)
         transport.set_protocol(stream)
         self.cycle = self.scope = self.parser = self.flow = None  # type: ignore[assignment]
+        stream.flush({}, time.monotonic())  # what hub.open queued, before it wakes the stream
         conn.attach(stream)
-        stream.flush({}, time.monotonic())  # what hub.open queued
         return True
 
 

@@ -136,4 +136,4 @@ async def test_a_failing_write_aborts_only_its_stream(hub, client) -> None:
         await asyncio.wait_for(first.closed.wait(), 5)
         await second.wait_count(1)
         assert second.data == ["after"]
-        assert healthy.conn is not None and not healthy.conn.closed
+        assert not healthy.conn.closed
