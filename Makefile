@@ -42,8 +42,12 @@ format: $(TEST_STAMP)
 docs: $(STAMP)
 	$(BIN)/ssehub config-docs --write docs/operations.md
 
+# Parallel workers: most test time is waiting (browsers, hub processes, outages), not CPU, so
+# more workers than cores pays. Tests marked slow start first; xdist_group keeps a module together.
+TEST_WORKERS ?= 3
 test: $(TEST_STAMP) lint
-	. scripts/test-services.sh && $(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	. scripts/test-services.sh && $(BIN)/python -m pytest -q -n $(TEST_WORKERS) \
+	  --dist loadgroup --no-loadscope-reorder $(PYTEST_ARGS)
 
 # ssehub against a FastAPI + sse-starlette reference peer on loopback, e.g. `make bench BENCH_ARGS="--n 10000 --save"`.
 BENCH_ARGS ?= --n 1000

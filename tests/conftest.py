@@ -1,18 +1,20 @@
-"""Shared fixtures: an HTTP client and a hub served on a free loopback port."""
+"""Shared fixtures: an HTTP client, a hub served on a free loopback port, Redis keys of one test."""
 
 from __future__ import annotations
 
-import sys
-from collections.abc import AsyncIterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 from harness import RunningHub, running_hub
+from redis_support import RedisKeys, delete_prefix, shared_redis_url, unique_prefix
 from ssehub.settings import Settings
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked slow run first, so parallel workers (``make test``) finish together."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.fixture
@@ -34,3 +36,11 @@ async def hub(settings: Settings) -> AsyncIterator[RunningHub]:
     """A hub with the fixture's settings, served on a free loopback port."""
     async with running_hub(settings) as running:
         yield running
+
+
+@pytest.fixture
+def redis_keys() -> Iterator[RedisKeys]:
+    """The shared test Redis and a key prefix of this test alone; its keys are deleted after."""
+    keys = RedisKeys(shared_redis_url(), unique_prefix())
+    yield keys
+    delete_prefix(keys.url, keys.prefix)

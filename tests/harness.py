@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -28,10 +29,27 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A TCP port nobody listens on right now, for a server a test starts in a moment.
+
+    Picked below the kernel's ephemeral range: the outgoing connections of tests running
+    alongside (xdist workers, load generators) take their local ports from that range and
+    could take this one before the server binds it.
+    """
+    low = _ephemeral_low()
+    while True:
+        port = random.randrange(10_000, low)
+        with socket.socket() as sock, contextlib.suppress(OSError):
+            sock.bind(("127.0.0.1", port))
+            return port
+
+
+def _ephemeral_low() -> int:
+    """First port of ``net.ipv4.ip_local_port_range`` (32768 when unreadable)."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+    return max(low, 20_000)
 
 
 @dataclass

@@ -1,17 +1,18 @@
 """The npm packages of the protocol tests (pinned in tests/e2e/protocols) and the pages built
-from them: installed on first use with ``npm ci``, bundled by esbuild only when a source changed."""
+from them: installed on first use with ``npm ci``, bundled by esbuild only when a source changed
+(one test process builds while the others wait)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
 from playwright.async_api import Page, Request, Route
+
+from npm_support import exclusive, npm_packages
 
 PACKAGES = Path(__file__).resolve().parent / "e2e" / "protocols"
 NODE_MODULES = PACKAGES / "node_modules"
@@ -20,18 +21,7 @@ DIST = PACKAGES / "dist"
 
 def ensure_packages() -> Path:
     """``npm ci`` into tests/e2e/protocols unless the lock file's packages are there already."""
-    if shutil.which("node") is None or shutil.which("npm") is None:
-        pytest.skip("NO NODE: the protocol tests need node and npm (`apt-get install nodejs npm`)")
-    stamp = NODE_MODULES / ".package-lock.json"
-    lock = PACKAGES / "package-lock.json"
-    if not stamp.is_file() or stamp.stat().st_mtime < lock.stat().st_mtime:
-        subprocess.run(
-            ["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"],
-            cwd=PACKAGES,
-            check=True,
-            timeout=600,
-        )
-    return NODE_MODULES
+    return npm_packages(PACKAGES, "ci", needed_by="the protocol tests")
 
 
 def build_page(source: str) -> Path:
@@ -39,9 +29,11 @@ def build_page(source: str) -> Path:
     ensure_packages()
     entry = PACKAGES / source
     out = DIST / (entry.stem + ".js")
-    if not out.is_file() or out.stat().st_mtime < max(
-        entry.stat().st_mtime, (PACKAGES / "package-lock.json").stat().st_mtime
-    ):
+    with exclusive(out):
+        if out.is_file() and out.stat().st_mtime >= max(
+            entry.stat().st_mtime, (PACKAGES / "package-lock.json").stat().st_mtime
+        ):
+            return out
         subprocess.run(
             [
                 str(NODE_MODULES / ".bin" / "esbuild"),

@@ -34,6 +34,14 @@ def unique_prefix() -> str:
     return f"ssehub-test:{uuid.uuid4().hex[:12]}:"
 
 
+@dataclass(frozen=True)
+class RedisKeys:
+    """The shared test Redis and a key prefix of one test alone (the ``redis_keys`` fixture)."""
+
+    url: str
+    prefix: str
+
+
 def delete_prefix(url: str, prefix: str) -> None:
     """Remove every key of one test."""
     client = redis.Redis.from_url(url)

@@ -9,7 +9,7 @@ import logging
 import signal
 import threading
 from collections.abc import AsyncIterator
-from typing import Any
+from types import FrameType
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -18,15 +18,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__
 from .auth import Authenticator, authenticator_from_settings
-from .brokers import Broker, create_broker
+from .backends import create_backends
+from .brokers import Broker
 from .chat import ChatService
-from .cluster import ClusterState, MemoryClusterState
-from .cluster_redis import REDIS_SCHEMES, RedisClusterState
+from .clusterstate import ClusterState
 from .durable import DurableStreams, mount_durable_streams
-from .errors import HubError, error_response, hub_error_response
+from .errors import HubError, error_response
 from .gate import Gate
 from .hub import Hub
 from .observability import install_observability
+from .refusals import hub_error_response
 from .routes import (
     admin,
     apidocs,
@@ -40,7 +41,6 @@ from .routes import (
     ui,
 )
 from .routes.protocols import mount as mount_protocols
-from .runs import create_runs, publish_event
 from .settings import Settings
 from .startup import log_broker
 from .stream import AbortedStreamFilter
@@ -94,7 +94,7 @@ def chain_sigterm(hub: Hub) -> None:
     loop = asyncio.get_running_loop()
     previous = signal.getsignal(signal.SIGTERM)
 
-    def on_sigterm(signum: int, frame: Any) -> None:
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
         loop.call_soon_threadsafe(hub.close_all)
         if callable(previous):
             previous(signum, frame)
@@ -111,22 +111,18 @@ def create_app(
 ) -> FastAPI:
     """Build the hub's ASGI app; the lifespan starts and stops broker and hub."""
     settings = settings or Settings()
-    if cluster is None:
-        cluster = (
-            RedisClusterState.from_settings(settings)
-            if settings.broker_url.startswith(REDIS_SCHEMES)
-            else MemoryClusterState()
-        )
+    backends = create_backends(settings, broker=broker, cluster=cluster)
+    cluster, runs = backends.cluster, backends.runs
     hub = Hub(
-        broker or create_broker(settings),
+        backends.broker,
         heartbeat_seconds=settings.heartbeat_seconds,
         retry_ms=settings.retry_ms,
         idle_timeout_seconds=settings.client_timeout_seconds,
         max_resume_events=settings.max_resume_events,
+        runs=runs,
     )
     gate = Gate(settings, cluster, hub)
     chat = ChatService.from_settings(settings, hub, gate)
-    runs = hub.runs = create_runs(settings)
     tasks = create_task_manager(hub, settings, cluster)
     durable = DurableStreams(settings, hub)
 
@@ -135,7 +131,7 @@ def create_app(
         logging.getLogger("uvicorn.error").addFilter(AbortedStreamFilter())
         await cluster.start()
         await hub.start()
-        await runs.start(lambda event: publish_event(hub, event))
+        await runs.start(hub.publish)
         await gate.start()
         await chat.start()
         await durable.start()

@@ -26,6 +26,7 @@ from .event import Event, make_event
 from .gate import Gate
 from .hub import Hub
 from .llm import ChatMessage, Provider, ProviderError, provider_from_settings
+from .llm.base import Usage
 from .settings import Settings
 from .store import CANCELLED, COMPLETE, ERROR, Conversation, Message, Store
 from .store.models import now
@@ -225,7 +226,7 @@ class ChatService:
                     "partial_content": message.content,
                 },
             )
-            await self.hub.broker.publish(event)
+            await self.hub.publish(event)
 
     async def _reap_forever(self) -> None:
         """End the answers of processes that died mid-answer, a lease after their last write."""
@@ -311,7 +312,7 @@ class ChatService:
         code: str | None,
         started: float,
         first_token_ms: int | None,
-        usage: Any,
+        usage: Usage | None,
     ) -> None:
         turn.finishing, turn.status = True, status
         latency_ms = int((time.monotonic() - started) * 1000)
@@ -368,7 +369,7 @@ class ChatService:
 
     async def _publish(self, turn: Turn, name: str, data: dict[str, Any]) -> Event:
         event = make_event(conversation_channel(turn.conversation_id), name, data)
-        stored = await self.hub.broker.publish(event)
+        stored = await self.hub.publish(event)
         for listener in turn.listeners:
             listener.push(stored)
         return stored

@@ -15,12 +15,7 @@ Foreign errors (redis, JWT, pydantic) are mapped to these at the edge with ``rai
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from starlette.responses import JSONResponse
-
-if TYPE_CHECKING:
-    from .metrics import Metrics
 
 
 class HubError(Exception):
@@ -113,9 +108,3 @@ def error_response(
 ) -> JSONResponse:
     """The one JSON error shape: ``{"error": {"code": ..., "message": ...}}``."""
     return JSONResponse({"error": {"code": code, "message": message}}, status, headers=headers)
-
-
-def hub_error_response(metrics: Metrics, exc: HubError) -> JSONResponse:
-    """The response to ``exc``, counted in ``metrics`` (refusals by status and code)."""
-    metrics.refused(exc.status, exc.code)
-    return error_response(exc.status, exc.code, exc.message, exc.headers)

@@ -190,7 +190,7 @@ class Gate:
         for channel in self.presence_channels(conn):
             data = {"user_id": conn.user_id, "client_id": conn.client_id}
             try:
-                await self.hub.broker.publish(make_event(channel, kind, data))
+                await self.hub.publish(make_event(channel, kind, data))
             except Exception:  # a lost presence notice must not break the stream
                 log.warning("could not publish %s on %s", kind, channel, exc_info=True)
 

@@ -9,21 +9,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from .background import stop_task
 from .brokers.base import Broker, History, parse_id
-from .channels import CONTROL, DISCONNECT_EVENT, matches
+from .channels import CONTROL, DISCONNECT_EVENT, Selector, matches
 from .connection import HISTORY_GAP, IDLE, KICKED, SHUTDOWN, Connection
 from .event import Event, encode_comment, encode_fields, json_text
 from .metrics import Metrics
-from .runs import RunStore, snapshot_tail
+from .runs import RunStore, snapshot_tail, stamp_run_id
 
 log = logging.getLogger("ssehub.hub")
 
 HEARTBEAT = encode_comment("ping")
+
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -54,10 +56,11 @@ class Hub:
         idle_timeout_seconds: float = 0.0,
         max_resume_events: int | None = None,
         metrics: Metrics | None = None,
+        runs: RunStore | None = None,
     ) -> None:
         self.broker = broker
         self.metrics = metrics or Metrics()
-        self.metrics.watch_broker(broker)
+        self.runs = runs  # project runs: 409 after the end, run ids, snapshots
         self.heartbeat_seconds = heartbeat_seconds
         self.retry_ms = retry_ms
         self.idle_timeout_seconds = idle_timeout_seconds
@@ -72,12 +75,13 @@ class Hub:
         self._listening: dict[str, asyncio.Future[None]] = {}  # listens still unconfirmed
         self._ticker: asyncio.Task[None] | None = None
         self.closing = False
-        self.runs: RunStore | None = None  # project runs: 409 after the end, snapshots
+        self.loop: asyncio.AbstractEventLoop | None = None  # set by start: where publishes run
         self.taps: dict[str, Callable[[Event], None]] = {}  # reserved channels served in-process
 
     async def start(self) -> None:
         """Start the broker's delivery into this hub and the heartbeat ticker."""
-        await self.broker.start(self.dispatch, self.lost)
+        self.loop = asyncio.get_running_loop()
+        await self.broker.start(self.dispatch, self.close_gapped_streams)
         await self.broker.listen(CONTROL)
         interval = self._tick_interval()
         if interval:
@@ -96,7 +100,7 @@ class Hub:
         for conn in list(self.connections.values()):
             conn.close(reason)
 
-    def lost(self, names: set[str]) -> None:
+    def close_gapped_streams(self, names: set[str]) -> None:
         """The broker may have skipped events of ``names``: end their streams so they resume.
 
         Each client reconnects with its last id and gets what history still has, or a
@@ -106,14 +110,62 @@ class Hub:
             if not names.isdisjoint(conn.channel_names):
                 conn.close(HISTORY_GAP)
 
+    # -- publishing ----------------------------------------------------------------------------
+
+    async def publish(self, event: Event, *, key: str | None = None) -> Event:
+        """The one door of every publish: the run lifecycle around the broker, then metrics.
+
+        A stage message that would continue an ended run is refused (RunClosed, 409); one
+        without a run id gets its run's. ``key`` is the Idempotency-Key: a retry returns the
+        first event, which was already counted and folded into its run.
+        """
+        runs = self.runs
+        if runs is not None:
+            run_id = await runs.check(event)
+            if run_id is not None:
+                stamp_run_id(event, run_id)
+            runs.set_retention(event)
+        try:  # not through _counted: one coroutine less per publish
+            stored = await self.broker.publish(event, idempotency_key=key)
+        except Exception:
+            self.metrics.broker_error("publish")
+            raise
+        if stored is not event:  # an idempotent replay
+            return stored
+        self.metrics.published(stored)
+        if runs is not None:
+            await runs.observe(stored)
+        return stored
+
+    # -- broker reads, failures counted ---------------------------------------------------------
+
+    async def head(self) -> str:
+        """The broker's newest position."""
+        return await self._counted("head", self.broker.head())
+
+    async def history(self, selector: Selector, after: str, *, limit: int | None = None) -> History:
+        """What the broker kept of ``selector`` after ``after``."""
+        return await self._counted("history", self.broker.history(selector, after, limit=limit))
+
+    async def recent(self, selector: Selector, *, limit: int) -> list[Event]:
+        """The latest ``limit`` kept events of ``selector``."""
+        return await self._counted("recent", self.broker.recent(selector, limit=limit))
+
+    async def _counted(self, operation: str, call: Awaitable[T]) -> T:
+        try:
+            return await call
+        except Exception:
+            self.metrics.broker_error(operation)
+            raise
+
     # -- fan-out -------------------------------------------------------------------------------
 
-    def dispatch(self, event: Any) -> None:
+    def dispatch(self, event: Event) -> None:
         """Queue one broker event on every local connection that selects its channel."""
         self.stats.events_dispatched += 1
         channel = event.channel
         if channel == CONTROL:
-            self._control(event)
+            self._obey_control(event)
             return
         if channel in self.taps:
             self.taps[channel](event)
@@ -138,7 +190,7 @@ class Hub:
         self.taps[channel] = handler
         await self.broker.listen(channel)
 
-    def _control(self, event: Any) -> None:
+    def _obey_control(self, event: Event) -> None:
         """Act on a hub command (``$control``): close a client held by this process."""
         if event.event == DISCONNECT_EVENT:
             conn = self.connections.get(event.data)
@@ -171,12 +223,12 @@ class Hub:
             history = await self._resume(conn, after)  # type: ignore[arg-type]
         else:
             # Every event newer than the head arrives live and is held: nothing to read back.
-            after = await self.broker.head()
+            after = await self.head()
             history = History()
         if history.gap and history.resume_from is not None:
             after = history.resume_from  # a new epoch: every event it kept follows the reset
         elif history.gap:
-            after = await self.broker.head()
+            after = await self.head()
             history.events = []
         snapshots: list[Event] = []
         if self.runs is not None and (history.gap or not resuming):
@@ -217,7 +269,7 @@ class Hub:
         replay (``max_resume_events``): the client starts over at the head, told by ``reset``."""
         budget = self.max_resume_events
         limit = None if budget is None else budget + 1
-        history = await self.broker.history(conn.selector, after, limit=limit)
+        history = await self.history(conn.selector, after, limit=limit)
         if budget is not None and len(history.events) > budget:
             return History(gap=True)
         return history

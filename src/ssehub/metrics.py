@@ -8,11 +8,9 @@ families are labelled per process (the rest are ``other``), so label cardinality
 
 from __future__ import annotations
 
-import functools
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -264,7 +262,7 @@ class Metrics:
     # -- publishing and AI runs ----------------------------------------------------------------
 
     def published(self, event: Event) -> None:
-        """One event was accepted by the broker in this process."""
+        """One event was accepted by the broker in this process (called by ``Hub.publish``)."""
         family = self.family(event.channel)
         self.events_published.labels(family).inc()
         if event.event in RUN_TYPES:
@@ -311,39 +309,6 @@ class Metrics:
                 return
             del runs[channel]
             self.runs_finished.labels(self.family(channel), "abandoned").inc()
-
-    def watch_broker(self, broker: Any) -> None:
-        """Count publishes and broker failures of ``broker``, whoever calls it.
-
-        Every publisher (the API, the admin API, runs, presence, chat) goes through
-        ``broker.publish``, so wrapping it on the instance counts each event exactly once, in
-        the process that published it, whatever broker it is.
-        """
-        for name in ("publish", "history", "recent", "head"):
-            method = getattr(broker, name, None)
-            if method is None:
-                continue
-            method = getattr(method, "__ssehub_inner__", method)
-            setattr(broker, name, self._metered(name, method))
-
-    def _metered(
-        self, name: str, method: Callable[..., Awaitable[Any]]
-    ) -> Callable[..., Awaitable[Any]]:
-        counts = name == "publish"
-
-        @functools.wraps(method)
-        async def metered(*args: Any, **kwargs: Any) -> Any:
-            try:
-                result = await method(*args, **kwargs)
-            except Exception:
-                self.broker_error(name)
-                raise
-            if counts and args and result is args[0]:  # an idempotent replay returns the first
-                self.published(result)
-            return result
-
-        metered.__ssehub_inner__ = method  # type: ignore[attr-defined]
-        return metered
 
     # -- exposition ----------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 ENV_PREFIX = "SSEHUB_"
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
 class Settings(BaseSettings):
@@ -322,6 +323,17 @@ class Settings(BaseSettings):
             return json.loads(text)
         except json.JSONDecodeError as exc:
             raise ValueError(f"not a JSON list ({exc.msg})") from exc
+
+    @property
+    def backplane(self) -> Literal["memory", "redis"]:
+        """The kind of backplane ``broker_url`` names; ValueError for an unknown scheme."""
+        if self.broker_url.startswith("memory:"):
+            return "memory"
+        if self.broker_url.startswith(REDIS_SCHEMES):
+            return "redis"
+        raise ValueError(
+            f"unknown broker URL scheme in {self.broker_url!r}: use memory:// or redis://"
+        )
 
 
 class SettingsProblem(Exception):

@@ -20,7 +20,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
 import orjson
@@ -31,6 +31,9 @@ from .client import SSEClient
 from .connection import Connection
 from .parser import ServerSentEvent, SSEDecoder
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from .hub import Hub
 
 T = TypeVar("T")
 QUEUE_SIZE = 10_000
@@ -85,7 +88,7 @@ class AsyncSubscriber:
         project_id: str | int,
         stage_name: str | None = None,
         *,
-        hub: Any = None,
+        hub: Hub | None = None,
         url: str | None = None,
         token: str | None = None,
         prefix: str = messages.DEFAULT_PREFIX,
@@ -242,8 +245,8 @@ class Subscriber:
 
     def _run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
         if self._loop is None:
-            hub = self._kw.get("hub")
-            loop = getattr(getattr(hub, "runs", None), "loop", None) if hub is not None else None
+            hub: Hub | None = self._kw.get("hub")
+            loop = hub.loop if hub is not None else None
             if loop is None:
                 loop = asyncio.new_event_loop()
                 self._thread = threading.Thread(target=loop.run_forever, daemon=True)

@@ -9,14 +9,17 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
 
 import httpx
 
 from .errors import HubError
 from .event import make_event
-from .runs import RunClosed, publish_event
+from .runs import RunClosed
+
+if TYPE_CHECKING:
+    from .hub import Hub
 
 
 class PublishFailed(HubError):
@@ -48,14 +51,19 @@ class Transport(Protocol):
 
 
 class BrokerTransport:
-    """In-process: the hub's broker (memory or Redis), through the run lifecycle."""
+    """In-process: through the hub's publish door (run lifecycle, broker, metrics)."""
 
-    def __init__(self, hub: Any, loop: asyncio.AbstractEventLoop | None = None) -> None:
+    def __init__(self, hub: Hub, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self.hub = hub
-        self.loop = loop or getattr(getattr(hub, "runs", None), "loop", None)
+        self._loop = loop
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The loop the hub runs in (known once it started)."""
+        return self._loop or self.hub.loop
 
     async def asend(self, channel: str, event: str, data: Any) -> None:
-        await publish_event(self.hub, make_event(channel, event, data))
+        await self.hub.publish(make_event(channel, event, data))
 
     def send(self, channel: str, event: str, data: Any) -> None:
         loop = self.loop

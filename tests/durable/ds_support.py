@@ -5,10 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import fcntl
-import hashlib
 import os
-import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -19,32 +16,18 @@ import pytest
 
 from chat_support import POSTGRES_URL
 from harness import HubProcess, start_hub_process
+from npm_support import npm_packages
 from redis_support import delete_prefix, shared_redis_url, unique_prefix
 
 JS_DIR = Path(__file__).resolve().parent / "js"
-NODE_MODULES = JS_DIR / "node_modules"
 MOUNT = "/ds"
 
 
 def node_modules() -> Path:
     """``npm install`` of the locked packages once per lock file (skips loudly without Node)."""
-    npm = shutil.which("npm")
-    if npm is None or shutil.which("node") is None:
-        pytest.skip("NO NODE: the Durable Streams client and conformance tests need node, npm")
-    lock = (JS_DIR / "package-lock.json").read_bytes()
-    stamp = NODE_MODULES / ".ssehub-lock-sha256"
-    digest = hashlib.sha256(lock).hexdigest()
-    with (JS_DIR / ".install.lock").open("w") as guard:
-        fcntl.flock(guard, fcntl.LOCK_EX)  # several test processes may install at once
-        if not stamp.exists() or stamp.read_text() != digest:
-            subprocess.run(
-                [npm, "install", "--no-audit", "--no-fund", "--no-save", "--loglevel=error"],
-                cwd=JS_DIR,
-                check=True,
-                timeout=600,
-            )
-            stamp.write_text(digest)
-    return NODE_MODULES
+    return npm_packages(
+        JS_DIR, "install", "--no-save", needed_by="the Durable Streams client and conformance tests"
+    )
 
 
 def node(script: str, *args: str, env: dict[str, str] | None = None, timeout: float = 120) -> str:

@@ -58,6 +58,7 @@ async def test_python_client_writes_and_reads_live_and_catch_up(ds_hub: RunningH
     await handle.aclose()
 
 
+@pytest.mark.slow
 async def test_typescript_client_round_trip_with_idempotent_producer(ds_hub: RunningHub) -> None:
     url = f"{ds_hub.url}{MOUNT}/ts/{uuid.uuid4().hex}"
     out = await asyncio.to_thread(node, "client_roundtrip.mjs", url, "")

@@ -23,7 +23,7 @@ from harness import start_hub_process
 OPT_IN = "Reserved subscription APIs"
 SUITE_TESTS = 338
 
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.timeout(900), pytest.mark.slow]
 
 
 def run_suite(base_url: str, tmp_path: Path) -> None:

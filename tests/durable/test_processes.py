@@ -100,6 +100,7 @@ async def exercise_two_processes(a: HubProcess, b: HubProcess) -> None:
     assert control_events(resumed.text)[-1]["streamClosed"] is True
 
 
+@pytest.mark.slow
 async def test_hub_killed_during_a_chunked_append_stores_nothing_of_it(tmp_path: Path) -> None:
     db = f"sqlite+aiosqlite:///{tmp_path}/ds.db"
     env = hub_env(SSEHUB_DATABASE_URL=db)

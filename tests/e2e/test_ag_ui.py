@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from harness import running_hub
 from protocol_support import ensure_packages, run_node
@@ -25,6 +26,7 @@ async def stored_answer(client: httpx.AsyncClient, base: str, thread_id: str) ->
     return detail["messages"][-1]  # type: ignore[no-any-return]
 
 
+@pytest.mark.slow
 async def test_http_agent_on_chat_and_stages_runs_reconnects_joins_late_and_cancels(
     tmp_path: Path,
 ) -> None:

@@ -163,6 +163,7 @@ def two_hub_processes(tmp_path: Path) -> Any:
         delete_prefix(url, prefix)
 
 
+@pytest.mark.slow
 async def test_reload_lands_on_another_hub_process_over_redis(
     page: Page, chat_bundle: Path, tmp_path: Path
 ) -> None:

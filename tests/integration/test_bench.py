@@ -13,6 +13,7 @@ RUN = Path(__file__).resolve().parents[2] / "bench" / "run.py"
 
 
 @pytest.mark.timeout(180)
+@pytest.mark.slow
 def test_every_scenario_runs_against_ssehub_with_zero_loss() -> None:
     command = [
         *(sys.executable, str(RUN), "--n", "120", "--targets", "ssehub", "--loadgen-procs", "2"),

@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-from redis_support import delete_prefix, shared_redis_url, unique_prefix
 from ssehub.brokers import MemoryBroker, format_id, parse_id
 from ssehub.brokers.redis import RedisBroker
 from ssehub.channels import Selector
@@ -39,15 +38,14 @@ class Received:
 async def make_broker(request: pytest.FixtureRequest) -> AsyncIterator[BrokerFactory]:
     """Build started brokers of one kind with given history settings; closes them after."""
     started: list[Any] = []
-    url = shared_redis_url() if request.param == "redis" else ""
-    prefix = unique_prefix()
+    keys = request.getfixturevalue("redis_keys") if request.param == "redis" else None
 
     async def build(**options: Any) -> Any:
         received = Received()
         if request.param == "memory":
             broker: Any = MemoryBroker(**options)
         else:
-            broker = RedisBroker(url, prefix=prefix, **options)
+            broker = RedisBroker(keys.url, prefix=keys.prefix, **options)
         await broker.start(received)
         broker.received = received
         started.append(broker)
@@ -56,8 +54,6 @@ async def make_broker(request: pytest.FixtureRequest) -> AsyncIterator[BrokerFac
     yield build
     for broker in started:
         await broker.close()
-    if url:
-        delete_prefix(url, prefix)
 
 
 async def put(broker: Any, channel: str, data: Any, **kw: Any) -> Event:
@@ -140,9 +136,11 @@ async def test_history_expires_by_age(make_broker: BrokerFactory) -> None:
 async def test_idempotency_key_returns_the_first_event(make_broker: BrokerFactory) -> None:
     broker = await make_broker()
     first = await put(broker, "a", 1, idempotency_key="k1")
-    again = await put(broker, "a", 1, idempotency_key="k1")
+    retried = make_event("a", "e", 1)
+    again = await broker.publish(retried, idempotency_key="k1")
     other = await put(broker, "a", 2, idempotency_key="k2")
     assert again.id == first.id and again.channel == "a"
+    assert again is not retried  # how the publisher tells a replay (counted and tracked once)
     assert other.id != first.id
     history = await broker.history(Selector.of(["a"]), f"{broker.epoch}-0")
     assert [e.data for e in history.events] == ["1", "2"]

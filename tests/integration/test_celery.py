@@ -22,18 +22,18 @@ import pytest
 
 from flaky_stages import assert_retried
 from harness import RunningHub, execute_stage, open_stream, running_hub
-from redis_support import delete_prefix, shared_redis_url, unique_prefix
+from redis_support import RedisKeys
 from ssehub.settings import Settings
 
 pytestmark = pytest.mark.redis
 
 
 @pytest.fixture
-def celery_env() -> Iterator[dict[str, str]]:
-    url = shared_redis_url()
-    prefix = unique_prefix()
-    yield {"SSEHUB_CELERY_BROKER_URL": url, "SSEHUB_CELERY_KEY_PREFIX": prefix}
-    delete_prefix(url, prefix)
+def celery_env(redis_keys: RedisKeys) -> dict[str, str]:
+    return {
+        "SSEHUB_CELERY_BROKER_URL": redis_keys.url,
+        "SSEHUB_CELERY_KEY_PREFIX": redis_keys.prefix,
+    }
 
 
 @pytest.fixture

@@ -66,6 +66,7 @@ async def publish_until(
         await asyncio.sleep(0.02)
 
 
+@pytest.mark.slow
 async def test_redis_paused_5s_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     server = RedisServer()
     server.start()

@@ -246,6 +246,7 @@ async def test_concurrent_first_use_migrates_once(kind: str, tmp_path: Path) -> 
                 await store.close()
 
 
+@pytest.mark.slow
 async def test_sigterm_mid_answer_saves_it_as_interrupted(
     tmp_path: Path, client: httpx.AsyncClient
 ) -> None:
@@ -269,6 +270,7 @@ async def test_sigterm_mid_answer_saves_it_as_interrupted(
     assert answer.content.startswith("[demo ")
 
 
+@pytest.mark.slow
 async def test_a_hub_killed_mid_answer_ends_it_interrupted_and_frees_the_conversation(
     tmp_path: Path, client: httpx.AsyncClient
 ) -> None:

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from redis_support import delete_prefix, shared_redis_url, unique_prefix
-from ssehub.cluster import ClientRecord, MemoryClusterState
-from ssehub.cluster_redis import RedisClusterState
+from redis_support import RedisKeys
+from ssehub.clusterstate import ClientRecord, MemoryClusterState
+from ssehub.clusterstate.redis import RedisClusterState
 
 StateFactory = Callable[..., Any]
 
@@ -19,13 +19,12 @@ StateFactory = Callable[..., Any]
 @pytest.fixture(params=["memory", "redis"])
 async def make_state(request: pytest.FixtureRequest) -> AsyncIterator[StateFactory]:
     """Build cluster states of one kind; Redis ones share a prefix, like processes of a hub."""
-    url = shared_redis_url() if request.param == "redis" else ""
-    prefix = unique_prefix()
+    keys = request.getfixturevalue("redis_keys") if request.param == "redis" else None
     made: list[Any] = []
     memory = MemoryClusterState()
 
     async def build(**options: Any) -> Any:
-        state = RedisClusterState(url, prefix=prefix, **options) if url else memory
+        state = RedisClusterState(keys.url, prefix=keys.prefix, **options) if keys else memory
         await state.start()
         made.append(state)
         return state
@@ -33,8 +32,6 @@ async def make_state(request: pytest.FixtureRequest) -> AsyncIterator[StateFacto
     yield build
     for state in made:
         await state.close()
-    if url:
-        delete_prefix(url, prefix)
 
 
 def record(client_id: str, user: str = "alice") -> ClientRecord:
@@ -103,8 +100,10 @@ async def test_client_registry(make_state: StateFactory) -> None:
     assert await two.active_connections() == 1
 
 
-async def test_a_dead_process_leases_expire_and_keepalive_extends_them() -> None:
-    url, prefix = shared_redis_url(), unique_prefix()
+async def test_a_dead_process_leases_expire_and_keepalive_extends_them(
+    redis_keys: RedisKeys,
+) -> None:
+    url, prefix = redis_keys.url, redis_keys.prefix
     alive = RedisClusterState(url, prefix=prefix, lease=0.6)
     dead = RedisClusterState(url, prefix=prefix, lease=0.6)
     await alive.start()
@@ -125,11 +124,10 @@ async def test_a_dead_process_leases_expire_and_keepalive_extends_them() -> None
     finally:
         await alive.close()
         await dead.close()
-        delete_prefix(url, prefix)
 
 
-async def test_keepalive_of_thousands_of_streams_renews_every_lease() -> None:
-    url, prefix = shared_redis_url(), unique_prefix()
+async def test_keepalive_of_thousands_of_streams_renews_every_lease(redis_keys: RedisKeys) -> None:
+    url, prefix = redis_keys.url, redis_keys.prefix
     state = RedisClusterState(url, prefix=prefix, lease=1.0)
     await state.start()
     ids = [f"c{n}" for n in range(2500)]  # several ZADD chunks and pipelines
@@ -148,11 +146,12 @@ async def test_keepalive_of_thousands_of_streams_renews_every_lease() -> None:
         assert await state.active_connections() == 2500
     finally:
         await state.close()
-        delete_prefix(url, prefix)
 
 
-async def test_slots_of_a_killed_process_free_as_soon_as_its_heartbeat_stops() -> None:
-    url, prefix = shared_redis_url(), unique_prefix()
+async def test_slots_of_a_killed_process_free_as_soon_as_its_heartbeat_stops(
+    redis_keys: RedisKeys,
+) -> None:
+    url, prefix = redis_keys.url, redis_keys.prefix
     alive = RedisClusterState(url, prefix=prefix, node_ttl=0.4)
     killed = RedisClusterState(url, prefix=prefix, node_ttl=0.4)
     await alive.start()
@@ -171,4 +170,3 @@ async def test_slots_of_a_killed_process_free_as_soon_as_its_heartbeat_stops() -
     finally:
         await alive.close()
         await killed.close()
-        delete_prefix(url, prefix)

@@ -22,7 +22,7 @@ from redis_support import delete_prefix, shared_redis_url, unique_prefix
 from ssehub.client import Backoff, SSEClient
 from ssehub.parser import ServerSentEvent
 
-pytestmark = [requires_nginx, pytest.mark.redis]
+pytestmark = [requires_nginx, pytest.mark.redis, pytest.mark.slow]
 
 SUBSCRIBERS = 4
 

@@ -30,6 +30,7 @@ import jwt
 import pytest
 
 from harness import ROOT, free_port, running_hub
+from npm_support import npm_packages
 from redis_support import shared_redis_url
 from ssehub.settings import Settings
 from tokens import SECRET
@@ -176,6 +177,7 @@ def sample_output() -> list[str]:
     return next(text for language, text in blocks if "event: task.progress" in text).splitlines()
 
 
+@pytest.mark.slow
 def test_readme_quick_start() -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -278,13 +280,7 @@ def doc_block(name: str, language: str) -> str:
 @pytest.fixture(scope="module")
 def node_project() -> Path:
     """tests/docs with its locked npm packages installed (npm ci), for the Node examples."""
-    npm = shutil.which("npm")
-    if not npm or not shutil.which("node"):
-        pytest.skip("NO NODE: the Node example of docs/tokens.md was NOT run")
-    if not (NODE_PROJECT / "node_modules" / "jose").is_dir():
-        subprocess.run(
-            [npm, "ci", "--no-audit", "--no-fund"], cwd=NODE_PROJECT, check=True, timeout=300
-        )
+    npm_packages(NODE_PROJECT, "ci", needed_by="the Node example of docs/tokens.md")
     return NODE_PROJECT
 
 
@@ -335,6 +331,7 @@ def test_cli_synopsis_matches_the_cli() -> None:
             assert option in help_text, f"{line!r}: no {option}"
 
 
+@pytest.mark.slow
 def test_durable_streams_walkthrough(tmp_path: Path) -> None:
     """docs/durable-streams.md's curl walk-through, line by line, against ``ssehub serve``."""
     port = free_port()

@@ -85,6 +85,7 @@ def test_serve_refuses_auth_off_on_a_public_address(tmp_path: Path) -> None:
     assert demo.exit_code == 2 and "demo mode" in demo.output
 
 
+@pytest.mark.slow
 def test_hub_logs_its_broker_and_the_demo_page_at_start(tmp_path: Path) -> None:
     hub = start_hub_process(tmp_path, {"SSEHUB_JWT_SECRET": SECRET}, args=["--demo"])
     try:
@@ -96,6 +97,7 @@ def test_hub_logs_its_broker_and_the_demo_page_at_start(tmp_path: Path) -> None:
         hub.terminate()
 
 
+@pytest.mark.slow
 def test_unreachable_redis_at_start_is_a_warning_without_the_password(tmp_path: Path) -> None:
     dead = f"redis://:hunter2@127.0.0.1:{free_port()}/0"
     env = {"SSEHUB_BROKER_URL": dead, "SSEHUB_REDIS_PREFIX": "fh:"}
@@ -109,6 +111,7 @@ def test_unreachable_redis_at_start_is_a_warning_without_the_password(tmp_path: 
         hub.terminate()
 
 
+@pytest.mark.slow
 def test_listen_explains_refusals_and_retries(tmp_path: Path) -> None:
     hub = start_hub_process(tmp_path, {"SSEHUB_JWT_SECRET": SECRET})
     env = {**os.environ, "SSEHUB_URL": hub.url}

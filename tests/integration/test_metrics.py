@@ -10,7 +10,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from harness import StreamReader, open_stream, publish, running_hub, start_hub_process
-from redis_support import delete_prefix, shared_redis_url, unique_prefix
+from redis_support import RedisKeys
 from ssehub.settings import Settings
 
 
@@ -153,8 +153,9 @@ def test_multiprocess_mode_aggregates_from_the_shared_directory(tmp_path) -> Non
 
 
 @pytest.mark.redis
-def test_workers_2_metrics_add_up_across_processes(tmp_path) -> None:
-    url, prefix = shared_redis_url(), unique_prefix()
+@pytest.mark.slow
+def test_workers_2_metrics_add_up_across_processes(tmp_path, redis_keys: RedisKeys) -> None:
+    url, prefix = redis_keys.url, redis_keys.prefix
     multiproc = tmp_path / "prom"
     multiproc.mkdir()
     env = {
@@ -199,4 +200,3 @@ def test_workers_2_metrics_add_up_across_processes(tmp_path) -> None:
         assert len(list(multiproc.glob("gauge_livesum_*.db"))) == 2
     finally:
         hub.terminate()
-        delete_prefix(url, prefix)

@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import pytest
 
 from harness import HubProcess, free_port, open_stream, start_hub_process
 from nginx_support import nginx_config, requires_nginx, start_nginx
@@ -30,6 +31,7 @@ async def active_streams(client: httpx.AsyncClient, hub: HubProcess) -> float:
     return 0.0
 
 
+@pytest.mark.slow
 def test_streams_through_nginx_unbuffered_to_both_hubs(tmp_path: Path) -> None:
     env = {"SSEHUB_HEARTBEAT_SECONDS": "1"}
     with ThreadPoolExecutor(2) as pool:  # both start at once: startup is mostly imports

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import httpx
+import pytest
 
 from harness import open_stream, start_hub_process
 
@@ -36,6 +37,7 @@ def test_sigterm_closes_streams_and_exits_zero(tmp_path) -> None:
             hub.kill()
 
 
+@pytest.mark.slow
 def test_cli_publish_and_listen(tmp_path) -> None:
     hub = start_hub_process(tmp_path)
     try:

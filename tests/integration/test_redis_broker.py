@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from harness import open_stream, publish, running_hub
-from redis_support import RedisServer, delete_prefix, shared_redis_url, unique_prefix
+from redis_support import RedisKeys, RedisServer
 from ssehub.brokers.redis import RedisBroker
 from ssehub.channels import Selector
 from ssehub.event import Event, make_event
@@ -82,9 +82,9 @@ async def test_a_flushed_redis_starts_a_new_epoch(private_redis: RedisServer) ->
 
 
 async def test_hub_on_redis_trims_history_to_the_configured_size(
-    client: httpx.AsyncClient,
+    client: httpx.AsyncClient, redis_keys: RedisKeys
 ) -> None:
-    url, prefix = shared_redis_url(), unique_prefix()
+    url, prefix = redis_keys.url, redis_keys.prefix
     settings = Settings(
         _env_file=None,  # type: ignore[call-arg]
         broker_url=url,
@@ -92,20 +92,17 @@ async def test_hub_on_redis_trims_history_to_the_configured_size(
         history_size=5,
         open_access=True,
     )
-    try:
-        async with running_hub(settings) as hub:
-            ids = [(await publish(client, hub.url, "trim:x", i))["id"] for i in range(8)]
-            page = (await client.get(f"{hub.url}/api/v1/channels/trim:x/events")).json()
-            assert [e["data"] for e in page["events"]] == [3, 4, 5, 6, 7]
-            stream = f"{hub.url}/api/v1/sse/stream/trim:x"
-            async with open_stream(client, stream, headers={"Last-Event-ID": ids[0]}) as r:
-                await r.wait_count(1, event="reset")
-            async with open_stream(client, stream, headers={"Last-Event-ID": ids[3]}) as r:
-                await r.wait_count(4)
-                assert r.data == ["4", "5", "6", "7"]
-        assert redis.Redis.from_url(url).xlen(f"{prefix}s:trim:x") == 5
-    finally:
-        delete_prefix(url, prefix)
+    async with running_hub(settings) as hub:
+        ids = [(await publish(client, hub.url, "trim:x", i))["id"] for i in range(8)]
+        page = (await client.get(f"{hub.url}/api/v1/channels/trim:x/events")).json()
+        assert [e["data"] for e in page["events"]] == [3, 4, 5, 6, 7]
+        stream = f"{hub.url}/api/v1/sse/stream/trim:x"
+        async with open_stream(client, stream, headers={"Last-Event-ID": ids[0]}) as r:
+            await r.wait_count(1, event="reset")
+        async with open_stream(client, stream, headers={"Last-Event-ID": ids[3]}) as r:
+            await r.wait_count(4)
+            assert r.data == ["4", "5", "6", "7"]
+    assert redis.Redis.from_url(url).xlen(f"{prefix}s:trim:x") == 5
 
 
 async def test_the_reader_survives_garbage_and_a_failing_handler(
@@ -187,12 +184,12 @@ async def test_events_trimmed_during_an_outage_send_streams_through_a_resume(
             await publish(client, hub.url, "g", "seen")
             await reader.wait_count(1)
             # The reader was away while ten events came and history kept only three.
-            seen_up_to = broker._delivered
+            seen_up_to = broker.live.delivered
             for i in range(10):
                 await publish(client, hub.url, "g", str(i))
             await reader.wait_count(11)
-            broker._delivered = seen_up_to
-            await broker._catch_up({"g"})
+            broker.live.delivered = seen_up_to
+            await broker.live.catch_up({"g"})
             async with asyncio.timeout(5):
                 await reader.closed.wait()
             last = reader.events[-1].id
@@ -207,14 +204,13 @@ async def test_events_trimmed_during_an_outage_send_streams_through_a_resume(
 
 
 @pytest.fixture
-async def short_lived() -> AsyncIterator[RedisBroker]:
+async def short_lived(redis_keys: RedisKeys) -> AsyncIterator[RedisBroker]:
     """A broker on the shared Redis whose history lives 0.2 s (streams expire after 0.4 s)."""
-    url, prefix = shared_redis_url(), unique_prefix()
+    url, prefix = redis_keys.url, redis_keys.prefix
     broker = RedisBroker(url, prefix=prefix, history_ttl=0.2)
     await broker.start(lambda event: None)
     yield broker
     await broker.close()
-    delete_prefix(url, prefix)
 
 
 async def wait_forgotten(broker: RedisBroker, channel: str) -> None:
@@ -247,9 +243,11 @@ async def test_a_pruned_channel_raises_the_forgotten_watermark(short_lived: Redi
     before = await broker.head()
     lost = await broker.publish(make_event("old:1", "e", "expires unseen"))
     await wait_forgotten(broker, "old:1")
-    await broker._prune_index()  # the index forgets the channel: only the watermark is left
-    assert await broker.redis.hget(broker._k_newest, "old:1") is None
-    assert int(await broker.redis.get(broker._k_forgotten)) == lost.seq
+    await (
+        broker.history_reader.prune_index()
+    )  # the index forgets the channel: only the watermark is left
+    assert await broker.redis.hget(broker.keys.newest, "old:1") is None
+    assert int(await broker.redis.get(broker.keys.forgotten)) == lost.seq
     assert (await broker.history(Selector.of(["old:*"]), before)).gap
     assert (await broker.history(Selector.of(["old:1"]), before)).gap
     assert not (await broker.history(Selector.of(["old:*"]), lost.id)).gap

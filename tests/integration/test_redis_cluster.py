@@ -26,7 +26,8 @@ from harness import (
 from redis_support import RedisServer, delete_prefix, shared_redis_url, unique_prefix
 from ssehub.settings import Settings
 
-pytestmark = pytest.mark.redis
+# One worker runs the module: its tests share the hub processes of the `cluster` fixture.
+pytestmark = [pytest.mark.redis, pytest.mark.slow, pytest.mark.xdist_group("redis_cluster")]
 
 SECRET = "cluster-test-secret-of-at-least-32-bytes"
 STREAM = "/api/v1/sse/stream"

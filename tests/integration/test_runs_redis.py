@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
 from harness import open_stream, running_hub
-from redis_support import delete_prefix, shared_redis_url, unique_prefix
+from redis_support import RedisKeys
 from ssehub.publisher import Publisher
 from ssehub.runs import RunClosed
 from ssehub.settings import Settings
@@ -19,11 +18,8 @@ pytestmark = pytest.mark.redis
 
 
 @pytest.fixture
-def redis_settings() -> Iterator[dict[str, Any]]:
-    url = shared_redis_url()
-    prefix = unique_prefix()
-    yield {"broker_url": url, "redis_prefix": prefix}
-    delete_prefix(url, prefix)
+def redis_settings(redis_keys: RedisKeys) -> dict[str, Any]:
+    return {"broker_url": redis_keys.url, "redis_prefix": redis_keys.prefix}
 
 
 def make(redis_settings: dict[str, Any], **kw: Any) -> Settings:
@@ -110,3 +106,18 @@ async def test_runs_have_identities_across_hubs(
                         await late.publish_stage_update("processing")
     assert [json.loads(e.data)["run_id"] for e in reader.of_type("done")] == ids
     assert len(set(ids)) == 3
+
+
+async def test_a_retried_token_is_in_the_snapshot_once(
+    client: httpx.AsyncClient, redis_settings: dict[str, Any]
+) -> None:
+    async with running_hub(make(redis_settings)) as hub:
+        url = f"{hub.url}/api/v1/publish/ai_story:project:x3:stage:rewrite"
+        start = {"event": "stage_update", "data": {"status": "running"}}
+        assert (await client.post(url, json=start)).status_code == 200
+        token = {"event": "token", "data": {"content": "once "}}
+        for _ in range(2):  # the SDK retries a publish whose answer was lost, same key
+            answer = await client.post(url, json=token, headers={"Idempotency-Key": "t1"})
+            assert answer.status_code == 200
+        run = await hub.hub.runs.get("ai_story:project:x3:stage:rewrite")
+        assert run is not None and run.full_text == "once "

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -14,7 +13,7 @@ import httpx
 import pytest
 
 from flaky_stages import assert_retried
-from harness import ROOT, RunningHub, execute_stage, open_stream, running_hub
+from harness import RunningHub, execute_stage, open_stream, running_hub
 from ssehub.settings import Settings
 from ssehub.tasks import stage
 
@@ -171,7 +170,6 @@ async def test_rewrite_with_prompt_streams_the_llm_provider(
 
 
 async def test_example_stages_load_from_stage_modules(client: httpx.AsyncClient) -> None:
-    sys.path.insert(0, str(ROOT))
     config = Settings(_env_file=None, stage_modules=["examples.stages"])  # type: ignore[call-arg]
     async with (
         running_hub(config) as hub,

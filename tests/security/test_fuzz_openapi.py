@@ -52,6 +52,7 @@ def fuzzed_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubProcess]
     phases=[Phase.explicit, Phase.generate],
     suppress_health_check=list(HealthCheck),
 )
+@pytest.mark.slow
 def test_every_operation_answers_as_documented(
     case: schemathesis.Case, fuzzed_hub: HubProcess
 ) -> None:

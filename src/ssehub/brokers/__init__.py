@@ -19,23 +19,23 @@ __all__ = [
 ]
 
 
+def memory_broker(settings: Settings) -> MemoryBroker:
+    """The memory broker with the history settings."""
+    return MemoryBroker(
+        history_size=settings.history_size,
+        history_ttl=settings.history_ttl_seconds,
+        idempotency_window=settings.idempotency_window_seconds,
+        idempotency_max_keys=settings.idempotency_max_keys,
+        max_channels=settings.history_max_channels,
+        max_bytes=settings.history_max_bytes,
+        max_resume_channels=settings.max_resume_channels,
+    )
+
+
 def create_broker(settings: Settings) -> Broker:
-    """The broker named by ``settings.broker_url``."""
-    url = settings.broker_url
-    if url.startswith("memory:"):
-        return MemoryBroker(
-            history_size=settings.history_size,
-            history_ttl=settings.history_ttl_seconds,
-            idempotency_window=settings.idempotency_window_seconds,
-            idempotency_max_keys=settings.idempotency_max_keys,
-            max_channels=settings.history_max_channels,
-            max_bytes=settings.history_max_bytes,
-            max_resume_channels=settings.max_resume_channels,
-        )
-    if url.startswith(("redis://", "rediss://", "unix://")):
-        try:
-            from .redis import RedisBroker  # type: ignore[import-not-found,unused-ignore]
-        except ImportError as exc:  # pragma: no cover - until the Redis broker lands
-            raise ValueError("the Redis broker is not available in this build") from exc
-        return RedisBroker.from_settings(settings)  # type: ignore[no-any-return,unused-ignore]
-    raise ValueError(f"unknown broker URL scheme in {url!r}: use memory:// or redis://")
+    """The broker named by ``settings.broker_url`` alone (``create_backends`` builds all three)."""
+    if settings.backplane == "redis":
+        from .redis import RedisBroker  # redis-py is loaded only for a Redis backplane
+
+        return RedisBroker.from_settings(settings)
+    return memory_broker(settings)

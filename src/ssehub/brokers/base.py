@@ -50,7 +50,9 @@ class History:
 class Broker(Protocol):
     """What the hub needs from a backplane; memory and Redis implement it alike."""
 
-    epoch: str
+    @property
+    def epoch(self) -> str:
+        """The current epoch of the backplane's ids."""
 
     async def start(self, on_event: EventHandler, on_gap: GapHandler | None = None) -> None:
         """Connect and start delivering published events to ``on_event``.
@@ -66,7 +68,8 @@ class Broker(Protocol):
     async def publish(self, event: Event, *, idempotency_key: str | None = None) -> Event:
         """Assign an id, store the event in history and fan it out; returns the stored event.
 
-        With an ``idempotency_key`` seen within the window, returns the first event instead.
+        With an ``idempotency_key`` seen within the window, returns the first event instead, as
+        a new object: the caller tells a replay by ``stored is not event``.
         """
 
     async def history(self, selector: Selector, after: str, *, limit: int | None = None) -> History:

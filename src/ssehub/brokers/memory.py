@@ -14,7 +14,7 @@ import secrets
 import time
 from collections import OrderedDict, deque
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ..background import stop_task
 from ..channel_index import ChannelIndex
@@ -87,8 +87,7 @@ class MemoryBroker:
             first = self._idempotent_hit(idempotency_key)
             if first is not None:
                 seq, channel = first
-                event.seq, event.id, event.channel = seq, format_id(self.epoch, seq), channel
-                return event
+                return replace(event, channel=channel, id=format_id(self.epoch, seq), seq=seq)
         self._seq += 1
         event.seq = self._seq
         event.id = format_id(self.epoch, self._seq)
@@ -106,8 +105,8 @@ class MemoryBroker:
             self._bytes += cost
             if event.ttl is not None:
                 log.next_expiry = min(log.next_expiry, event.published_at + event.ttl)
-            self._trim(log, time.time())
-            self._bound(log)
+            self._trim_history(log, time.time())
+            self._enforce_bounds(log)
         if idempotency_key is not None:
             if len(self._idempotent) >= self._idempotency_max_keys:
                 self._idempotent.popitem(last=False)  # the oldest key goes first
@@ -128,14 +127,14 @@ class MemoryBroker:
         now = time.time()
         result = History()
         streams = []
-        covered = self._covered(selector)
+        covered = self._kept_channels(selector)
         if covered is None:
             return History(gap=True)  # too many candidate channels: start over at the head
         for _name, log in covered:
-            self._trim(log, now)
+            self._trim_history(log, now)
             if log.trimmed_upto > after_seq:
                 result.gap = True
-            streams.append(_newer(log.events, after_seq))
+            streams.append(_events_after(log.events, after_seq))
         if self._forgotten_upto > after_seq and (
             selector.patterns or len(covered) < len(selector.channels)
         ):
@@ -147,8 +146,8 @@ class MemoryBroker:
     async def recent(self, selector: Selector, *, limit: int) -> list[Event]:
         now = time.time()
         streams = []
-        for _name, log in self._covered(selector) or ():
-            self._trim(log, now)
+        for _name, log in self._kept_channels(selector) or ():
+            self._trim_history(log, now)
             streams.append(list(log.events)[-limit:])
         merged = list(heapq.merge(*streams, key=lambda e: e.seq))
         return merged[-limit:] if limit else []
@@ -165,7 +164,7 @@ class MemoryBroker:
     async def healthy(self) -> bool:
         return True
 
-    def _covered(self, selector: Selector) -> list[tuple[str, ChannelLog]] | None:
+    def _kept_channels(self, selector: Selector) -> list[tuple[str, ChannelLog]] | None:
         """Kept channels of ``selector``; None when its patterns have too many candidates."""
         found = [(c, self._logs[c]) for c in selector.channels if c in self._logs]
         if selector.patterns:
@@ -175,14 +174,14 @@ class MemoryBroker:
             found += [(n, self._logs[n]) for n in sorted(names - selector.channels)]
         return found
 
-    def _trim(self, log: ChannelLog, now: float) -> None:
+    def _trim_history(self, log: ChannelLog, now: float) -> None:
         events = log.events
         ttl = self._history_ttl
         while events and (
             len(events) > self._history_size
             or events[0].published_at + (ttl if events[0].ttl is None else events[0].ttl) < now
         ):
-            self._drop(log, events.popleft())
+            self._account_dropped(log, events.popleft())
         if log.next_expiry <= now:
             self._expire_short_lived(log, now)
 
@@ -194,20 +193,20 @@ class MemoryBroker:
             if event.ttl is None:
                 kept.append(event)
             elif event.published_at + event.ttl < now:
-                self._drop(log, event)
+                self._account_dropped(log, event)
             else:
                 kept.append(event)
                 log.next_expiry = min(log.next_expiry, event.published_at + event.ttl)
         log.events = kept
 
-    def _drop(self, log: ChannelLog, event: Event) -> None:
+    def _account_dropped(self, log: ChannelLog, event: Event) -> None:
         """Account for one event no longer kept."""
         log.trimmed_upto = max(log.trimmed_upto, event.seq)
         cost = event_cost(event)
         log.size -= cost
         self._bytes -= cost
 
-    def _bound(self, current: ChannelLog) -> None:
+    def _enforce_bounds(self, current: ChannelLog) -> None:
         """Keep the total under ``max_channels`` and ``max_bytes``: forget the channels published
         to least recently (never ``current``); trim ``current`` itself only when it is alone."""
         while len(self._logs) > self._max_channels or self._bytes > self._max_bytes:
@@ -215,7 +214,7 @@ class MemoryBroker:
             if log is current:
                 if len(self._logs) == 1:
                     while self._bytes > self._max_bytes and len(log.events) > 1:
-                        self._drop(log, log.events.popleft())
+                        self._account_dropped(log, log.events.popleft())
                     return
                 self._logs.move_to_end(name)
                 continue
@@ -231,14 +230,18 @@ class MemoryBroker:
 
     def _idempotent_hit(self, key: str) -> tuple[int, str] | None:
         """(seq, channel) of the first publish with ``key`` within the window, or None."""
+        self._expire_idempotency_keys()
+        hit = self._idempotent.get(key)
+        return hit[1:] if hit else None
+
+    def _expire_idempotency_keys(self) -> None:
+        """Forget the Idempotency-Keys older than the window (kept in arrival order)."""
         cutoff = time.monotonic() - self._idempotency_window
         while self._idempotent:
             first_key, (stamp, _, _) = next(iter(self._idempotent.items()))
             if stamp >= cutoff:
                 break
             del self._idempotent[first_key]
-        hit = self._idempotent.get(key)
-        return hit[1:] if hit else None
 
     async def _sweep_forever(self) -> None:
         """Drop expired history so idle channels do not hold memory forever."""
@@ -248,13 +251,13 @@ class MemoryBroker:
             now = time.time()
             for name in list(self._logs):
                 log = self._logs[name]
-                self._trim(log, now)
+                self._trim_history(log, now)
                 if not log.events:
                     self._forget(name, log)
-            self._idempotent_hit("")
+            self._expire_idempotency_keys()
 
 
-def _newer(events: deque[Event], seq: int) -> Iterator[Event]:
+def _events_after(events: deque[Event], seq: int) -> Iterator[Event]:
     """The kept events after ``seq``, oldest first, read lazily: a limited merge of many
     channels takes only what it needs (the start is found by bisection, events are in seq order)."""
     low, high = 0, len(events)

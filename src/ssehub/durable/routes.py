@@ -14,8 +14,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..auth import Principal, require_publish, require_subscribe
-from ..errors import BadRequest, HubError, NotFound, TooManyRequests, hub_error_response
+from ..errors import BadRequest, HubError, NotFound, TooManyRequests
 from ..gate import client_ip
+from ..refusals import hub_error_response
 from . import headers as h
 from .admission import admit_reader, releasing
 from .errors import ProducerGap, StaleEpoch, StreamGone, StreamNotFound

@@ -19,8 +19,9 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from ..auth import require_subscribe
-from ..errors import BadRequest, HubError, hub_error_response
+from ..errors import BadRequest, HubError
 from ..event import encode_comment, encode_fields, encode_retry
+from ..refusals import hub_error_response
 from . import content
 from .admission import admit_reader, releasing
 from .offsets import format_offset, parse_offset

@@ -102,7 +102,7 @@ class Wakeups:
         """An append or close of ``path`` committed: wake its readers everywhere."""
         self.waiters.wake(path)
         try:
-            await self.hub.broker.publish(
+            await self.hub.publish(
                 make_event(WAKE_CHANNEL, WAKE_EVENT, {"path": path, "tail": tail})
             )
         except Exception:  # the data is stored; remote readers find it at their next check

@@ -107,7 +107,7 @@ async def broadcast(
 ) -> Done:
     """Send an event to every `/connect` client stream (admin)."""
     require_admin(principal)
-    stored = await hub.broker.publish(sized_event(settings, BROADCAST, body))
+    stored = await hub.publish(sized_event(settings, BROADCAST, body))
     return Done(message="broadcast sent", id=stored.id)
 
 
@@ -125,7 +125,7 @@ async def send(
     channel = client_channel(client_id)
     if channel not in record["channels"]:
         raise NotFound(f"client {client_id!r} is a channel stream, not a /connect client")
-    stored = await hub.broker.publish(sized_event(settings, channel, body))
+    stored = await hub.publish(sized_event(settings, channel, body))
     return Done(message="message sent", id=stored.id)
 
 
@@ -138,7 +138,7 @@ async def disconnect(
 ) -> Done:
     """Close one stream, on whichever process holds it (admin, or its user)."""
     await owned_client(cluster, principal, client_id)
-    await hub.broker.publish(Event(channel=CONTROL, event=DISCONNECT_EVENT, data=client_id))
+    await hub.publish(Event(channel=CONTROL, event=DISCONNECT_EVENT, data=client_id))
     return Done(message="disconnected")
 
 

@@ -212,7 +212,7 @@ async def run_stage(
     )
     require_publish(principal, channel)
     # Listening from the head before the run opens: its first event is not missed.
-    head = await hub.broker.head()
+    head = await hub.head()
     stream = await stage_stream(request, hub, settings, principal, channel, head)
     try:
         info = await tasks.submit(project_id, spec, stage_input(body))

@@ -162,7 +162,7 @@ async def resume_stream(
     if span is not None:
         position = span.before_newest
     elif answer is None:
-        position = await hub.broker.head()  # running, nothing published yet: all of it is live
+        position = await hub.head()  # running, nothing published yet: all of it is live
     else:
         return Response(status_code=204)
     conn, closer = await join_stream(request, hub, settings, principal, conversation, position)

@@ -16,7 +16,6 @@ from ..event import Event, make_event
 from ..gate import client_ip
 from ..hub import Hub
 from ..idempotency import scoped_key
-from ..runs import publish_event
 from ..settings import Settings
 from .deps import get_hub, get_principal, get_settings
 
@@ -109,8 +108,8 @@ def build_event(principal: Principal, settings: Settings, channel: str, body: Pu
 
 
 async def publish_one(hub: Hub, event: Event, key: str | None) -> Published:
-    """Publish through the broker (409 after the event's run ended) and answer with its id."""
-    stored = await publish_event(hub, event, key)
+    """Publish through the hub (409 after the event's run ended) and answer with its id."""
+    stored = await hub.publish(event, key=key)
     return Published(id=stored.id, channel=stored.channel)
 
 
@@ -182,14 +181,13 @@ async def channel_events(
     validate_channel(channel)
     require_subscribe(principal, channel)
     selector = Selector.of([channel])
-    broker = hub.broker
     if after:
-        history = await broker.history(selector, after, limit=limit)
+        history = await hub.history(selector, after, limit=limit)
         events, reset = history.events, history.gap
-        last_id = events[-1].id if events else (await broker.head() if reset else after)
+        last_id = events[-1].id if events else (await hub.head() if reset else after)
     else:
-        events, reset = await broker.recent(selector, limit=limit), False
-        last_id = events[-1].id if events else await broker.head()
+        events, reset = await hub.recent(selector, limit=limit), False
+        last_id = events[-1].id if events else await hub.head()
     return HistoryPage(
         channel=channel, events=[e.to_json() for e in events], last_id=last_id, reset=reset
     )

@@ -17,9 +17,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from ..auth import Principal, require_subscribe
 from ..channels import BROADCAST, Selector, client_channel, validate_channel
 from ..connection import Connection
-from ..errors import BadRequest, HubError, Unavailable, hub_error_response
+from ..errors import BadRequest, HubError, Unavailable
 from ..gate import Gate, client_ip
 from ..hub import Hub
+from ..refusals import hub_error_response
 from ..settings import Settings
 from ..stream import EventStreamResponse
 from .deps import get_hub, get_settings, get_stream_principal

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ..settings import Settings
 from .info import TaskInfo
 from .registry import STAGES, StageSpec, get_stage, load_modules, stage
 from .runner import CeleryRunner, InProcessRunner, Runner, TaskManager
 from .store import create_task_store
+
+if TYPE_CHECKING:
+    from ..cluster import ClusterState
+    from ..hub import Hub
 
 __all__ = [
     "STAGES",
@@ -24,7 +28,9 @@ __all__ = [
 ]
 
 
-def create_task_manager(hub: Any, settings: Settings, cluster: Any = None) -> TaskManager:
+def create_task_manager(
+    hub: Hub, settings: Settings, cluster: ClusterState | None = None
+) -> TaskManager:
     """Celery when ``celery_broker_url`` is set, else the in-process runner; task records in
     Redis under a Redis broker; watchers counted over ``cluster``."""
     load_modules(settings.stage_modules)

@@ -17,7 +17,7 @@ import logging
 import time
 import uuid
 from collections import OrderedDict
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import messages
 from ..background import stop_task
@@ -26,11 +26,15 @@ from ..channels import matches
 from ..errors import NotFound
 from ..event import make_event
 from ..publisher import Publisher
-from ..runs import RunClosed, RunState, new_run_id, publish_event
+from ..runs import RunClosed, RunState, new_run_id
 from .execute import run_async, run_sync
 from .info import TaskInfo
 from .registry import StageSpec
 from .store import MemoryTasks, TaskStore
+
+if TYPE_CHECKING:
+    from ..cluster import ClusterState
+    from ..hub import Hub
 
 log = logging.getLogger("ssehub.tasks")
 
@@ -68,7 +72,7 @@ class InProcessRunner:
 
     name = "inprocess"
 
-    def __init__(self, hub: Any, prefix: str, store: TaskStore | None = None) -> None:
+    def __init__(self, hub: Hub, prefix: str, store: TaskStore | None = None) -> None:
         self.hub = hub
         self.prefix = prefix
         self.store = store or MemoryTasks()
@@ -193,12 +197,12 @@ class TaskManager:
 
     def __init__(
         self,
-        hub: Any,
+        hub: Hub,
         runner: Runner,
         prefix: str,
         *,
         store: TaskStore | None = None,
-        cluster: Any = None,
+        cluster: ClusterState | None = None,
         cancel_unwatched: float = 0.0,
     ) -> None:
         self.hub = hub
@@ -232,7 +236,7 @@ class TaskManager:
         )
         pending = messages.stage_update(spec.name, project_id, "pending", 0, "task queued")
         pending["run_id"] = info.run_id
-        opened = await publish_event(self.hub, make_event(channel, "stage_update", pending))
+        opened = await self.hub.publish(make_event(channel, "stage_update", pending))
         info.resume_after = format_id(self.hub.broker.epoch, max(0, opened.seq - 1))
         await self.store.put(info)
         await self.runner.submit(info, spec, input_data)
@@ -280,7 +284,7 @@ class TaskManager:
             msg = messages.error(info.stage, info.project_id, "cancelled")
             msg["run_id"] = info.run_id
             with contextlib.suppress(RunClosed):
-                await publish_event(self.hub, make_event(info.channel, "error", msg))
+                await self.hub.publish(make_event(info.channel, "error", msg))
         if info.finished_at is None:
             info.state = "cancelled"
             await self.store.put(info)  # the process running it stops it (see _watch)
