@@ -109,6 +109,18 @@ TARGETS = {
     # Scenario 6: one and two hub processes (one port) behind the Redis broker (machine Redis).
     "ssehub-redis1": ssehub_target("ssehub-redis1", **REDIS_ENV),
     "ssehub-redis2": ssehub_target("ssehub-redis2", "--workers", "2", **REDIS_ENV),
+    # The stream floor: a bare uvloop Protocol, what any Python SSE server pays at least.
+    "protocol-floor": Target(
+        name="protocol-floor",
+        command=lambda port: [
+            sys.executable,
+            str(ROOT / "bench" / "peers" / "protocol_floor.py"),
+            str(port),
+        ],
+        env={},
+        stream_path=lambda ch: f"/sse/{ch}",
+        publish_path="/publish",
+    ),
     "peer": Target(
         name="peer",
         command=lambda port: [
@@ -159,7 +171,12 @@ class Server:
         return sum(int(p.memory_info().rss) for p in self.processes())
 
     def cpu(self) -> float:
-        return sum(float(t.user + t.system) for t in (p.cpu_times() for p in self.processes()))
+        return sum(self.cpu_split())
+
+    def cpu_split(self) -> tuple[float, float]:
+        """User and system CPU seconds of all its processes."""
+        times = [p.cpu_times() for p in self.processes()]
+        return sum(float(t.user) for t in times), sum(float(t.system) for t in times)
 
 
 @contextlib.asynccontextmanager
@@ -263,10 +280,16 @@ async def broadcast(server: Server, fleet: Fleet, args: argparse.Namespace) -> d
     pub = Publisher(server.url, target.publish_path)
     await asyncio.sleep(0.5)
     await fleet.reset_window()
+    user, system = server.cpu_split()
     for _ in range(5):
         await pub.send(["bcast"])
         await asyncio.sleep(0.5)
     counts = await drain(fleet, 5 * streams, 10)
+    # Server CPU per broadcast, in its own code (user) and in the kernel's sends (system):
+    # steadier than latency on a shared machine.
+    user_after, system_after = server.cpu_split()
+    single_user_ms = (user_after - user) * 1000 / 5
+    single_system_ms = (system_after - system) * 1000 / 5
     single = percentiles(await fleet.latencies())
     single_loss = 5 * streams - counts["received"]
     rate = args.broadcast_rate or max(1, 20_000 // args.n)
@@ -283,6 +306,8 @@ async def broadcast(server: Server, fleet: Fleet, args: argparse.Namespace) -> d
         "single_p99_ms": single["p99_ms"],
         "single_max_ms": single["max_ms"],
         "single_loss": single_loss,
+        "single_user_ms": round(single_user_ms, 1),
+        "single_system_ms": round(single_system_ms, 1),
         "events_per_s": round(real, 1),
         "deliveries_per_s": round(counts["received"] / took),
         **percentiles(await fleet.latencies()),
@@ -481,7 +506,16 @@ def targets_of(name: str, targets: list[str]) -> list[str]:
 
 COLUMNS = {
     "hold": ("streams", "connect_s", "kb_per_stream", "failures"),
-    "broadcast": ("streams", "single_p99_ms", "deliveries_per_s", "p99_ms", "loss", "duplicates"),
+    "broadcast": (
+        "streams",
+        "single_p99_ms",
+        "single_user_ms",
+        "single_system_ms",
+        "deliveries_per_s",
+        "p99_ms",
+        "loss",
+        "duplicates",
+    ),
     "many-channels": ("streams", "best_per_s_p99_under_50ms", "dropped_streams"),
     "token-stream": ("streams", "tokens_per_s", "p99_ms", "loss", "duplicates"),
     "reconnect-storm": (
