@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 
-from redis_support import delete_prefix, shared_redis_url, unique_prefix
 from ssehub.brokers import format_id
 from ssehub.channels import Selector
 from ssehub.errors import BrokerUnavailable
@@ -34,15 +33,14 @@ CHANNEL = "app:project:p1:stage:write"
 
 @pytest.fixture(params=["memory", "redis"])
 async def make_store(request: pytest.FixtureRequest) -> AsyncIterator[StoreFactory]:
-    """Build run stores of one kind with given ``RunTimes``; closes them after."""
-    url = shared_redis_url() if request.param == "redis" else ""
-    prefix = unique_prefix()
+    """Build run stores of one kind with given ``RunTimes``; Redis ones share a prefix."""
+    keys = request.getfixturevalue("redis_keys") if request.param == "redis" else None
     made: list[RunStore] = []
 
     async def build(**times: Any) -> RunStore:
         store: RunStore = (
-            RedisRunStore(url, prefix=prefix, times=RunTimes(**times))
-            if url
+            RedisRunStore(keys.url, prefix=keys.prefix, times=RunTimes(**times))
+            if keys
             else MemoryRunStore(RunTimes(**times))
         )
         made.append(store)
@@ -51,8 +49,6 @@ async def make_store(request: pytest.FixtureRequest) -> AsyncIterator[StoreFacto
     yield build
     for store in made:
         await store.close()
-    if url:
-        delete_prefix(url, prefix)
 
 
 class Path:
