@@ -33,6 +33,7 @@ run: $(STAMP)
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
+	$(BIN)/mypy
 
 format: $(TEST_STAMP)
 	$(BIN)/ruff format src tests
@@ -62,4 +63,4 @@ soak: $(TEST_STAMP)
 	$(BIN)/python bench/soak.py $(SOAK_ARGS) -o docs/soak.png --json bench/results/soak.json
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis

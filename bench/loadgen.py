@@ -3,7 +3,8 @@
 Each stream is one ``asyncio.Protocol`` with an httptools response parser (chunked bodies are
 decoded in C). Frames are split on the blank line; only what the benchmark needs is parsed:
 the ``id:`` of each event (for Last-Event-ID) and benchmark payloads ``B <publish time> <seq>``
-in ``data:``, from which latency, loss and duplicates are counted. Publish times come from
+in ``data:`` (or at the end of a token message's ``content``), from which latency, loss and
+duplicates are counted. Publish times come from
 ``time.time()`` in the publisher process, so latency includes the whole path.
 """
 
@@ -22,7 +23,11 @@ import httptools
 
 MAX_SAMPLES = 5_000_000  # latency samples kept per run (bounded memory)
 IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)  # Linux
-BENCH_DATA = re.compile(rb"^data: ?B ([0-9.]+) ([0-9]+)$", re.MULTILINE)
+# ``data: B <time> <seq>``, or a token message (JSON) whose content ends with that marker.
+BENCH_DATA = re.compile(
+    rb'^data: ?(?:\{"type": ?"token", ?"content": ?"[^"\n]*)?B ([0-9.]+) ([0-9]+)(?:"|$)',
+    re.MULTILINE,
+)
 
 
 def raise_fd_limit() -> int:

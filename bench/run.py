@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import datetime
 import gc
 import json
@@ -108,6 +109,18 @@ TARGETS = {
     # Scenario 6: one and two hub processes (one port) behind the Redis broker (machine Redis).
     "ssehub-redis1": ssehub_target("ssehub-redis1", **REDIS_ENV),
     "ssehub-redis2": ssehub_target("ssehub-redis2", "--workers", "2", **REDIS_ENV),
+    # The stream floor: a bare uvloop Protocol, what any Python SSE server pays at least.
+    "protocol-floor": Target(
+        name="protocol-floor",
+        command=lambda port: [
+            sys.executable,
+            str(ROOT / "bench" / "peers" / "protocol_floor.py"),
+            str(port),
+        ],
+        env={},
+        stream_path=lambda ch: f"/sse/{ch}",
+        publish_path="/publish",
+    ),
     "peer": Target(
         name="peer",
         command=lambda port: [
@@ -121,6 +134,12 @@ TARGETS = {
         publish_path="/publish",
     ),
 }
+
+
+def at_source(target: Target, src: str) -> Target:
+    """``target`` running the ssehub code of checkout ``src`` (``<name>@base``)."""
+    env = {**target.env, "PYTHONPATH": str(Path(src).resolve() / "src")}
+    return dataclasses.replace(target, name=f"{target.name}@base", env=env)
 
 
 def free_port() -> int:
@@ -152,7 +171,12 @@ class Server:
         return sum(int(p.memory_info().rss) for p in self.processes())
 
     def cpu(self) -> float:
-        return sum(float(t.user + t.system) for t in (p.cpu_times() for p in self.processes()))
+        return sum(self.cpu_split())
+
+    def cpu_split(self) -> tuple[float, float]:
+        """User and system CPU seconds of all its processes."""
+        times = [p.cpu_times() for p in self.processes()]
+        return sum(float(t.user) for t in times), sum(float(t.system) for t in times)
 
 
 @contextlib.asynccontextmanager
@@ -256,10 +280,16 @@ async def broadcast(server: Server, fleet: Fleet, args: argparse.Namespace) -> d
     pub = Publisher(server.url, target.publish_path)
     await asyncio.sleep(0.5)
     await fleet.reset_window()
+    user, system = server.cpu_split()
     for _ in range(5):
         await pub.send(["bcast"])
         await asyncio.sleep(0.5)
     counts = await drain(fleet, 5 * streams, 10)
+    # Server CPU per broadcast, in its own code (user) and in the kernel's sends (system):
+    # steadier than latency on a shared machine.
+    user_after, system_after = server.cpu_split()
+    single_user_ms = (user_after - user) * 1000 / 5
+    single_system_ms = (system_after - system) * 1000 / 5
     single = percentiles(await fleet.latencies())
     single_loss = 5 * streams - counts["received"]
     rate = args.broadcast_rate or max(1, 20_000 // args.n)
@@ -276,6 +306,8 @@ async def broadcast(server: Server, fleet: Fleet, args: argparse.Namespace) -> d
         "single_p99_ms": single["p99_ms"],
         "single_max_ms": single["max_ms"],
         "single_loss": single_loss,
+        "single_user_ms": round(single_user_ms, 1),
+        "single_system_ms": round(single_system_ms, 1),
         "events_per_s": round(real, 1),
         "deliveries_per_s": round(counts["received"] / took),
         **percentiles(await fleet.latencies()),
@@ -393,6 +425,65 @@ async def reconnect_storm(server: Server, fleet: Fleet, args: argparse.Namespace
     }
 
 
+async def run_answers(url: str, answers: int, prefix: str, args: argparse.Namespace) -> Any:
+    """bench/ai_answers.py in a child process (the SDK's publishers); its JSON report."""
+    command = [sys.executable, str(ROOT / "bench" / "ai_answers.py"), "--url", url]
+    command += ["--answers", str(answers), "--prefix", prefix]
+    command += ["--messages", str(args.ai_messages), "--tokens", str(args.ai_tokens)]
+    child = await asyncio.create_subprocess_exec(*command, stdout=subprocess.PIPE)
+    bound = args.ai_messages / 20 + 60  # every answer's last message, plus slack
+    out, _ = await asyncio.wait_for(child.communicate(), bound)
+    if child.returncode != 0:
+        raise RuntimeError(f"ai_answers.py failed ({child.returncode})")
+    return json.loads(out)
+
+
+async def ai_answers(server: Server, fleet: Fleet, args: argparse.Namespace) -> dict[str, Any]:
+    """N answers through the SDK's AsyncPublisher, 2 subscribers each; raise N while the
+    delivery p99 stays under 50 ms with nothing lost (``--answers`` steps)."""
+    steps, best = [], 0
+    for answers in args.answers:
+        prefix = f"ai{answers}x"
+        names = [f"ai_story:project:{prefix}{i}:stage:answer" for i in range(answers)]
+        paths = [(server.target.stream_path(name), name) for name in names]
+        await fleet.open_many([pair for pair in paths for _ in range(2)])
+        await asyncio.sleep(0.3)
+        await fleet.reset_window()
+        cpu, machine = server.cpu(), psutil.cpu_times()
+        start = time.perf_counter()
+        report = await run_answers(server.url, answers, prefix, args)
+        owed = 2 * report["messages"]
+        counts = await drain(fleet, owed, 15)
+        took = time.perf_counter() - start
+        server_cpu = server.cpu() - cpu
+        step = {
+            "answers": answers,
+            "messages": report["messages"],
+            "messages_per_s": round(report["messages"] / report["seconds"]),
+            "deliveries_per_s": round(counts["received"] / took),
+            **percentiles(await fleet.latencies()),
+            "loss": owed - counts["received"],
+            "duplicates": counts["duplicates"],
+            "publish_errors": report["errors"],
+            "first_error": report["first_error"],
+            "server_cpu_s": round(server_cpu, 2),
+            "server_cpu_us_per_message": round(1e6 * server_cpu / max(report["messages"], 1)),
+            "publisher_cpu_s": report["cpu_s"],
+            "machine_busy_pct": busy_percent(machine, psutil.cpu_times()),
+        }
+        steps.append(step)
+        if step["p99_ms"] >= 50 or step["loss"] or step["duplicates"] or step["publish_errors"]:
+            break
+        best = answers
+        await asyncio.sleep(0.5)
+    return {
+        "answers_p99_under_50ms": best,
+        "steps": steps,
+        "loss": sum(s["loss"] for s in steps),
+        "duplicates": sum(s["duplicates"] for s in steps),
+    }
+
+
 SCENARIOS = {
     "hold": hold,
     "broadcast": broadcast,
@@ -400,6 +491,7 @@ SCENARIOS = {
     "token-stream": token_stream,
     "reconnect-storm": reconnect_storm,
     "durable": durable,
+    "ai-answers": ai_answers,
 }
 # Scenarios that run on other targets: ssehub with its Durable Streams store, and the Node
 # reference server of Durable Streams as the peer.
@@ -414,7 +506,16 @@ def targets_of(name: str, targets: list[str]) -> list[str]:
 
 COLUMNS = {
     "hold": ("streams", "connect_s", "kb_per_stream", "failures"),
-    "broadcast": ("streams", "single_p99_ms", "deliveries_per_s", "p99_ms", "loss", "duplicates"),
+    "broadcast": (
+        "streams",
+        "single_p99_ms",
+        "single_user_ms",
+        "single_system_ms",
+        "deliveries_per_s",
+        "p99_ms",
+        "loss",
+        "duplicates",
+    ),
     "many-channels": ("streams", "best_per_s_p99_under_50ms", "dropped_streams"),
     "token-stream": ("streams", "tokens_per_s", "p99_ms", "loss", "duplicates"),
     "reconnect-storm": (
@@ -425,6 +526,7 @@ COLUMNS = {
         "missed",
         "duplicates",
     ),
+    "ai-answers": ("answers_p99_under_50ms", "loss", "duplicates"),
     "durable": (
         "streams",
         "rate_per_s",
@@ -463,14 +565,16 @@ async def run_one(name: str, target: Target, args: argparse.Namespace) -> dict[s
     return {"scenario": name, "target": target.name, "n": args.n, **result}
 
 
-def start_py_spy(server: Server, scenario: str, folder: str) -> subprocess.Popen[bytes]:
-    """Sample the server with py-spy (collapsed stacks) while the scenario runs."""
+def start_py_spy(
+    server: Server, scenario: str, folder: str, rate: int = 200
+) -> subprocess.Popen[bytes]:
+    """Sample the server with py-spy (collapsed stacks, ``rate`` per s) while it runs."""
     out = Path(folder) / f"{scenario}-{server.target.name}.txt"
     out.parent.mkdir(parents=True, exist_ok=True)
     binary = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     command = [binary, "record", "--pid", str(server.process.pid), "--format", "raw"]
     return subprocess.Popen(
-        [*command, "--rate", "200", "--nonblocking", "-o", str(out)],
+        [*command, "--rate", str(rate), "--nonblocking", "-o", str(out)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -548,9 +652,13 @@ async def main(args: argparse.Namespace) -> list[dict[str, Any]]:
             install_ds_node()
         for name in args.scenarios:
             for target_name in targets_of(name, args.targets):
-                row = await run_one(name, TARGETS[target_name], args)
-                print(json.dumps(row), flush=True)
-                rows.append(row)
+                targets = [TARGETS[target_name]]
+                if args.src and target_name.startswith("ssehub"):
+                    targets.insert(0, at_source(targets[0], args.src))
+                for target in targets:
+                    row = await run_one(name, target, args)
+                    print(json.dumps(row), flush=True)
+                    rows.append(row)
     finally:
         if any(TARGETS[t].env.get("SSEHUB_BROKER_URL") for t in args.targets):
             redis_url, prefix = REDIS_ENV["SSEHUB_BROKER_URL"], REDIS_ENV["SSEHUB_REDIS_PREFIX"]
@@ -595,12 +703,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--ds-rate", type=float, default=20.0, help="durable: appends/s.")
     parser.add_argument("--ds-writers", type=int, default=16, help="durable: writers flat out.")
+    parser.add_argument(
+        "--answers", default="25,50,100,200,400", help="ai-answers: concurrent answers steps."
+    )
+    parser.add_argument("--ai-messages", type=int, default=100, help="ai-answers: per answer.")
+    parser.add_argument("--ai-tokens", type=int, default=16, help="ai-answers: per message.")
     parser.add_argument("--py-spy", default="", help="Folder for py-spy profiles of the servers.")
     parser.add_argument("--save", action="store_true", help="Write bench/results/<date>.*")
+    parser.add_argument("--src", default="", help="Also run the ssehub targets from DIR/src.")
     args = parser.parse_args(argv)
     args.scenarios = [s for s in args.scenarios.split(",") if s]
     args.targets = [t for t in args.targets.split(",") if t]
     args.rates = [int(r) for r in args.rates.split(",") if r]
+    args.answers = [int(n) for n in args.answers.split(",") if n]
     for name in args.scenarios:
         if name not in SCENARIOS:
             parser.error(f"unknown scenario {name}")
@@ -610,19 +725,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def save(rows: list[dict[str, Any]], args: argparse.Namespace, env: dict[str, Any]) -> Path:
+def write_results(suffix: str, title: str, rows: list[Any], env: dict[str, Any], text: str) -> Path:
+    """``bench/results/<date>-<suffix>.json|md``: the command, machine and rows; ``text`` (the
+    tables) in the Markdown."""
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H%M%S")
-    path = RESULTS / f"{stamp}-n{args.n}"
-    command = "python bench/run.py " + " ".join(sys.argv[1:])
+    path = RESULTS / f"{stamp}-{suffix}"
+    command = f"python bench/{Path(sys.argv[0]).name} " + " ".join(sys.argv[1:])
     path.with_suffix(".json").write_text(
         json.dumps({"command": command, "environment": env, "results": rows}, indent=1)
     )
     path.with_suffix(".md").write_text(
-        f"# ssehub benchmark {stamp}\n\n`{command}`\n\n```json\n{json.dumps(env, indent=1)}\n```\n"
-        + table(rows)
+        f"# {title} {stamp}\n\n`{command}`\n\n```json\n{json.dumps(env, indent=1)}\n```\n"
+        + text
         + "\n"
     )
     return path
+
+
+def save(rows: list[dict[str, Any]], args: argparse.Namespace, env: dict[str, Any]) -> Path:
+    return write_results(f"n{args.n}", "ssehub benchmark", rows, env, table(rows))
 
 
 if __name__ == "__main__":

@@ -120,14 +120,15 @@ class HubProcess:
         try:
             return self.process.wait(timeout)
         except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(10)
+            self.kill()
             raise AssertionError(
                 f"hub ignored SIGTERM for {timeout} s:\n{self.log()[-3000:]}"
             ) from None
 
     def kill(self) -> None:
-        self.process.kill()
+        """SIGKILL to the hub and its ``--workers`` children (its own process group)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(10)
 
 
@@ -154,6 +155,7 @@ def start_hub_process(
         env=full_env,
         stdout=log_path.open("wb"),
         stderr=subprocess.STDOUT,
+        start_new_session=True,  # kill() takes worker children along: no orphans left running
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + start_timeout
@@ -168,7 +170,8 @@ def start_hub_process(
                 if len(nodes) >= workers:
                     break
         if time.monotonic() > deadline:
-            process.kill()
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10)
             raise TimeoutError(f"hub did not start: {log_path.read_text()}")
         time.sleep(0.05)
     return HubProcess(url=url, port=port, process=process, log_path=log_path)

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import FastAPI, Request
+from pydantic import BaseModel
 from sse_starlette.sse import EventSourceResponse
 
 app = FastAPI(title="seed-000 peer")
@@ -70,6 +71,22 @@ async def publish(request: Request) -> dict[str, int]:
         text = data if isinstance(data, str) else json.dumps(data)
         await broadcast(item["channel"], {"event": item.get("event"), "data": text})
     return {"published": len(items)}
+
+
+class PublishBody(BaseModel):
+    """The seed's single-event body: an event type and any JSON data."""
+
+    event: str | None = None
+    data: Any = None
+
+
+@app.post("/api/v1/publish/{channel}")
+async def publish_one(channel: str, body: PublishBody) -> dict[str, str]:
+    """Publish one event to ``channel`` (what SDK publishers call, one message per request)."""
+    data = body.data
+    text = data if isinstance(data, str) else json.dumps(data)
+    await broadcast(channel, {"event": body.event, "data": text})
+    return {"channel": channel, "status": "published"}
 
 
 @app.get("/healthz")

@@ -17,8 +17,8 @@ import orjson
 from .brokers.base import format_id, parse_id
 from .channels import Selector
 from .event import Event
-from .parser import ServerSentEvent
 from .relay import Translation
+from .sdk.parser import ServerSentEvent
 
 START = "ai_response_start"
 CHUNK = "ai_response_chunk"

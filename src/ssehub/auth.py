@@ -22,6 +22,7 @@ from starlette.requests import HTTPConnection
 from .channels import matches, validate_channel
 from .errors import Forbidden, HubError, Unauthorized
 from .settings import Settings
+from .verified_tokens import VerifiedTokens
 
 log = logging.getLogger("ssehub.auth")
 
@@ -216,6 +217,7 @@ class JWTAuthenticator:
             publish=tuple(settings.anonymous_publish),
             authenticated=False,
         )
+        self.verified: VerifiedTokens[Principal] = VerifiedTokens()
 
     async def authenticate(self, request: HTTPConnection) -> Principal:
         token = request_token(request, self.settings.token_cookie)
@@ -224,7 +226,16 @@ class JWTAuthenticator:
         return self.verify(token)
 
     def verify(self, token: str) -> Principal:
-        """The Principal of a token, or Unauthorized."""
+        """The Principal of a token, or Unauthorized (verified once, then kept until ``exp``)."""
+        principal = self.verified.get(token)
+        if principal is None:
+            principal, exp = self._verify(token)
+            # PyJWT refuses a token once ``exp <= now - leeway``.
+            self.verified.put(token, principal, exp + self.settings.jwt_leeway_seconds)
+        return principal
+
+    def _verify(self, token: str) -> tuple[Principal, float]:
+        """The Principal of a token and its ``exp``, or Unauthorized."""
         s = self.settings
         try:
             claims = jwt.decode(
@@ -249,7 +260,10 @@ class JWTAuthenticator:
         except (OverflowError, ValueError) as exc:  # e.g. ``exp: 1e400`` decodes to infinity
             raise invalid_token("exp, iat and nbf must be finite numbers") from exc
         check_lifetime(claims, s.jwt_max_lifetime_seconds, s.jwt_leeway_seconds)
-        return principal_from_claims(claims, admin_claim=s.admin_claim, admin_role=s.admin_role)
+        principal = principal_from_claims(
+            claims, admin_claim=s.admin_claim, admin_role=s.admin_role
+        )
+        return principal, float(claims["exp"])
 
     def _verification_key(self, token: str) -> Any:
         if self._jwks is None:

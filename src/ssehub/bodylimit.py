@@ -47,16 +47,17 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         max_bytes = self.limit(scope["path"])
-        has_body = False
+        chunked = False
         for key, value in scope["headers"]:
             if key == b"content-length":
                 if not value.isdigit() or int(value) > max_bytes:
                     await self._refuse(send, max_bytes)
                     return
-                has_body = value != b"0"
             elif key == b"transfer-encoding":
-                has_body = True
-        if not has_body:  # streams and other body-less requests pass untouched
+                chunked = True
+        if not chunked:
+            # No body, or one framed by a Content-Length already checked: the HTTP parser
+            # delivers no more than that, so streams and such requests pass untouched.
             await self.app(scope, receive, send)
             return
         received = 0

@@ -21,7 +21,7 @@ class ChannelIndex:
     """A sorted set of channel names with budgeted pattern look-ups."""
 
     def __init__(self) -> None:
-        self._names: SortedList = SortedList()
+        self._names: SortedList[str] = SortedList()
 
     def __len__(self) -> int:
         return len(self._names)

@@ -10,7 +10,7 @@ left-to-right pass (see :func:`matches`), and a pattern may hold at most ``max_w
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -114,20 +114,36 @@ class Selector:
 
     channels: frozenset[str] = field(default_factory=frozenset)
     patterns: frozenset[str] = field(default_factory=frozenset)
+    names: tuple[str, ...] = field(init=False, compare=False, repr=False)  # sorted, channels first
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "names", (*sorted(self.channels), *sorted(self.patterns)))
 
     @classmethod
     def of(cls, names: Iterable[str]) -> Selector:
-        """Split names into exact channels and patterns."""
-        names = list(names)
-        return cls(
-            channels=frozenset(n for n in names if not is_pattern(n)),
-            patterns=frozenset(n for n in names if is_pattern(n)),
-        )
+        """Split names into exact channels and patterns.
+
+        Equal selectors are one shared object (they are immutable): thousands of streams of the
+        same channels then hold no set of their own.
+        """
+        key = tuple(names)
+        selector = _selectors.get(key)
+        if selector is None:
+            if len(_selectors) >= MAX_SHARED_SELECTORS:
+                _selectors.clear()
+            selector = _selectors[key] = cls(
+                channels=frozenset(n for n in key if not is_pattern(n)),
+                patterns=frozenset(n for n in key if is_pattern(n)),
+            )
+        return selector
 
     def covers(self, channel: str) -> bool:
         """True when an event on ``channel`` belongs to this selector."""
         return channel in self.channels or any(matches(p, channel) for p in self.patterns)
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
-        yield from sorted(self.channels)
-        yield from sorted(self.patterns)
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names)
+
+
+MAX_SHARED_SELECTORS = 10_000
+_selectors: dict[tuple[str, ...], Selector] = {}

@@ -8,6 +8,7 @@ import json
 import signal
 import sys
 import uuid
+from types import FrameType
 from typing import Annotated, Any
 
 import httpx
@@ -64,7 +65,7 @@ def settings_or_exit() -> Settings:
         fail(str(exc), code=2)
 
 
-def _exit_on_sigterm(signum: int, frame: Any) -> None:
+def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)
 
 
@@ -111,7 +112,7 @@ def serve(
     os.environ["SSEHUB_HOST"], os.environ["SSEHUB_PORT"] = host, str(port)
     # uvicorn re-raises SIGTERM after a graceful stop; exit 0 then, as service managers expect.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    config = dict(
+    config: dict[str, Any] = dict(
         factory=True,
         host=host,
         port=port,
@@ -125,11 +126,11 @@ def serve(
         access_log=False,
     )
     if workers > 1:
-        uvicorn.run("ssehub.app:app_from_env", **config)  # type: ignore[arg-type]
+        uvicorn.run("ssehub.app:app_from_env", **config)
         return
     from .startup import AnnouncingServer
 
-    AnnouncingServer(uvicorn.Config("ssehub.app:app_from_env", **config)).run()  # type: ignore[arg-type]
+    AnnouncingServer(uvicorn.Config("ssehub.app:app_from_env", **config)).run()
 
 
 WORKER_QUEUES = "llm,image,video,default"
@@ -207,11 +208,9 @@ def listen(
     token: TokenOption = None,
 ) -> None:
     """Print the events of CHANNELS as JSON lines, reconnecting and resuming on drops."""
-    from .client import SSEClient, StreamClosed
+    from .sdk.client import SSEClient, StreamClosed
 
-    params = httpx.QueryParams(
-        [("channel", c) for c in channels] + ([("types", types)] if types else [])
-    )
+    params = httpx.QueryParams({"channel": channels, **({"types": types} if types else {})})
     stream_url = f"{url.rstrip('/')}/api/v1/sse/stream?{params}"
 
     async def run() -> None:

@@ -9,8 +9,8 @@ from typing import Any, NoReturn
 import httpx
 import typer
 
+from .sdk.transport import retry_delay
 from .settings import Settings
-from .transport import retry_delay
 
 URL_HINT = "point the CLI at the hub with --url or SSEHUB_URL"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 from .channels import Selector
 from .event import Event
@@ -18,29 +19,74 @@ IDLE = "idle_timeout"
 HISTORY_GAP = "history_gap"
 
 BURST_FACTOR = 10
+# The buffer of a connection with nothing queued: shared, so an idle stream holds no list.
+NOTHING: tuple[bytes, ...] = ()
+
+
+class Writer(Protocol):
+    """What writes a Connection's frames to its client: a coroutine or the server protocol."""
+
+    @property
+    def waiting(self) -> bool:
+        """True while idle, ready for the next chunk; False while stuck in a write."""
+
+    def wake(self) -> None:
+        """Frames were queued or the connection closed: take a chunk soon."""
+
+    def abort(self) -> None:
+        """Tear the transport down at once (a slow or idle client)."""
+
+
+class AwaitingWriter:
+    """The writer of a coroutine that awaits each chunk (:meth:`Connection.next_chunk`)."""
+
+    __slots__ = ("_future", "_on_abort")
+
+    def __init__(self, on_abort: Callable[[], None] | None = None) -> None:
+        self._future: asyncio.Future[None] | None = None
+        self._on_abort = on_abort
+
+    @property
+    def waiting(self) -> bool:
+        return self._future is not None
+
+    async def wait(self) -> None:
+        """Return once woken."""
+        self._future = asyncio.get_running_loop().create_future()
+        try:
+            await self._future
+        finally:
+            self._future = None
+
+    def wake(self) -> None:
+        future = self._future
+        if future is not None and not future.done():
+            future.set_result(None)
+
+    def abort(self) -> None:
+        if self._on_abort is not None:
+            self._on_abort()
 
 
 class Connection:
-    """A subscriber: the hub pushes pre-encoded frames, the stream's writer drains them.
+    """A subscriber: the hub pushes pre-encoded frames, the stream's writer takes them as chunks.
 
-    Pushing never blocks. Frames wait in a buffer of shared ``bytes`` (one reference each). A
-    connection whose writer is stuck in a write while ``max_buffer`` frames wait is closed as a
-    slow consumer and resumes from history when it reconnects. A burst that arrives while the
-    writer is idle is taken whole at its next step, up to ``BURST_FACTOR`` times the buffer.
-    While a resume is replayed, live events wait in ``pending`` and are flushed after it.
+    Pushing never blocks. Frames wait in a buffer of shared ``bytes`` (one reference each) and
+    wake the attached :class:`Writer`, which calls :meth:`take_chunk`. A connection whose writer
+    is stuck in a write while ``max_buffer`` frames wait is closed as a slow consumer and
+    resumes from history when it reconnects. A burst that arrives while the writer is idle is
+    taken whole at its next step, up to ``BURST_FACTOR`` times the buffer. While a resume is
+    replayed, live events wait in ``pending`` and are flushed after it.
     """
 
     __slots__ = (
-        "_abort",
-        "_waiter",
         "buffer",
         "bytes_sent",
-        "channel_names",
         "client_id",
         "close_reason",
         "closed",
         "connected_at",
-        "info",
+        "ip",
         "last_write",
         "max_buffer",
         "messages_sent",
@@ -48,7 +94,9 @@ class Connection:
         "pending",
         "selector",
         "types",
+        "user_agent",
         "user_id",
+        "writer",
     )
 
     def __init__(
@@ -60,30 +108,83 @@ class Connection:
         max_buffer: int = 100,
         user_id: str | None = None,
         info: dict[str, str] | None = None,
-        holding: bool = False,
     ) -> None:
         self.client_id = client_id
         self.selector = selector
-        self.channel_names = tuple(selector)
         self.types = types
         self.max_buffer = max_buffer
         self.user_id = user_id
-        self.info = info or {}
-        self.buffer: list[bytes] = []
-        self.pending: list[Event] | None = [] if holding else None
+        info = info or {}
+        self.ip = info.get("ip", "")
+        self.user_agent = info.get("user_agent", "")
+        self.buffer: list[bytes] | tuple[bytes, ...] = NOTHING
+        self.pending: list[Event] | None = None
         self.closed = False
         self.close_reason = ""
         self.connected_at = time.time()
         self.last_write = time.monotonic()
         self.messages_sent = 0
         self.bytes_sent = 0
-        self.oldest_at = 0.0  # publish time of the first live event queued since the last write
-        self._waiter: asyncio.Future[None] | None = None
-        self._abort: Callable[[], None] | None = None
+        self.oldest_at = 0.0  # publish time of the first live event queued since the last chunk
+        self.writer: Writer | None = None
+
+    @property
+    def info(self) -> dict[str, str]:
+        """The client's address and user agent (kept as two fields: a dict per stream costs)."""
+        return {"ip": self.ip, "user_agent": self.user_agent}
+
+    @property
+    def channel_names(self) -> tuple[str, ...]:
+        """The channels and patterns this connection listens to."""
+        return self.selector.names
 
     def wants(self, event: Event) -> bool:
         """True when this connection's type filter lets ``event`` through."""
         return self.types is None or event.type in self.types
+
+    # -- the writer seam -------------------------------------------------------------------------
+
+    def attach(self, writer: Writer | None) -> None:
+        """Hand the queued and future frames to ``writer`` (None: the writer is gone)."""
+        self.writer = writer
+        if writer is not None and (self.buffer or self.closed):
+            writer.wake()
+
+    def take_chunk(self) -> bytes | None:
+        """The queued frames joined into one chunk (counted as sent), None when none wait.
+
+        Read ``oldest_at`` first for the chunk's latency: taking a chunk starts a new window.
+        """
+        buffer = self.buffer
+        if not buffer:
+            return None
+        chunk = b"".join(buffer) if len(buffer) > 1 else buffer[0]
+        self.buffer = NOTHING
+        self.bytes_sent += len(chunk)
+        self.oldest_at = 0.0
+        return chunk
+
+    async def next_chunk(self) -> bytes | None:
+        """Wait for queued frames and return them as one chunk; None once closed and drained.
+
+        The caller becomes the connection's writer (an :class:`AwaitingWriter` unless one is
+        attached already).
+        """
+        writer = self.writer
+        if not isinstance(writer, AwaitingWriter):
+            writer = AwaitingWriter()
+            self.writer = writer
+        while (chunk := self.take_chunk()) is None:
+            if self.closed:
+                return None
+            await writer.wait()
+        return chunk
+
+    def wrote(self, now: float | None = None) -> None:
+        """Record a successful write at ``now`` (monotonic; for the idle-client timeout)."""
+        self.last_write = time.monotonic() if now is None else now
+
+    # -- the hub's side --------------------------------------------------------------------------
 
     def push(self, event: Event) -> None:
         """Queue one event's frame (or hold it while a resume is replayed)."""
@@ -96,22 +197,34 @@ class Connection:
                 self.pending.append(event)
             return
         queued = len(self.buffer)
-        if queued >= self.max_buffer and (
-            self._waiter is None or queued >= self.max_buffer * BURST_FACTOR
-        ):
-            self.close(SLOW_CONSUMER)
-            return
+        if queued >= self.max_buffer:
+            writer = self.writer
+            if writer is None or not writer.waiting or queued >= self.max_buffer * BURST_FACTOR:
+                self.close(SLOW_CONSUMER)
+                return
         if not queued:
             self.oldest_at = event.published_at
-        self.buffer.append(event.frame)
+        self._append(event.frame)
         self.messages_sent += 1
-        self._wake()
+        if self.writer is not None:
+            self.writer.wake()
 
     def push_raw(self, frame: bytes) -> None:
         """Queue a frame outside the event sequence (heartbeat, notice); dropped when busy."""
         if not self.closed and not self.buffer and self.pending is None:
-            self.buffer.append(frame)
-            self._wake()
+            self._append(frame)
+            if self.writer is not None:
+                self.writer.wake()
+
+    def hold(self) -> None:
+        """Hold live events until :meth:`go_live` (while the opening frames are read)."""
+        self.pending = []
+
+    def queue(self, frame: bytes, *, message: bool = False) -> None:
+        """Queue an opening frame (``connected``, ``reset``, a snapshot; a replayed ``message``)."""
+        self._append(frame)
+        if message:
+            self.messages_sent += 1
 
     def go_live(self, replayed_upto: int) -> None:
         """End a resume: queue held events newer than the replay, then receive live."""
@@ -120,46 +233,27 @@ class Connection:
             return
         for event in held:
             if event.seq > replayed_upto:
-                self.buffer.append(event.frame)
+                self._append(event.frame)
                 self.messages_sent += 1
 
-    async def next_chunk(self) -> bytes | None:
-        """Wait for queued frames and return them joined; None once the connection is closed."""
-        while not self.buffer:
-            if self.closed:
-                return None
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        chunk = b"".join(self.buffer) if len(self.buffer) > 1 else self.buffer[0]
-        self.buffer.clear()
-        self.bytes_sent += len(chunk)
-        return chunk
-
-    def wrote(self) -> None:
-        """Record a successful write (for the idle-client timeout)."""
-        self.last_write = time.monotonic()
-
-    def on_abort(self, abort: Callable[[], None]) -> None:
-        """Register how to tear the transport down when the writer is stuck (slow consumer)."""
-        self._abort = abort
+    def _append(self, frame: bytes) -> None:
+        buffer = self.buffer
+        if isinstance(buffer, list):
+            buffer.append(frame)
+        else:
+            self.buffer = [frame]
 
     def close(self, reason: str) -> None:
-        """End the stream; a slow consumer's unsent frames are dropped."""
+        """End the stream; a slow or idle consumer's unsent frames are dropped."""
         if self.closed:
             return
         self.closed = True
         self.close_reason = reason
+        writer = self.writer
         if reason in (SLOW_CONSUMER, IDLE):
-            self.buffer.clear()
+            self.buffer = NOTHING
             self.pending = None
-            if self._abort is not None:
-                self._abort()
-        self._wake()
-
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+            if writer is not None:
+                writer.abort()
+        if writer is not None:
+            writer.wake()

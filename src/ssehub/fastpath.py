@@ -1,15 +1,15 @@
 """The direct stream path: an SSE stream written from the hub's dispatch, with no task per stream.
 
 ``DirectStreamProtocol`` is uvicorn's httptools protocol (with the read limits of
-:mod:`ssehub.httpguard`) plus one extension in every request's
-scope. The stream routes run as usual (auth, admission, ``Hub.open``) and the response head goes
-out through the middleware; then ``EventStreamResponse`` hands the opened Connection to
-:meth:`DirectStreamProtocol.adopt`, the ASGI task ends and the protocol writes the Connection's
-frames straight to its transport. A push only marks the stream dirty; one callback per loop
-turn writes every dirty stream's queued frames in one chunk, so a burst of events costs one
-write per stream and the chunk of a broadcast is framed once. When the transport's write
-buffer passes its high-water mark the stream counts as stuck, and the Connection's
-slow-consumer policy closes it as on the ASGI path.
+:mod:`ssehub.httpguard`) plus one extension in every request's scope. The stream routes run as
+usual (auth, admission, ``Hub.open``) and the response head goes out through the middleware;
+then ``EventStreamResponse`` hands the opened Connection to :meth:`DirectStreamProtocol.adopt`,
+the ASGI task ends and a small :class:`DirectStream` takes the transport over as its protocol
+and as the Connection's writer (the request's protocol object and its state are freed). A push
+only marks the stream dirty; one callback per loop turn writes every dirty stream's queued
+frames in one chunk, so a burst of events costs one write per stream and the chunk of a
+broadcast is framed once. When the transport's write buffer passes its high-water mark the
+stream counts as stuck, and the Connection's slow-consumer policy closes it as on the ASGI path.
 """
 
 from __future__ import annotations
@@ -17,17 +17,28 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING
+
+from uvicorn.protocols.http.flow_control import FlowControl
+from uvicorn.protocols.utils import is_ssl
 
 from .connection import CLIENT_GONE, SHUTDOWN, Connection
 from .httpguard import GuardedProtocol, ReadLimits
 from .settings import Settings
 from .stream import EXTENSION
 
+if TYPE_CHECKING:
+    from uvicorn.server import ServerState
+
+    from .metrics import Metrics
+
 log = logging.getLogger("ssehub.fastpath")
 
 END = b"0\r\n\r\n"
+
+Closer = Callable[[], Awaitable[None]]
 
 
 def http_protocol(settings: Settings) -> Callable[..., asyncio.Protocol]:
@@ -42,11 +53,13 @@ def http_protocol(settings: Settings) -> Callable[..., asyncio.Protocol]:
 class _Flusher:
     """Writes the queued frames of every dirty stream once per loop turn."""
 
+    __slots__ = ("dirty", "loop")
+
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self.dirty: list[DirectStreamProtocol] = []
+        self.dirty: list[DirectStream] = []
 
-    def mark(self, stream: DirectStreamProtocol) -> None:
+    def mark(self, stream: DirectStream) -> None:
         if not self.dirty:
             self.loop.call_soon(self.flush)
         self.dirty.append(stream)
@@ -54,12 +67,13 @@ class _Flusher:
     def flush(self) -> None:
         dirty, self.dirty = self.dirty, []
         framed: dict[bytes, bytes] = {}  # a broadcast chunk is framed once for all streams
+        now = time.monotonic()
         # Metrics get one update per app and turn (sum of bytes, oldest event), not per stream.
-        written: dict[Any, list[float]] = {}
+        written: dict[Metrics, list[float]] = {}
         for stream in dirty:
             stream.dirty = False
             try:
-                size, oldest = stream.flush(framed)
+                size, oldest = stream.flush(framed, now)
             except Exception:  # one broken stream must not stop the flush of the others
                 log.exception("writing a direct stream failed; aborting it")
                 stream.transport.abort()
@@ -88,138 +102,167 @@ def _flusher(loop: asyncio.AbstractEventLoop) -> _Flusher:
     return flusher
 
 
-class DirectStreamProtocol(GuardedProtocol):
-    """uvicorn's HTTP protocol that can take over a started SSE stream (see module doc)."""
+def _ignore(data: bytes) -> None:
+    """What a stream does with bytes its client sends."""
 
-    # Slots: uvicorn's attributes fill the instance dict; one more would double its size.
-    __slots__ = ("closer", "conn", "dirty", "metrics", "paused")
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.conn: Connection | None = None
-        self.closer: Callable[[], Awaitable[None]] | None = None
-        self.metrics: Any = None
+class DirectStream(asyncio.Protocol):
+    """An adopted stream: the transport's protocol and its Connection's :class:`Writer`."""
+
+    __slots__ = ("closer", "conn", "dirty", "flusher", "metrics", "paused", "state", "transport")
+
+    def __init__(
+        self,
+        transport: asyncio.Transport,
+        conn: Connection,
+        closer: Closer,
+        metrics: Metrics | None,
+        state: ServerState,
+    ) -> None:
+        self.transport = transport
+        self.conn = conn
+        self.closer: Closer | None = closer  # None once run
+        self.metrics = metrics
+        self.state = state  # uvicorn's: its connections and tasks
+        self.flusher = _flusher(asyncio.get_running_loop())
         self.dirty = False
         self.paused = False
+
+    # -- the Writer the Connection wakes ---------------------------------------------------------
+
+    @property
+    def waiting(self) -> bool:
+        return not self.paused
+
+    def wake(self) -> None:
+        if not self.dirty and not self.paused:
+            self.dirty = True
+            self.flusher.mark(self)
+
+    def abort(self) -> None:
+        self.transport.abort()
+
+    def flush(self, framed: dict[bytes, bytes], now: float) -> tuple[int, float]:
+        """Write what the Connection queued as one chunk, finish once it is closed.
+
+        Returns the bytes written and the publish time of the oldest live event among them.
+        """
+        conn, transport = self.conn, self.transport
+        # A transport already closed (stream ended, client gone) before connection_lost ran:
+        # uvloop raises on write, which would abort the flush of every other dirty stream.
+        if self.paused or transport.is_closing():
+            return 0, 0.0
+        oldest = conn.oldest_at
+        chunk = conn.take_chunk()
+        size = 0
+        if chunk is not None:
+            data = framed.get(chunk)
+            if data is None:
+                data = framed[chunk] = b"%x\r\n%b\r\n" % (len(chunk), chunk)
+            size = len(chunk)
+            transport.write(data)
+            conn.wrote(now)
+        if conn.closed:
+            transport.write(END)
+            transport.close()
+        return size, oldest
+
+    # -- transport events ----------------------------------------------------------------------
+
+    # A client sends nothing more on a stream; whatever it sends is ignored. A static method:
+    # uvloop keeps its protocol's bound ``data_received``: one more object per stream.
+    data_received = staticmethod(_ignore)  # type: ignore[assignment]
+
+    def pause_writing(self) -> None:
+        # Stuck in a write: from now the Connection's buffer fills and its policy applies.
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        self.wake()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.state.connections.discard(self)
+        conn, closer = self.conn, self.closer
+        if closer is None:
+            return
+        self.closer = None
+        conn.attach(None)
+        conn.close(CLIENT_GONE)
+        tasks = self.state.tasks
+        task = self.flusher.loop.create_task(_close(closer))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    def shutdown(self) -> None:
+        """uvicorn's graceful shutdown: end the stream with its last chunk."""
+        self.conn.close(SHUTDOWN)
+        if self.paused:  # a stuck client would hold the shutdown until its grace ends
+            self.transport.abort()
+
+
+class DirectStreamProtocol(GuardedProtocol):
+    """uvicorn's HTTP protocol that can hand a started SSE stream to a DirectStream."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        """uvicorn's, with the addresses read as ``sockname`` and ``peername``.
+
+        uvicorn asks for the ``socket``: uvloop then keeps a socket object and both addresses
+        for as long as the connection lasts (about 0.4 KB of every idle stream).
+        """
+        self.connections.add(self)
+        self.transport = transport
+        self.flow = FlowControl(transport)
+        self.server = _address(transport.get_extra_info("sockname"))  # type: ignore[assignment]
+        self.client = _address(transport.get_extra_info("peername"))  # type: ignore[assignment]
+        self.scheme = "https" if is_ssl(transport) else "http"
+        self._arm(self.limits.header_timeout)  # as GuardedProtocol: a client that sends nothing
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self.scope["extensions"] = {EXTENSION: {"adopt": self.adopt}}
 
-    def adopt(
-        self,
-        conn: Connection,
-        closer: Callable[[], Awaitable[None]],
-        metrics: Any = None,
-    ) -> bool:
+    def adopt(self, conn: Connection, closer: Closer, metrics: Metrics | None) -> bool:
         """Take over the current response, head already sent, as ``conn``'s stream.
 
         False if it cannot (then the ASGI task keeps writing it).
         """
         cycle = self.cycle
+        transport = self.transport
         if (
             cycle is None
             or not cycle.response_started
             or cycle.response_complete
             or not cycle.chunked_encoding
             or self.pipeline
-            or self.transport.is_closing()
+            or transport.is_closing()
         ):
             return False
         # The ASGI task ends without sending more: uvicorn must see a finished response.
         cycle.response_complete = True
-        self.cycle = None  # type: ignore[assignment]
-        # Request state a stream never needs again (it is most of an idle stream's memory).
-        self.scope = self.headers = self.parser = self.flow = self.pipeline = None  # type: ignore[assignment]
-        self.conn, self.closer, self.metrics = conn, closer, metrics
-        conn.on_abort(self.transport.abort)
-        # The Connection wakes its writer through ``_waiter``; this protocol stands in for it.
-        conn._waiter = self  # type: ignore[assignment]
-        self.flush({})  # what hub.open queued
+        self._disarm()
+        stream = DirectStream(transport, conn, closer, metrics, self.server_state)
+        # uvicorn's shutdown reaches the stream instead of this protocol, which is then freed
+        # with the request's state (most of an idle stream's memory otherwise).
+        self.connections.discard(self)
+        self.connections.add(stream)
+        transport.set_protocol(stream)
+        self.cycle = self.scope = self.parser = self.flow = None  # type: ignore[assignment]
+        stream.flush({}, time.monotonic())  # what hub.open queued, before it wakes the stream
+        conn.attach(stream)
         return True
 
-    # -- the writer the Connection wakes (future-like: ``done`` and ``set_result``) -------------
 
-    def done(self) -> bool:
-        return False
-
-    def set_result(self, _: object) -> None:
-        if not self.dirty:
-            self.dirty = True
-            _flusher(self.loop).mark(self)
-
-    def flush(self, framed: dict[bytes, bytes]) -> tuple[int, float]:
-        """Write what the Connection queued as one chunk, finish once it is closed.
-
-        Returns the bytes written and the publish time of the oldest live event among them.
-        """
-        conn = self.conn
-        # A transport already closed (stream ended, client gone) before connection_lost ran:
-        # uvloop raises on write, which would abort the flush of every other dirty stream.
-        if conn is None or self.paused or self.transport.is_closing():
-            return 0, 0.0
-        buffer = conn.buffer
-        size, oldest = 0, 0.0
-        if buffer:
-            chunk = b"".join(buffer) if len(buffer) > 1 else buffer[0]
-            buffer.clear()
-            conn.bytes_sent += len(chunk)
-            data = framed.get(chunk)
-            if data is None:
-                data = framed[chunk] = b"%x\r\n%b\r\n" % (len(chunk), chunk)
-            size, oldest, conn.oldest_at = len(chunk), conn.oldest_at, 0.0
-            self.transport.write(data)
-            conn.wrote()
-        if conn.closed and not self.transport.is_closing():
-            self.transport.write(END)
-            self.transport.close()
-        return size, oldest
-
-    # -- transport events ----------------------------------------------------------------------
-
-    def data_received(self, data: bytes) -> None:
-        if self.conn is None:
-            super().data_received(data)
-        # A client sends nothing more on a stream; whatever it sends is ignored.
-
-    def pause_writing(self) -> None:
-        if self.conn is None:
-            super().pause_writing()
-            return
-        # Stuck in a write: from now the Connection's buffer fills and its policy applies.
-        self.paused = True
-        self.conn._waiter = None
-
-    def resume_writing(self) -> None:
-        if self.conn is None:
-            super().resume_writing()
-            return
-        self.paused = False
-        self.conn._waiter = self  # type: ignore[assignment]
-        self.set_result(None)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        super().connection_lost(exc)
-        conn, closer = self.conn, self.closer
-        if conn is None or closer is None:
-            return
-        self.closer = None
-        conn._waiter = None
-        conn.close(CLIENT_GONE)
-        task = self.loop.create_task(_close(closer))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-
-    def shutdown(self) -> None:
-        if self.conn is None:
-            super().shutdown()
-        else:
-            self.conn.close(SHUTDOWN)
-            if self.paused:  # a stuck client would hold the shutdown until its grace ends
-                self.transport.abort()
+def _address(info: object) -> tuple[str, int | None] | None:
+    """An address as uvicorn puts it in the scope: (host, port), (path, None) or None."""
+    if isinstance(info, (tuple, list)) and len(info) >= 2:
+        return (str(info[0]), int(info[1]))
+    if isinstance(info, str) and info:
+        return (info, None)
+    return None
 
 
-async def _close(closer: Callable[[], Awaitable[None]]) -> None:
+async def _close(closer: Closer) -> None:
     try:
         await closer()
     except Exception:

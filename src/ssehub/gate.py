@@ -61,6 +61,7 @@ class Gate:
         self._scopes: dict[str, str] = {}  # admitted client id -> its per-user slot scope
         self.held: set[str] = set()  # slot holders other than streams (running chat answers)
         self._keepalive: asyncio.Task[None] | None = None
+        self._limits: dict[str, tuple[float, int, float, int]] = {}
 
     async def start(self) -> None:
         """Start refreshing this process's client records in the cluster."""
@@ -73,28 +74,39 @@ class Gate:
     async def check_rate(self, kind: str, principal: Principal, ip: str, *, cost: int = 1) -> None:
         """Take ``cost`` tokens from the ``kind`` buckets ("stream", "publish", "ticket"...) of
         the caller (see ``limit_scope``) and of its IP, or 429."""
+        limits = self._limits.get(kind)
+        if limits is None:
+            limits = self._limits[kind] = self._limits_of(kind)
+        user_rate, user_burst, ip_rate, ip_burst = limits
+        if user_rate > 0 and not principal.admin:
+            scope = limit_scope(principal, ip)
+            if scope is not None:
+                who = "user" if principal.user_id is not None else "address"
+                await self._take(kind, f"{kind}:{scope}", user_rate, user_burst, cost, who)
+        if ip_rate > 0 and ip:
+            await self._take(kind, f"{kind}:ip:{ip}", ip_rate, ip_burst, cost, "address")
+
+    def _limits_of(self, kind: str) -> tuple[float, int, float, int]:
+        """Rate and burst per user, then per IP, of ``kind`` (settings are read once per kind)."""
         s = self.settings
-        buckets = []
-        scope = None if principal.admin else limit_scope(principal, ip)
-        if scope is not None:
-            rate, burst = getattr(s, f"{kind}_rate_per_user"), getattr(s, f"{kind}_burst_per_user")
-            who = "user" if principal.user_id is not None else "address"
-            buckets.append((f"{kind}:{scope}", rate, burst, who))
-        if ip:
-            rate = getattr(s, f"{kind}_rate_per_ip", 0.0)
-            burst = getattr(s, f"{kind}_burst_per_ip", 1)
-            buckets.append((f"{kind}:ip:{ip}", rate, burst, "address"))
-        for key, rate, burst, who in buckets:
-            if rate <= 0:
-                continue
-            wait = await self.cluster.take_token(key, rate, burst, cost)
-            if wait > 0:
-                noun = kind.replace("_", " ")
-                raise TooManyRequests(
-                    f"too many {noun} requests from this {who}: limit {rate:g}/s "
-                    f"(burst {burst}); retry in {wait:.1f} s",
-                    headers=retry_after(wait),
-                )
+        return (
+            getattr(s, f"{kind}_rate_per_user"),
+            getattr(s, f"{kind}_burst_per_user"),
+            getattr(s, f"{kind}_rate_per_ip", 0.0),
+            getattr(s, f"{kind}_burst_per_ip", 1),
+        )
+
+    async def _take(
+        self, kind: str, key: str, rate: float, burst: int, cost: int, who: str
+    ) -> None:
+        wait = await self.cluster.take_token(key, rate, burst, cost)
+        if wait > 0:
+            noun = kind.replace("_", " ")
+            raise TooManyRequests(
+                f"too many {noun} requests from this {who}: limit {rate:g}/s "
+                f"(burst {burst}); retry in {wait:.1f} s",
+                headers=retry_after(wait),
+            )
 
     def count_publish(self, channel: str) -> None:
         """Count a publish through this process's API (per channel, bounded)."""

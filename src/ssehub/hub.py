@@ -67,8 +67,10 @@ class Hub:
         self.max_resume_events = max_resume_events
         self.stats = HubStats()
         self.connections: dict[str, Connection] = {}
-        self._exact: dict[str, set[Connection]] = {}
-        self._patterns: dict[str, set[Connection]] = {}
+        # Subscribers per channel and per pattern, as dicts used as ordered sets: smaller than
+        # sets (about 40 B less per stream) and fanned out in the order streams joined.
+        self._exact: dict[str, dict[Connection, None]] = {}
+        self._patterns: dict[str, dict[Connection, None]] = {}
         self._pattern_hits: dict[str, tuple[str, ...]] = {}
         self._listening: dict[str, asyncio.Future[None]] = {}  # listens still unconfirmed
         self._ticker: asyncio.Task[None] | None = None
@@ -177,7 +179,7 @@ class Hub:
         else:
             targets = set(exact) if exact else set()
             for pattern in hits:
-                targets |= self._patterns[pattern]
+                targets.update(self._patterns[pattern])
         self.stats.deliveries += len(targets)
         self.metrics.events_delivered.inc(len(targets))
         for conn in targets:
@@ -214,7 +216,7 @@ class Hub:
         already replayed (or older than the head) are skipped.
         """
         resuming = bool(last_event_id)
-        conn.pending = []
+        conn.hold()
         await self._attach(conn)  # returns once the broker delivers the channels' events here
         if resuming:
             after = last_event_id
@@ -239,30 +241,26 @@ class Hub:
             "channels": list(conn.channel_names),
             "resumed": resuming and not history.gap,
         }
-        conn.buffer.append(
-            encode_fields(
-                id=after,
-                event="connected",
-                data=json_text(opening),
-                retry=self.retry_ms,
-            )
+        conn.queue(
+            encode_fields(id=after, event="connected", data=json_text(opening), retry=self.retry_ms)
         )
         if history.gap:
             self.stats.resets += 1
             self.metrics.resets.inc()
             # The client's id is echoed as JSON text: escaped, it cannot break a line anywhere.
             notice = {"reason": "history_gap", "last_event_id": last_event_id, "resume_from": after}
-            conn.buffer.append(encode_fields(event="reset", data=json_text(notice)))
+            conn.queue(encode_fields(event="reset", data=json_text(notice)))
         elif resuming:
             self.stats.resumes += 1
             self.metrics.resumes.inc()
-        conn.buffer.extend(snap.frame for snap in snapshots if conn.wants(snap))
+        for snap in snapshots:
+            if conn.wants(snap):
+                conn.queue(snap.frame)
         parsed = parse_id(after)  # type: ignore[arg-type]
         upto = parsed[1] if parsed else 0
         for event in history.events:
             if conn.wants(event):
-                conn.buffer.append(event.frame)
-                conn.messages_sent += 1
+                conn.queue(event.frame, message=True)
             upto = max(upto, event.seq)
         conn.go_live(upto)
 
@@ -276,24 +274,28 @@ class Hub:
             return History(gap=True)
         return history
 
-    def _indexes(self, conn: Connection) -> tuple[tuple[dict[str, set[Connection]], Any], ...]:
+    def _indexes(
+        self, conn: Connection
+    ) -> tuple[tuple[dict[str, dict[Connection, None]], Any], ...]:
         """The two indexes (channels, patterns), each with the names ``conn`` is filed under."""
         return (self._exact, conn.selector.channels), (self._patterns, conn.selector.patterns)
 
-    def adopt(self, conn: Connection) -> None:
-        """Count ``conn`` as an open stream (heartbeats, idle timeout, SIGTERM, stats) without
-        subscribing it: events reach it from its owner (a chat answer on its POST response)."""
+    def register(self, conn: Connection) -> None:
+        """Count ``conn`` as an open stream of this process: heartbeats, idle timeout, SIGTERM,
+        admin kicks, stats. The one way in: :meth:`open` registers and subscribes a stream; a
+        stream fed by its owner (a chat answer on its POST response) is only registered.
+        :meth:`detach` undoes either."""
         self.connections[conn.client_id] = conn
         self.stats.total_connections += 1
         self.metrics.opened(conn)
 
     async def _attach(self, conn: Connection) -> None:
-        self.adopt(conn)
+        self.register(conn)
         for index, names in self._indexes(conn):
             for name in names:
                 subs = index.get(name)
                 if subs is None:
-                    subs = index[name] = {conn}
+                    subs = index[name] = {conn: None}
                     if index is self._patterns:
                         self._pattern_hits.clear()
                     ready = self._listening[name] = asyncio.get_running_loop().create_future()
@@ -303,7 +305,7 @@ class Hub:
                         del self._listening[name]
                         ready.set_result(None)
                     continue
-                subs.add(conn)
+                subs[conn] = None
                 # Another stream's listen of ``name`` may still be in flight: reading history
                 # or the head before the broker confirmed it could miss an event in between.
                 listening = self._listening.get(name)
@@ -324,7 +326,7 @@ class Hub:
                 subs = index.get(name)
                 if subs is None:
                     continue
-                subs.discard(conn)
+                subs.pop(conn, None)
                 if not subs:
                     del index[name]
                     if index is self._patterns:

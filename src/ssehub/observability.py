@@ -10,6 +10,7 @@ from .durable.headers import DS_EXPOSED_HEADERS, DS_REQUEST_HEADERS
 from .logs import RequestIdMiddleware
 from .openapi import install_openapi
 from .routes import metrics, publish
+from .routes.publish_shortcut import PublishShortcut
 from .routes.streams import StreamShortcut
 
 # What a browser page on an allowed origin may send to, and read from, the hub.
@@ -43,6 +44,7 @@ def install_observability(app: FastAPI) -> None:
     """``GET /metrics``, ``X-Request-ID`` on every response, error bodies in ``/openapi.json``."""
     app.state.metrics = app.state.hub.metrics
     app.add_middleware(StreamShortcut)  # innermost: request ids and the body limit still apply
+    app.add_middleware(PublishShortcut)
     settings = app.state.settings
     app.add_middleware(
         BodyLimitMiddleware,

@@ -16,7 +16,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from .connection import CLIENT_GONE, Connection
-from .parser import ServerSentEvent, SSEDecoder
+from .sdk.parser import ServerSentEvent, SSEDecoder
 from .stream import STREAM_HEADERS
 
 ENDED = "protocol_stream_ended"

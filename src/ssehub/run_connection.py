@@ -27,7 +27,7 @@ class RunConnection(Connection):
 
     def keep_opening_frame_only(self) -> None:
         """Drop what ``Hub.open`` queued after ``connected`` (an earlier run's snapshot)."""
-        del self.buffer[1:]
+        self.buffer = self.buffer[:1]
 
     def push(self, event: Event) -> None:
         if event.event not in messages.STAGE_TYPES or not self._of_run(event):

@@ -362,7 +362,7 @@ def _expected_form(name: str) -> str:
     if field is None:
         return ""
     kind = typing.get_origin(field.annotation) or field.annotation
-    forms = {
+    forms: dict[object, str] = {
         list: ' (expected a JSON list like \'["a","b"]\' or names separated by commas)',
         bool: " (expected true or false)",
         int: " (expected a whole number)",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from urllib.parse import urlsplit, urlunsplit
 
 import uvicorn
@@ -68,7 +69,7 @@ def log_ready(settings: Settings) -> None:
 class AnnouncingServer(uvicorn.Server):
     """uvicorn's server, whose last start-up line says where the hub (and its demo page) is."""
 
-    async def startup(self, sockets: list | None = None) -> None:  # type: ignore[type-arg]
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         if self.started:
             log_ready(Settings())

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from .connection import CLIENT_GONE, Connection
+from .connection import CLIENT_GONE, AwaitingWriter, Connection
 
 ABORT = "ssehub: stream aborted (slow or dead consumer)"
 # Scope extension of a server that writes streams itself (fastpath.py): ``{"adopt": callable}``.
@@ -56,11 +56,18 @@ class EventStreamResponse(Response):
             raise
         task = asyncio.current_task()
         assert task is not None
-        conn.on_abort(lambda: task.cancel(ABORT))
+        writer = AwaitingWriter(on_abort=lambda: task.cancel(ABORT))
+        conn.attach(writer)
         watcher = asyncio.create_task(_watch_disconnect(receive, conn))
         try:
-            while (chunk := await conn.next_chunk()) is not None:
-                oldest, conn.oldest_at = conn.oldest_at, 0.0
+            while True:
+                oldest = conn.oldest_at  # before take_chunk starts the next latency window
+                chunk = conn.take_chunk()
+                if chunk is None:
+                    if conn.closed:
+                        break
+                    await writer.wait()
+                    continue
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 conn.wrote()
                 if metrics is not None:

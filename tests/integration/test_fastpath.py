@@ -13,17 +13,13 @@ import contextlib
 import pytest
 
 from harness import open_stream, publish, running_hub, wait_until
-from ssehub.fastpath import DirectStreamProtocol
+from ssehub.fastpath import DirectStream
 from ssehub.settings import Settings
 
 
-def direct_streams(running) -> list[DirectStreamProtocol]:  # type: ignore[no-untyped-def]
-    """Protocols of the test server that adopted a stream."""
-    return [
-        c
-        for c in running.server.server_state.connections
-        if isinstance(c, DirectStreamProtocol) and c.conn is not None
-    ]
+def direct_streams(running) -> list[DirectStream]:  # type: ignore[no-untyped-def]
+    """Streams of the test server written by the direct path."""
+    return [c for c in running.server.server_state.connections if isinstance(c, DirectStream)]
 
 
 async def test_open_streams_hold_no_asgi_task(hub, client) -> None:
@@ -140,4 +136,4 @@ async def test_a_failing_write_aborts_only_its_stream(hub, client) -> None:
         await asyncio.wait_for(first.closed.wait(), 5)
         await second.wait_count(1)
         assert second.data == ["after"]
-        assert healthy.conn is not None and not healthy.conn.closed
+        assert not healthy.conn.closed

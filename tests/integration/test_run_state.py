@@ -33,7 +33,7 @@ CHANNEL = "app:project:p1:stage:write"
 
 @pytest.fixture(params=["memory", "redis"])
 async def make_store(request: pytest.FixtureRequest) -> AsyncIterator[StoreFactory]:
-    """Build run stores of one kind with given ``RunTimes``; Redis ones share a prefix."""
+    """Build run stores of one kind with given ``RunTimes``; closes them after."""
     keys = request.getfixturevalue("redis_keys") if request.param == "redis" else None
     made: list[RunStore] = []
 

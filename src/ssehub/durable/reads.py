@@ -163,7 +163,7 @@ def data_frame(content_type: str, data: bytes) -> bytes:
     return content.encode_sse("data", content.sse_data(content_type, data))
 
 
-def sse_response(ds: DurableStreams, meta: StreamMeta, query: ReadQuery) -> Response:
+def sse_response(ds: DurableStreams, meta: StreamMeta, query: ReadQuery) -> StreamingResponse:
     """An SSE read: data events for appends, a control event after each batch, EOF on close."""
     headers = {
         **SECURITY,
@@ -198,7 +198,7 @@ async def follow(
                 except StreamNotFound:
                     return  # deleted meanwhile: the client's next request gets the 404
                 yield result
-                position = result.next_seq if result.chunks else min(position, result.tail_seq)
+                position = result.next_position(position)
                 if position < result.tail_seq:
                     continue
                 if result.closed:
@@ -230,7 +230,7 @@ async def sse_frames(
             frames.append(
                 control(chunk.seq, closed=closed, up_to_date=chunk.seq >= tail, cursor=query.cursor)
             )
-        position = result.next_seq if result.chunks else min(position, tail)
+        position = result.next_position(position)
         at_tail = position >= tail
         if not frames and (announce or (result.closed and at_tail)):
             closed = result.closed and at_tail

@@ -8,10 +8,10 @@ transaction. Reads run in one transaction, so the tail they report matches the c
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, cast
 
 import orjson
-from sqlalchemy import case, delete, func, insert, or_, select, update
+from sqlalchemy import CursorResult, case, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -170,7 +170,8 @@ class SqlDurableStore:
             prefix = b""
             if request.forked_from is not None:
                 prefix = await self._fork_values(s, request, values)
-            stream_id = (await s.execute(insert(streams).values(**values))).inserted_primary_key[0]
+            query = insert(streams).values(**values).returning(streams.c.id)
+            stream_id = (await s.execute(query)).scalar_one()
             tail = values["tail_seq"]
             body = frame(values["content_type"], request.body, creating=True)
             for data in (prefix, body):
@@ -432,12 +433,13 @@ class SqlDurableStore:
         self, s: AsyncSession, stream_id: int, producer: Producer, now: float
     ) -> None:
         values = {"epoch": producer.epoch, "last_seq": producer.seq, "updated_at": now}
-        result = await s.execute(
+        query = (
             update(producers)
             .where(producers.c.stream_id == stream_id, producers.c.producer_id == producer.id)
             .values(**values)
         )
-        if not result.rowcount:  # type: ignore[attr-defined]
+        result = cast(CursorResult[Any], await s.execute(query))
+        if not result.rowcount:
             await s.execute(
                 insert(producers).values(stream_id=stream_id, producer_id=producer.id, **values)
             )

@@ -109,6 +109,11 @@ class ReadResult:
         """The position after the last chunk returned (None when none was)."""
         return self.chunks[-1].seq if self.chunks else None
 
+    def next_position(self, position: int) -> int:
+        """Where a read from ``position`` goes on: after the last chunk, else no further than the
+        tail."""
+        return self.chunks[-1].seq if self.chunks else min(position, self.tail_seq)
+
 
 class DurableStore(Protocol):
     """Storage of Durable Streams; SQLite and PostgreSQL implement it through SQLAlchemy."""

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from .base import ChatMessage, ChatStream, Provider, ProviderError, Usage
 from .demo import DemoProvider
+
+if TYPE_CHECKING:
+    from ..settings import Settings
 
 __all__ = [
     "ChatMessage",
@@ -47,7 +50,7 @@ def create_provider(
     raise ValueError(f"unknown llm provider {name!r}: use 'demo' or 'openai'")
 
 
-def provider_from_settings(settings: Any) -> Provider:
+def provider_from_settings(settings: Settings) -> Provider:
     """The provider ``settings`` (``SSEHUB_LLM_*``) configure: chat and stages use the same."""
     return create_provider(
         settings.llm_provider,

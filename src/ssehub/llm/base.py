@@ -6,7 +6,7 @@ HTTP response is closed, so the server stops generating and no more tokens are s
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, TypedDict
 
@@ -38,7 +38,9 @@ class ProviderError(Exception):
 class ChatStream:
     """The text chunks of one answer; ``usage`` is filled once the provider reports it."""
 
-    def __init__(self, produce: Callable[[ChatStream], AsyncIterator[str]], *, model: str) -> None:
+    def __init__(
+        self, produce: Callable[[ChatStream], AsyncGenerator[str, None]], *, model: str
+    ) -> None:
         self.model = model
         self.usage: Usage | None = None
         self._chunks = produce(self)
@@ -51,7 +53,7 @@ class ChatStream:
 
     async def aclose(self) -> None:
         """Stop the model call and release its connection."""
-        await self._chunks.aclose()  # type: ignore[attr-defined]
+        await self._chunks.aclose()
 
 
 class Provider(Protocol):

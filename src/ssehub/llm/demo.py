@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 
 from .base import ChatMessage, ChatStream, Usage
 
@@ -35,7 +35,7 @@ class DemoProvider:
         question = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
         words = _WORD.findall(canned_answer(question))
 
-        async def produce(stream: ChatStream) -> AsyncIterator[str]:
+        async def produce(stream: ChatStream) -> AsyncGenerator[str, None]:
             for index, word in enumerate(words):
                 if index and self.pace_seconds:
                     await asyncio.sleep(self.pace_seconds)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
 import openai
@@ -69,7 +69,7 @@ class OpenAICompatProvider:
         if self.stream_usage:
             extra["stream_options"] = {"include_usage": True}
 
-        async def produce(stream: ChatStream) -> AsyncIterator[str]:
+        async def produce(stream: ChatStream) -> AsyncGenerator[str, None]:
             try:
                 response: Any = await self.client.chat.completions.create(
                     model=name,

@@ -34,9 +34,9 @@ from ..auth import Principal, require_publish
 from ..channels import validate_channel
 from ..errors import Conflict
 from ..hub import Hub
-from ..parser import ServerSentEvent
 from ..relay import RelayResponse, Translation, fixed_response
 from ..runs import RunState
+from ..sdk.parser import ServerSentEvent
 from ..settings import Settings
 from ..stream import EventStreamResponse
 from ..tasks import TaskManager, get_stage

@@ -292,7 +292,7 @@ async def answer_stream(
         await gate.release(conn)
         raise
     # Counted by the hub (not subscribed): heartbeats, idle timeout, SIGTERM and stats reach it.
-    hub.adopt(conn)
+    hub.register(conn)
 
     async def forget() -> None:
         turn.listeners.discard(conn)

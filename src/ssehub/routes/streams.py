@@ -113,13 +113,24 @@ async def open_stream(
         await gate.release(conn)
         raise
     await gate.announce(conn, "join")
+    return EventStreamResponse(conn, closer=StreamCloser(hub, gate, conn))
 
-    async def closer() -> None:
-        await hub.detach(conn)
-        await gate.release(conn)
-        await gate.announce(conn, "leave")
 
-    return EventStreamResponse(conn, closer=closer)
+class StreamCloser:
+    """What runs after a stream ends: unregister, release its slots, announce ``leave``.
+
+    An object of three slots rather than a closure: every open stream holds one.
+    """
+
+    __slots__ = ("conn", "gate", "hub")
+
+    def __init__(self, hub: Hub, gate: Gate, conn: Connection) -> None:
+        self.hub, self.gate, self.conn = hub, gate, conn
+
+    async def __call__(self) -> None:
+        await self.hub.detach(self.conn)
+        await self.gate.release(self.conn)
+        await self.gate.announce(self.conn, "leave")
 
 
 @dataclass(slots=True)

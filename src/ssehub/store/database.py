@@ -9,9 +9,9 @@ import weakref
 from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, event, select, text, update
+from sqlalchemy import Connection, CursorResult, delete, event, select, text, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -34,7 +34,7 @@ class StoreUnavailable(Unavailable):
     code = "store_unavailable"
 
 
-def upgrade_to_head(connection: Any) -> None:
+def upgrade_to_head(connection: Connection) -> None:
     """Run the packaged Alembic migrations on a sync ``connection`` (imported only when used)."""
     from alembic import command
     from alembic.config import Config
@@ -216,8 +216,8 @@ class Store:
             query = query.where(Message.status == STREAMING)
         query = query.values(content=content, updated_at=now(), **fields)
         async with self.session() as session:
-            result = await session.execute(query)
-        return bool(result.rowcount)  # type: ignore[attr-defined]
+            result = cast(CursorResult[Any], await session.execute(query))
+        return bool(result.rowcount)
 
     async def end_streaming(self, conversation_id: str, status: str, error: str) -> Message | None:
         """End the conversation's ``streaming`` answer with its saved text; returns it, or None
@@ -238,8 +238,8 @@ class Store:
             .values(updated_at=now())
         )
         async with self.session() as session:
-            result = await session.execute(query)
-        return bool(result.rowcount)  # type: ignore[attr-defined]
+            result = cast(CursorResult[Any], await session.execute(query))
+        return bool(result.rowcount)
 
     async def end_abandoned(
         self,

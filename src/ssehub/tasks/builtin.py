@@ -12,8 +12,8 @@ import asyncio
 from typing import Any
 
 from ..llm import provider_from_settings
+from ..sdk.publisher import AsyncPublisher
 from ..settings import Settings
-from .registry import stage
 
 DEFAULT_TEXT = (
     "Once upon a time a small team built a hub that pushed every token of every answer "
@@ -39,7 +39,7 @@ def progress_step(total: int) -> int:
 REWRITE_PROMPT = "Rewrite the user's text for a short video script. Answer with the text only."
 
 
-async def rewrite_with_llm(pub: Any, prompt: str) -> dict[str, Any]:
+async def rewrite_with_llm(pub: AsyncPublisher, prompt: str) -> dict[str, Any]:
     """Stream the provider's answer; the model call stops if the task is cancelled."""
     provider = provider_from_settings(Settings())
     stream = provider.stream(
@@ -58,8 +58,7 @@ async def rewrite_with_llm(pub: Any, prompt: str) -> dict[str, Any]:
     return metadata
 
 
-@stage("rewrite", queue="llm")
-async def rewrite(pub: Any, input_data: dict[str, Any]) -> dict[str, Any]:
+async def rewrite(pub: AsyncPublisher, input_data: dict[str, Any]) -> dict[str, Any]:
     """Stream a rewritten text; ``done`` carries the full text and token count."""
     if input_data.get("prompt"):
         return await rewrite_with_llm(pub, str(input_data["prompt"]))

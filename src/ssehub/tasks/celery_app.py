@@ -15,8 +15,8 @@ from typing import Any
 
 from celery import Celery, Task
 
-from ..publisher import Publisher
 from ..runs import RunClosed
+from ..sdk.publisher import Publisher
 from ..settings import Settings
 from .execute import run_async, run_sync
 from .registry import QUEUES, get_stage, load_modules
@@ -45,9 +45,9 @@ def create_celery(settings: Settings) -> Celery:
 def register(app: Celery, settings: Settings) -> None:
     """Define ``ssehub.execute_stage`` on ``app``."""
 
-    @app.task(name="ssehub.execute_stage", bind=True)  # type: ignore[misc]
+    @app.task(name="ssehub.execute_stage", bind=True)
     def execute_stage(
-        self: Task,
+        self: Task[..., Any],
         project_id: str,
         stage_name: str,
         input_data: dict[str, Any],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..publisher import Publisher
+from ..sdk.publisher import Publisher
 from .registry import StageSpec
 
 

@@ -1,12 +1,13 @@
 """The stage registry: ``@stage("rewrite", queue="llm")`` makes a function runnable by name.
 
-A stage receives a publisher (an :class:`~ssehub.publisher.AsyncPublisher` for ``async def``
-stages, a sync :class:`~ssehub.publisher.Publisher` otherwise) and the request's ``input_data``;
+A stage receives a publisher (an :class:`~ssehub.sdk.publisher.AsyncPublisher` for ``async def``
+stages, a sync :class:`~ssehub.sdk.publisher.Publisher` otherwise) and the request's ``input_data``;
 the same function runs in-process and on Celery workers.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import os
@@ -59,9 +60,12 @@ def get_stage(name: str) -> StageSpec:
     return spec
 
 
+@functools.cache
 def load_builtin() -> None:
-    """Register the stages shipped with ssehub."""
-    from . import builtin  # noqa: F401
+    """Register the stages shipped with ssehub (once)."""
+    from .builtin import rewrite
+
+    stage("rewrite", queue="llm")(rewrite)
 
 
 def load_modules(names: Iterable[str]) -> None:

@@ -25,8 +25,8 @@ from ..brokers.base import format_id
 from ..channels import matches
 from ..errors import NotFound
 from ..event import make_event
-from ..publisher import Publisher
 from ..runs import RunClosed, RunState, new_run_id
+from ..sdk.publisher import Publisher
 from .execute import run_async, run_sync
 from .info import TaskInfo
 from .registry import StageSpec

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 from collections import OrderedDict
-from typing import Any, Protocol
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import orjson
 from redis.exceptions import RedisError
@@ -16,6 +17,11 @@ from redis.exceptions import RedisError
 from ..errors import BrokerUnavailable
 from ..redis_client import pooled_client
 from .info import TaskInfo
+
+if TYPE_CHECKING:
+    from ..settings import Settings
+
+T = TypeVar("T")
 
 MAX_TASKS = 10_000
 TASK_TTL_SECONDS = 86_400
@@ -79,7 +85,7 @@ class RedisTasks:
         raws = await self._call(self.redis.mget([self.prefix + t for t in task_ids]))
         return [TaskInfo(**orjson.loads(raw)) if raw else None for raw in raws]
 
-    async def _call(self, coro: Any) -> Any:
+    async def _call(self, coro: Awaitable[T]) -> T:
         try:
             return await coro
         except (RedisError, OSError) as exc:
@@ -89,7 +95,7 @@ class RedisTasks:
         await self.redis.aclose()
 
 
-def create_task_store(settings: Any) -> TaskStore:
+def create_task_store(settings: Settings) -> TaskStore:
     """Records in Redis under a Redis broker (shared by every process), else in this process."""
     if settings.broker_url.startswith(("redis://", "rediss://", "unix://")):
         return RedisTasks(settings.broker_url, prefix=settings.redis_prefix)

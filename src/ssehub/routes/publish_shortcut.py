@@ -1,0 +1,134 @@
+"""The single-event publish without FastAPI's routing, dependency solving and body model.
+
+``POST /api/v1/publish/{channel}`` is the hot path of AI workloads: every coalesced token
+message of every answer is one. :class:`PublishShortcut` answers it by calling the route
+function itself with the app's hub, settings and authenticated caller, after reading the body
+with orjson and checking it as :class:`PublishBody` would. A body the model would refuse or
+coerce (not a JSON object, unknown fields, a ``retry`` that is not a plain non-negative
+integer, a long ``Idempotency-Key``, another content type...) goes to FastAPI unchanged, with
+the bytes already read, so every refusal keeps its exact status and message.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ..errors import HubError
+from ..refusals import hub_error_response
+from .publish import PublishBody, publish, router
+
+PREFIX = f"{router.prefix}/publish/"
+FIELDS = frozenset(PublishBody.model_fields)
+MAX_IDEMPOTENCY_KEY = 200  # the route's ``Idempotency-Key`` bound (longer: FastAPI's 400)
+JSON_TYPES = (b"application/json", b"application/json; charset=utf-8")
+# orjson reads integers past 64 bits as floats where the route's parser keeps them exact.
+LONG_NUMBER = re.compile(rb"[0-9]{19}")
+
+
+def plain_body(raw: bytes) -> PublishBody | None:
+    """The body as ``PublishBody`` when the model would take it as it is, else None."""
+    if LONG_NUMBER.search(raw):
+        return None
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    if type(value) is not dict or not FIELDS.issuperset(value):
+        return None
+    event, retry = value.get("event"), value.get("retry")
+    if event is not None and type(event) is not str:
+        return None
+    if retry is not None and (type(retry) is not int or retry < 0):
+        return None
+    return PublishBody.model_construct(event=event, data=value.get("data"), retry=retry)
+
+
+def json_head(body: bytes) -> list[tuple[bytes, bytes]]:
+    """The headers a JSON response of ``body`` gets from Starlette."""
+    return [(b"content-length", b"%d" % len(body)), (b"content-type", b"application/json")]
+
+
+def request_head(scope: Scope) -> tuple[bool, str | None] | None:
+    """Whether the content type is JSON and the ``Idempotency-Key``; None when the head needs
+    FastAPI (several content types or keys, a key over the bound)."""
+    content_type: bytes | None = None
+    key: str | None = None
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            if content_type is not None:
+                return None
+            content_type = value
+        elif name == b"idempotency-key":
+            if key is not None or len(value) > MAX_IDEMPOTENCY_KEY:
+                return None
+            key = value.decode("latin-1")
+    if key is not None and len(key) > MAX_IDEMPOTENCY_KEY:
+        return None
+    return content_type is not None and content_type.lower() in JSON_TYPES, key
+
+
+async def read_body(receive: Receive) -> tuple[bytes, list[Message]]:
+    """The whole body, and the messages it came in (to hand them on when FastAPI answers)."""
+    messages: list[Message] = []
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        messages.append(message)
+        if message["type"] != "http.request":
+            return b"", messages  # the client left: FastAPI sees the same
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks), messages
+
+
+def replaying(messages: list[Message], receive: Receive) -> Receive:
+    """A ``receive`` that returns ``messages`` first, then reads on."""
+    pending = list(messages)
+
+    async def replay() -> Message:
+        if pending:
+            return pending.pop(0)
+        return await receive()
+
+    return replay
+
+
+class PublishShortcut:
+    """ASGI middleware answering a plain single-event publish (see module doc)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope.get("path", "")
+        if scope["type"] != "http" or scope["method"] != "POST" or not path.startswith(PREFIX):
+            await self.app(scope, receive, send)
+            return
+        channel = path[len(PREFIX) :]
+        head = request_head(scope)
+        if not channel or "/" in channel or head is None or not head[0]:
+            await self.app(scope, receive, send)
+            return
+        raw, messages = await read_body(receive)
+        body = plain_body(raw) if raw else None
+        if body is None:
+            await self.app(scope, replaying(messages, receive), send)
+            return
+        request = Request(scope, receive)
+        state: Any = scope["app"].state
+        try:
+            principal = await state.authenticator.authenticate(request)
+            published = await publish(
+                request, channel, body, head[1], state.hub, state.settings, principal
+            )
+        except HubError as exc:
+            await hub_error_response(state.metrics, exc)(scope, receive, send)
+            return
+        answer = orjson.dumps({"id": published.id, "channel": published.channel})
+        await send({"type": "http.response.start", "status": 200, "headers": json_head(answer)})
+        await send({"type": "http.response.body", "body": answer})

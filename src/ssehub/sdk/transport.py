@@ -1,0 +1,187 @@
+"""How SDK publishers reach a hub: straight to the broker in-process, or over HTTP.
+
+Both raise :class:`~ssehub.runs.RunClosed` when the hub refuses a message because its run
+already ended (done, error, cancelled): that 409 is the cancellation back-channel to workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import quote
+
+import httpx
+
+from ..errors import HubError
+from ..event import make_event
+from ..runs import RunClosed
+
+if TYPE_CHECKING:
+    from ..hub import Hub
+
+
+class PublishFailed(HubError):
+    """The hub answered a publish with an error other than 409."""
+
+
+def retry_delay(attempt: int, response: httpx.Response | None, backoff: float = 0.1) -> float:
+    """Seconds before retry ``attempt``: the hub's ``Retry-After`` (at most 5 s), else doubling."""
+    after = response.headers.get("retry-after") if response is not None else None
+    if after and after.replace(".", "", 1).isdigit():
+        return min(float(after), 5.0)
+    return float(min(backoff * 2**attempt, 5.0))
+
+
+class Transport(Protocol):
+    """Delivers one event; sync from worker threads, async in an event loop."""
+
+    def send(self, channel: str, event: str, data: Any) -> None:
+        """Publish and wait for the hub's answer."""
+
+    async def asend(self, channel: str, event: str, data: Any) -> None:
+        """Publish from a coroutine."""
+
+    def close(self) -> None:
+        """Release connections (sync)."""
+
+    async def aclose(self) -> None:
+        """Release connections (async)."""
+
+
+class BrokerTransport:
+    """In-process: through the hub's publish door (run lifecycle, broker, metrics)."""
+
+    def __init__(self, hub: Hub, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self.hub = hub
+        self._loop = loop
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The loop the hub runs in (known once it started)."""
+        return self._loop or self.hub.loop
+
+    async def asend(self, channel: str, event: str, data: Any) -> None:
+        await self.hub.publish(make_event(channel, event, data))
+
+    def send(self, channel: str, event: str, data: Any) -> None:
+        loop = self.loop
+        if loop is None:
+            raise RuntimeError("BrokerTransport.send needs the hub's event loop")
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            raise RuntimeError("use `async with Publisher(...)` inside the hub's event loop")
+        asyncio.run_coroutine_threadsafe(self.asend(channel, event, data), loop).result(30)
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
+
+class HttpTransport:
+    """Remote: ``POST /api/v1/publish/{channel}`` on pooled connections, 503s retried."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None = None,
+        *,
+        retries: int = 5,
+        backoff: float = 0.1,
+        timeout: float = 10.0,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.retries = retries
+        self.backoff = backoff
+        self.timeout = timeout
+        self._client: httpx.Client | None = None
+        self._aclient: httpx.AsyncClient | None = None
+
+    def _url(self, channel: str) -> str:
+        return f"{self.base_url}/api/v1/publish/{quote(channel, safe=':@=')}"
+
+    def _delay(self, attempt: int, response: httpx.Response | None) -> float:
+        return retry_delay(attempt, response, self.backoff)
+
+    def _outcome(
+        self, response: httpx.Response | None, error: Exception | None, attempt: int
+    ) -> bool:
+        """True when the attempt is final (success or a non-retryable failure, raised)."""
+        if response is not None and response.status_code < 300:
+            return True
+        retryable = error is not None or (response is not None and response.status_code == 503)
+        if retryable and attempt < self.retries:
+            return False
+        if error is not None:
+            unreachable = PublishFailed(f"hub unreachable: {error}", code="unavailable")
+            unreachable.status = 503
+            raise unreachable from error
+        assert response is not None
+        try:
+            body = response.json()["error"]
+            code, message = str(body["code"]), str(body["message"])
+        except Exception:
+            code, message = "error", response.text[:200]
+        if response.status_code == 409:
+            if attempt > 0:
+                return True  # an earlier attempt landed and ended the run
+            raise RunClosed(message)
+        failure = PublishFailed(message, code=code)
+        failure.status = response.status_code
+        raise failure
+
+    def send(self, channel: str, event: str, data: Any) -> None:
+        self.post(channel, {"event": event, "data": data})
+
+    def post(
+        self, channel: str, body: dict[str, Any], *, idempotency_key: str | None = None
+    ) -> httpx.Response | None:
+        """Publish ``body``; 503s and lost connections are retried under one Idempotency-Key
+        (a 503 means "outcome unknown": the first attempt may still land). The final answer,
+        or None when a retry met a 409 after an earlier attempt ended the run."""
+        if self._client is None:
+            self._client = httpx.Client(headers=self.headers, timeout=self.timeout)
+        headers = {"Idempotency-Key": idempotency_key or uuid.uuid4().hex}
+        for attempt in range(self.retries + 1):
+            response, error = None, None
+            try:
+                response = self._client.post(self._url(channel), json=body, headers=headers)
+            except httpx.TransportError as exc:
+                error = exc
+            if self._outcome(response, error, attempt):
+                return response if response is not None and response.status_code < 300 else None
+            time.sleep(self._delay(attempt, response))
+        return None  # unreachable: the last attempt is final
+
+    async def asend(self, channel: str, event: str, data: Any) -> None:
+        if self._aclient is None:
+            self._aclient = httpx.AsyncClient(headers=self.headers, timeout=self.timeout)
+        body = {"event": event, "data": data}
+        headers = {"Idempotency-Key": uuid.uuid4().hex}
+        for attempt in range(self.retries + 1):
+            response, error = None, None
+            try:
+                response = await self._aclient.post(self._url(channel), json=body, headers=headers)
+            except httpx.TransportError as exc:
+                error = exc
+            if self._outcome(response, error, attempt):
+                return
+            await asyncio.sleep(self._delay(attempt, response))
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    async def aclose(self) -> None:
+        self.close()
+        if self._aclient is not None:
+            await self._aclient.aclose()
+            self._aclient = None
