@@ -18,7 +18,8 @@ import orjson
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..errors import HubError, hub_error_response
+from ..errors import HubError
+from ..refusals import hub_error_response
 from .publish import PublishBody, publish, router
 
 PREFIX = f"{router.prefix}/publish/"
