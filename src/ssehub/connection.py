@@ -42,7 +42,7 @@ class AwaitingWriter:
 
     __slots__ = ("_future", "_on_abort")
 
-    def __init__(self, on_abort: Callable[[], None] | None = None) -> None:
+    def __init__(self, on_abort: Callable[[], object] | None = None) -> None:
         self._future: asyncio.Future[None] | None = None
         self._on_abort = on_abort
 

@@ -86,8 +86,8 @@ class _Flusher:
                     seen[0] += size
                     if oldest and (not seen[1] or oldest < seen[1]):
                         seen[1] = oldest
-        for metrics, (size, oldest) in written.items():
-            metrics.wrote(int(size), oldest)
+        for metrics, (total, oldest_at) in written.items():
+            metrics.wrote(int(total), oldest_at)
 
 
 _flushers: dict[asyncio.AbstractEventLoop, _Flusher] = {}
@@ -171,7 +171,7 @@ class DirectStream(asyncio.Protocol):
 
     # A client sends nothing more on a stream; whatever it sends is ignored. A static method:
     # uvloop keeps its protocol's bound ``data_received``: one more object per stream.
-    data_received = staticmethod(_ignore)  # type: ignore[assignment]
+    data_received = staticmethod(_ignore)
 
     def pause_writing(self) -> None:
         # Stuck in a write: from now the Connection's buffer fills and its policy applies.
@@ -213,7 +213,7 @@ class DirectStreamProtocol(GuardedProtocol):
         self.connections.add(self)
         self.transport = transport
         self.flow = FlowControl(transport)
-        self.server = _address(transport.get_extra_info("sockname"))  # type: ignore[assignment]
+        self.server = _address(transport.get_extra_info("sockname"))
         self.client = _address(transport.get_extra_info("peername"))  # type: ignore[assignment]
         self.scheme = "https" if is_ssl(transport) else "http"
         self._arm(self.limits.header_timeout)  # as GuardedProtocol: a client that sends nothing
@@ -245,7 +245,7 @@ class DirectStreamProtocol(GuardedProtocol):
         # uvicorn's shutdown reaches the stream instead of this protocol, which is then freed
         # with the request's state (most of an idle stream's memory otherwise).
         self.connections.discard(self)
-        self.connections.add(stream)
+        self.connections.add(stream)  # type: ignore[arg-type]  # uvicorn calls only shutdown()
         transport.set_protocol(stream)
         self.cycle = self.scope = self.parser = self.flow = None  # type: ignore[assignment]
         stream.flush({}, time.monotonic())  # what hub.open queued, before it wakes the stream

@@ -82,7 +82,10 @@ class Gate:
             scope = limit_scope(principal, ip)
             if scope is not None:
                 who = "user" if principal.user_id is not None else "address"
-                await self._take(kind, f"{kind}:{scope}", user_rate, user_burst, cost, who)
+                # Its own bucket even when the caller is counted by address: sharing the IP
+                # bucket's key would let the faster rate refill the slower limit.
+                key = f"{kind}:caller:{scope}"
+                await self._take(kind, key, user_rate, user_burst, cost, who)
         if ip_rate > 0 and ip:
             await self._take(kind, f"{kind}:ip:{ip}", ip_rate, ip_burst, cost, "address")
 

@@ -218,9 +218,9 @@ class Hub:
         resuming = bool(last_event_id)
         conn.hold()
         await self._attach(conn)  # returns once the broker delivers the channels' events here
-        if resuming:
+        if last_event_id:
             after = last_event_id
-            history = await self._resume(conn, after)  # type: ignore[arg-type]
+            history = await self._resume(conn, after)
         else:
             # Every event newer than the head arrives live and is held: nothing to read back.
             after = await self.head()
@@ -256,7 +256,7 @@ class Hub:
         for snap in snapshots:
             if conn.wants(snap):
                 conn.queue(snap.frame)
-        parsed = parse_id(after)  # type: ignore[arg-type]
+        parsed = parse_id(after)
         upto = parsed[1] if parsed else 0
         for event in history.events:
             if conn.wants(event):

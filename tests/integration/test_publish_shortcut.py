@@ -121,7 +121,12 @@ async def test_rate_limits_refuse_alike(client: httpx.AsyncClient) -> None:
             for h in (fast, plain)
         ]
         assert refused[0].status_code == 429
-        assert outcome(refused[0]) == outcome(refused[1])
+        # The seconds to wait differ by the time between the two requests.
+        fast, plain = outcome(refused[0]), outcome(refused[1])
+        assert fast[::2] == plain[::2]
+        for _, body, _ in (fast, plain):
+            body["error"]["message"] = body["error"]["message"].rpartition(" in ")[0]
+        assert fast[1] == plain[1]
 
 
 class Routed:
