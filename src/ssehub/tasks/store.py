@@ -97,6 +97,6 @@ class RedisTasks:
 
 def create_task_store(settings: Settings) -> TaskStore:
     """Records in Redis under a Redis broker (shared by every process), else in this process."""
-    if settings.broker_url.startswith(("redis://", "rediss://", "unix://")):
+    if settings.backplane == "redis":
         return RedisTasks(settings.broker_url, prefix=settings.redis_prefix)
     return MemoryTasks()
