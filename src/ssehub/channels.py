@@ -126,16 +126,7 @@ class Selector:
         Equal selectors are one shared object (they are immutable): thousands of streams of the
         same channels then hold no set of their own.
         """
-        key = tuple(names)
-        selector = _selectors.get(key)
-        if selector is None:
-            if len(_selectors) >= MAX_SHARED_SELECTORS:
-                _selectors.clear()
-            selector = _selectors[key] = cls(
-                channels=frozenset(n for n in key if not is_pattern(n)),
-                patterns=frozenset(n for n in key if is_pattern(n)),
-            )
-        return selector
+        return shared_selector(tuple(names))
 
     def covers(self, channel: str) -> bool:
         """True when an event on ``channel`` belongs to this selector."""
@@ -145,5 +136,10 @@ class Selector:
         return iter(self.names)
 
 
-MAX_SHARED_SELECTORS = 10_000
-_selectors: dict[tuple[str, ...], Selector] = {}
+@lru_cache(maxsize=10_000)
+def shared_selector(names: tuple[str, ...]) -> Selector:
+    """The one Selector of ``names`` (built once while it stays among the recently used)."""
+    return Selector(
+        channels=frozenset(n for n in names if not is_pattern(n)),
+        patterns=frozenset(n for n in names if is_pattern(n)),
+    )
