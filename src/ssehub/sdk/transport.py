@@ -9,10 +9,14 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
+from urllib.request import getproxies, proxy_bypass
 
+import aiohttp
 import httpx
+import orjson
 
 from ..errors import HubError
 from ..event import make_event
@@ -21,17 +25,43 @@ from ..runs import RunClosed
 if TYPE_CHECKING:
     from ..hub import Hub
 
+# Connection-level failures worth a retry under the same Idempotency-Key (a bad URL is not).
+ASYNC_FAULTS = (aiohttp.ClientError, asyncio.TimeoutError)
+
 
 class PublishFailed(HubError):
     """The hub answered a publish with an error other than 409."""
 
 
-def retry_delay(attempt: int, response: httpx.Response | None, backoff: float = 0.1) -> float:
+class Answered(Protocol):
+    """What the retry logic reads of an HTTP answer (httpx's or aiohttp's response)."""
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+
+def retry_delay(attempt: int, response: Answered | None, backoff: float = 0.1) -> float:
     """Seconds before retry ``attempt``: the hub's ``Retry-After`` (at most 5 s), else doubling."""
     after = response.headers.get("retry-after") if response is not None else None
     if after and after.replace(".", "", 1).isdigit():
         return min(float(after), 5.0)
     return float(min(backoff * 2**attempt, 5.0))
+
+
+def env_proxy(url: str) -> str | None:
+    """The proxy the environment names for ``url`` (``HTTP(S)_PROXY``, ``ALL_PROXY``, minus
+    ``NO_PROXY``), looked up once per client as httpx does, not per request."""
+    parts = urlsplit(url)
+    proxies = getproxies()
+    proxy = proxies.get(parts.scheme) or proxies.get("all")
+    if not proxy or proxy_bypass(parts.hostname or ""):
+        return None
+    return proxy
+
+
+def encode(body: Any) -> bytes:
+    """A publish body as compact UTF-8 JSON (what httpx's ``json=`` sent), encoded once."""
+    return orjson.dumps(body, option=orjson.OPT_NON_STR_KEYS)
 
 
 class Transport(Protocol):
@@ -85,7 +115,11 @@ class BrokerTransport:
 
 
 class HttpTransport:
-    """Remote: ``POST /api/v1/publish/{channel}`` on pooled connections, 503s retried."""
+    """Remote: ``POST /api/v1/publish/{channel}`` on pooled connections, 503s retried.
+
+    Sync calls go through httpx; coroutines through aiohttp, whose client costs a fraction of
+    httpx's async client per request (its anyio layer), which matters at a message per token
+    batch."""
 
     def __init__(
         self,
@@ -102,39 +136,39 @@ class HttpTransport:
         self.backoff = backoff
         self.timeout = timeout
         self._client: httpx.Client | None = None
-        self._aclient: httpx.AsyncClient | None = None
+        self._session: aiohttp.ClientSession | None = None
 
     def _url(self, channel: str) -> str:
         return f"{self.base_url}/api/v1/publish/{quote(channel, safe=':@=')}"
 
-    def _delay(self, attempt: int, response: httpx.Response | None) -> float:
+    def _delay(self, attempt: int, response: Answered | None) -> float:
         return retry_delay(attempt, response, self.backoff)
 
     def _outcome(
-        self, response: httpx.Response | None, error: Exception | None, attempt: int
+        self, status: int | None, body: bytes, error: Exception | None, attempt: int
     ) -> bool:
-        """True when the attempt is final (success or a non-retryable failure, raised)."""
-        if response is not None and response.status_code < 300:
+        """True when the attempt is final (success or a non-retryable failure, raised);
+        ``status`` is None when the attempt failed with ``error`` before an answer."""
+        if status is not None and status < 300:
             return True
-        retryable = error is not None or (response is not None and response.status_code == 503)
+        retryable = error is not None or status == 503
         if retryable and attempt < self.retries:
             return False
-        if error is not None:
+        if error is not None or status is None:
             unreachable = PublishFailed(f"hub unreachable: {error}", code="unavailable")
             unreachable.status = 503
             raise unreachable from error
-        assert response is not None
         try:
-            body = response.json()["error"]
-            code, message = str(body["code"]), str(body["message"])
+            problem = orjson.loads(body)["error"]
+            code, message = str(problem["code"]), str(problem["message"])
         except Exception:
-            code, message = "error", response.text[:200]
-        if response.status_code == 409:
+            code, message = "error", body.decode(errors="replace")[:200]
+        if status == 409:
             if attempt > 0:
                 return True  # an earlier attempt landed and ended the run
             raise RunClosed(message)
         failure = PublishFailed(message, code=code)
-        failure.status = response.status_code
+        failure.status = status
         raise failure
 
     def send(self, channel: str, event: str, data: Any) -> None:
@@ -148,32 +182,52 @@ class HttpTransport:
         or None when a retry met a 409 after an earlier attempt ended the run."""
         if self._client is None:
             self._client = httpx.Client(headers=self.headers, timeout=self.timeout)
-        headers = {"Idempotency-Key": idempotency_key or uuid.uuid4().hex}
+        headers = self._request_headers(idempotency_key)
+        content = encode(body)
         for attempt in range(self.retries + 1):
             response, error = None, None
             try:
-                response = self._client.post(self._url(channel), json=body, headers=headers)
+                response = self._client.post(self._url(channel), content=content, headers=headers)
             except httpx.TransportError as exc:
                 error = exc
-            if self._outcome(response, error, attempt):
+            status = response.status_code if response is not None else None
+            answer = response.content if response is not None else b""
+            if self._outcome(status, answer, error, attempt):
                 return response if response is not None and response.status_code < 300 else None
             time.sleep(self._delay(attempt, response))
         return None  # unreachable: the last attempt is final
 
+    @staticmethod
+    def _request_headers(idempotency_key: str | None) -> dict[str, str]:
+        return {
+            "Idempotency-Key": idempotency_key or uuid.uuid4().hex,
+            "Content-Type": "application/json",
+        }
+
     async def asend(self, channel: str, event: str, data: Any) -> None:
-        if self._aclient is None:
-            self._aclient = httpx.AsyncClient(headers=self.headers, timeout=self.timeout)
-        body = {"event": event, "data": data}
-        headers = {"Idempotency-Key": uuid.uuid4().hex}
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                headers=self.headers,
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+                cookie_jar=aiohttp.DummyCookieJar(),
+                proxy=env_proxy(self.base_url),
+            )
+        url = self._url(channel)
+        content = encode({"event": event, "data": data})
+        headers = self._request_headers(None)
         for attempt in range(self.retries + 1):
-            response, error = None, None
+            status, answer, error = None, b"", None
+            response: aiohttp.ClientResponse | None = None
             try:
-                response = await self._aclient.post(self._url(channel), json=body, headers=headers)
-            except httpx.TransportError as exc:
-                error = exc
-            if self._outcome(response, error, attempt):
+                async with self._session.post(url, data=content, headers=headers) as response:
+                    status, answer = response.status, await response.read()
+            except aiohttp.InvalidURL:
+                raise
+            except ASYNC_FAULTS as exc:
+                status, error = None, exc
+            if self._outcome(status, answer, error, attempt):
                 return
-            await asyncio.sleep(self._delay(attempt, response))
+            await asyncio.sleep(self._delay(attempt, response if status is not None else None))
 
     def close(self) -> None:
         if self._client is not None:
@@ -182,6 +236,6 @@ class HttpTransport:
 
     async def aclose(self) -> None:
         self.close()
-        if self._aclient is not None:
-            await self._aclient.aclose()
-            self._aclient = None
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
