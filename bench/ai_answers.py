@@ -7,7 +7,8 @@ one arrives. That last token is the benchmark marker ``B <time.time()> <seq>``, 
 measures each message from the moment the SDK sends it. An answer starts with a ``stage_update``
 (its run and HTTP connection open there, unmeasured) and ends with ``publish_done`` after
 ``--messages`` messages. Starts are spread over one period. Prints one JSON line: messages
-sent per channel, errors, CPU seconds of this process.
+sent per channel, errors, CPU seconds of this process (``cpu_s``, start-up and imports included)
+and of the answers alone (``answers_cpu_s``: what the SDK costs per message).
 
     python bench/ai_answers.py --url http://127.0.0.1:8000 --answers 50 --prefix ai50x
 """
@@ -60,7 +61,7 @@ async def answer(project: str, args: argparse.Namespace, sent: dict[str, int]) -
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     sent: dict[str, int] = {}
     projects = [f"{args.prefix}{i}" for i in range(args.answers)]
-    start = time.perf_counter()
+    start, before = time.perf_counter(), os.times()
     outcomes = await asyncio.gather(
         *(answer(p, args, sent) for p in projects), return_exceptions=True
     )
@@ -73,6 +74,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "first_error": errors[0] if errors else None,
         "seconds": round(time.perf_counter() - start, 2),
         "cpu_s": round(usage.user + usage.system, 2),
+        "answers_cpu_s": round(usage.user + usage.system - before.user - before.system, 2),
     }
 
 
