@@ -425,12 +425,15 @@ async def reconnect_storm(server: Server, fleet: Fleet, args: argparse.Namespace
     }
 
 
-async def run_answers(url: str, answers: int, prefix: str, args: argparse.Namespace) -> Any:
-    """bench/ai_answers.py in a child process (the SDK's publishers); its JSON report."""
-    command = [sys.executable, str(ROOT / "bench" / "ai_answers.py"), "--url", url]
+async def run_answers(server: Server, answers: int, prefix: str, args: argparse.Namespace) -> Any:
+    """bench/ai_answers.py in a child process (the SDK's publishers); its JSON report. Against
+    a ``<target>@base`` server the publishers run the SDK of that checkout too."""
+    command = [sys.executable, str(ROOT / "bench" / "ai_answers.py"), "--url", server.url]
     command += ["--answers", str(answers), "--prefix", prefix]
     command += ["--messages", str(args.ai_messages), "--tokens", str(args.ai_tokens)]
-    child = await asyncio.create_subprocess_exec(*command, stdout=subprocess.PIPE)
+    source = server.target.env.get("PYTHONPATH")
+    env = {**os.environ, "PYTHONPATH": source} if source else None
+    child = await asyncio.create_subprocess_exec(*command, stdout=subprocess.PIPE, env=env)
     bound = args.ai_messages / 20 + 60  # every answer's last message, plus slack
     out, _ = await asyncio.wait_for(child.communicate(), bound)
     if child.returncode != 0:
@@ -451,7 +454,7 @@ async def ai_answers(server: Server, fleet: Fleet, args: argparse.Namespace) -> 
         await fleet.reset_window()
         cpu, machine = server.cpu(), psutil.cpu_times()
         start = time.perf_counter()
-        report = await run_answers(server.url, answers, prefix, args)
+        report = await run_answers(server, answers, prefix, args)
         owed = 2 * report["messages"]
         counts = await drain(fleet, owed, 15)
         took = time.perf_counter() - start

@@ -36,6 +36,8 @@ def test_every_scenario_runs_against_ssehub_with_zero_loss() -> None:
     answers = rows["ai-answers"]["steps"][0]
     assert answers["messages"] == 30 and answers["publish_errors"] == 0  # 3 answers x 10
     assert rows["ai-answers"]["loss"] == 0
+    assert rows["ai-answers"]["publisher_cpu_us_per_message"] > 0  # the SDK's, start-up excluded
+    assert rows["ai-answers"]["hub_cpu_us_per_message"] > 0
     assert all(r["duplicates"] == 0 for r in rows.values() if "duplicates" in r)
     assert all(r["loadgen_cpu_s"] > 0 for r in rows.values())  # measured in the children
 
