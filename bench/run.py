@@ -633,6 +633,8 @@ def environment() -> dict[str, Any]:
         "fastapi",
         "starlette",
         "sse-starlette",
+        "aiohttp",  # the SDK's async publisher
+        "redis",
     ):
         with contextlib.suppress(metadata.PackageNotFoundError):
             versions[pkg] = metadata.version(pkg)
