@@ -141,3 +141,12 @@ async def test_an_unreachable_hub_is_a_503_publish_failure_on_both_faces() -> No
         await transport.aclose()
         assert (failure.value.status, failure.value.code) == (503, "unavailable"), face
         assert str(failure.value).startswith("hub unreachable: "), face
+
+
+async def test_integers_past_64_bits_reach_the_hub_exactly_on_both_faces() -> None:
+    for face in ("sync", "async"):
+        async with scripted([OK]) as (server, url):
+            transport = HttpTransport(url)
+            await send(face, transport, "c", {"n": 2**70})
+            await transport.aclose()
+        assert server.seen[0][2] == b'{"event":"token","data":{"n":1180591620717411303424}}', face

@@ -7,6 +7,7 @@ already ended (done, error, cancelled): that 409 is the cancellation back-channe
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import Mapping
@@ -60,8 +61,12 @@ def env_proxy(url: str) -> str | None:
 
 
 def encode(body: Any) -> bytes:
-    """A publish body as compact UTF-8 JSON (what httpx's ``json=`` sent), encoded once."""
-    return orjson.dumps(body, option=orjson.OPT_NON_STR_KEYS)
+    """A publish body as compact UTF-8 JSON (what httpx's ``json=`` sent), encoded once; the
+    standard library takes what orjson cannot (integers past 64 bits)."""
+    try:
+        return orjson.dumps(body, option=orjson.OPT_NON_STR_KEYS)
+    except TypeError:
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 class Transport(Protocol):
