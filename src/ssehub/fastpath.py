@@ -25,9 +25,10 @@ from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.utils import is_ssl
 
 from .connection import CLIENT_GONE, SHUTDOWN, Connection
-from .httpguard import GuardedProtocol, ReadLimits
+from .httpguard import ReadLimits
 from .settings import Settings
 from .stream import EXTENSION
+from .wirepublish import WireProtocol
 
 if TYPE_CHECKING:
     from uvicorn.server import ServerState
@@ -42,11 +43,12 @@ Closer = Callable[[], Awaitable[None]]
 
 
 def http_protocol(settings: Settings) -> Callable[..., asyncio.Protocol]:
-    """The uvicorn ``http`` setting for ``settings``: the direct path or guarded httptools.
+    """The uvicorn ``http`` setting for ``settings``: the direct stream path or not, both with
+    the read limits and the wire publish (on when the app's ``fast_publish`` says so).
 
     A partial of a module-level class, so ``--workers N`` can hand it to its processes.
     """
-    protocol = DirectStreamProtocol if settings.fast_streams else GuardedProtocol
+    protocol = DirectStreamProtocol if settings.fast_streams else WireProtocol
     return functools.partial(protocol, limits=ReadLimits.from_settings(settings))
 
 
@@ -201,8 +203,9 @@ class DirectStream(asyncio.Protocol):
             self.transport.abort()
 
 
-class DirectStreamProtocol(GuardedProtocol):
-    """uvicorn's HTTP protocol that can hand a started SSE stream to a DirectStream."""
+class DirectStreamProtocol(WireProtocol):
+    """uvicorn's HTTP protocol (with the wire publish) that can hand a started SSE stream to a
+    DirectStream."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         """uvicorn's, with the addresses read as ``sockname`` and ``peername``.

@@ -86,12 +86,22 @@ class GuardedProtocol(HttpToolsProtocol):
             raise HeadRefused  # stops the parser: no task is started for this request
         self.reading_head = False
         self._arm(self.limits.body_timeout)  # cancelled at once when there is no body
-        super().on_headers_complete()
+        self.start_request()
 
     def on_message_complete(self) -> None:
         self._disarm()
         self.reading_head, self.head_bytes = True, 0
-        super().on_message_complete()
+        self.end_request()
+
+    # -- where a subclass may take a request over --------------------------------------------------
+
+    def start_request(self) -> None:
+        """The head was read and passed the limits: uvicorn starts (or queues) its ASGI cycle."""
+        HttpToolsProtocol.on_headers_complete(self)
+
+    def end_request(self) -> None:
+        """The whole request was read: uvicorn tells its cycle."""
+        HttpToolsProtocol.on_message_complete(self)
 
     # -- refusing ---------------------------------------------------------------------------------
 

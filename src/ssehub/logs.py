@@ -38,6 +38,11 @@ def new_request_id() -> str:
     return f"{_ID_PREFIX}{next(_id_counter) & 0xFFFFFFFFFFFFFFFF:016x}"
 
 
+def request_id_for(header: str) -> str:
+    """The id of a request sending ``header`` as X-Request-ID: kept when short and plain."""
+    return header if header and _VALID_ID.fullmatch(header) else new_request_id()
+
+
 def log_access(method: str, path: str, status: int, duration_ms: float) -> None:
     """Hand one access line to the handlers of ``ssehub.access`` (when it logs INFO).
 
@@ -138,8 +143,7 @@ class RequestIdMiddleware:
             if key == b"x-request-id":
                 rid = value.decode("latin-1")
                 break
-        if not rid or not _VALID_ID.fullmatch(rid):
-            rid = new_request_id()
+        rid = request_id_for(rid)
         token = request_id.set(rid)
         started = time.monotonic()
         status = 0

@@ -119,16 +119,23 @@ class PublishShortcut:
         if body is None:
             await self.app(scope, replaying(messages, receive), send)
             return
-        request = Request(scope, receive)
-        state: Any = scope["app"].state
-        try:
-            principal = await state.authenticator.authenticate(request)
-            published = await publish(
-                request, channel, body, head[1], state.hub, state.settings, principal
-            )
-        except HubError as exc:
-            await hub_error_response(state.metrics, exc)(scope, receive, send)
-            return
-        answer = orjson.dumps({"id": published.id, "channel": published.channel})
-        await send({"type": "http.response.start", "status": 200, "headers": json_head(answer)})
+        status, headers, answer = await answer_publish(
+            Request(scope, receive), channel, body, head[1]
+        )
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": answer})
+
+
+async def answer_publish(
+    request: Request, channel: str, body: PublishBody, key: str | None
+) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """Status, headers and body of the route's answer to a plain publish (refusals counted)."""
+    state: Any = request.app.state
+    try:
+        principal = await state.authenticator.authenticate(request)
+        published = await publish(request, channel, body, key, state.hub, state.settings, principal)
+    except HubError as exc:
+        response = hub_error_response(state.metrics, exc)
+        return exc.status, response.raw_headers, bytes(response.body)
+    answer = orjson.dumps({"id": published.id, "channel": published.channel})
+    return 200, json_head(answer), answer
