@@ -219,7 +219,7 @@ class DirectStreamProtocol(WireProtocol):
         self.server = _address(transport.get_extra_info("sockname"))
         self.client = _address(transport.get_extra_info("peername"))  # type: ignore[assignment]
         self.scheme = "https" if is_ssl(transport) else "http"
-        self._arm(self.limits.header_timeout)  # as GuardedProtocol: a client that sends nothing
+        self._watch_first_head()  # as GuardedProtocol
 
     def on_message_begin(self) -> None:
         super().on_message_begin()

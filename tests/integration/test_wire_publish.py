@@ -412,3 +412,27 @@ async def test_on_redis_the_publish_is_taken_and_answers_alike(redis_keys: Redis
         assert first == again
     assert [shape(a) for a in answers[0]] == [shape(a) for a in answers[1]]
     assert not pair.seen
+
+
+async def trickle_body(hub: RunningHub) -> bytes:
+    """A publish whose body comes a byte at a time, more slowly than the body timeout allows."""
+    conn = await Conn.open(hub)
+    payload = request(headers=RID, body=b'{"data":"' + b"x" * 60 + b'"}')
+    cut = payload.index(b"\r\n\r\n") + 4
+    await conn.send(payload[:cut])
+    reading = asyncio.ensure_future(conn.response())
+    for byte in payload[cut:]:
+        if reading.done():
+            break
+        await conn.send(bytes([byte]))
+        await asyncio.sleep(0.05)  # 3 s for the body; the timeout is 0.4 s from its start
+    answer = await reading
+    conn.close()
+    return answer
+
+
+async def test_a_trickled_body_is_timed_from_its_start() -> None:
+    async with hub_pair(body_timeout_seconds=0.4) as pair:
+        answers = [await trickle_body(hub) for hub in pair.hubs]
+    assert answers[0] == answers[1]
+    assert answers[0].startswith(b"HTTP/1.1 408 ")
