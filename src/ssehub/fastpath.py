@@ -19,7 +19,7 @@ import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.utils import is_ssl
@@ -207,6 +207,12 @@ class DirectStreamProtocol(WireProtocol):
     """uvicorn's HTTP protocol (with the wire publish) that can hand a started SSE stream to a
     DirectStream."""
 
+    __slots__ = ("extensions",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.extensions: dict[str, Any] | None = None
+
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         """uvicorn's, with the addresses read as ``sockname`` and ``peername``.
 
@@ -223,7 +229,10 @@ class DirectStreamProtocol(WireProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self.scope["extensions"] = {EXTENSION: {"adopt": self.adopt}}
+        extensions = self.extensions
+        if extensions is None:  # one per connection: streams only read it
+            extensions = self.extensions = {EXTENSION: {"adopt": self.adopt}}
+        self.scope["extensions"] = extensions
 
     def adopt(self, conn: Connection, closer: Closer, metrics: Metrics | None) -> bool:
         """Take over the current response, head already sent, as ``conn``'s stream.
@@ -251,6 +260,7 @@ class DirectStreamProtocol(WireProtocol):
         self.connections.add(stream)  # type: ignore[arg-type]  # uvicorn calls only shutdown()
         transport.set_protocol(stream)
         self.cycle = self.scope = self.parser = self.flow = None  # type: ignore[assignment]
+        self.extensions = None
         stream.flush({}, time.monotonic())  # what hub.open queued, before it wakes the stream
         conn.attach(stream)
         return True

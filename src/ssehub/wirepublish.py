@@ -25,6 +25,7 @@ from collections.abc import Coroutine, Generator
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from uvicorn.config import Config
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
@@ -53,6 +54,15 @@ SERVER_ERROR = (
 IN_PROCESS = (MemoryBroker, MemoryClusterState, MemoryRunStore, JWTAuthenticator, OpenAccess)
 
 Headers = list[tuple[bytes, bytes]]
+NO_QUERY = QueryParams("")
+
+
+class QuerylessRequest(Request):
+    """A request without a query string, as every taken one is: nothing to parse for it."""
+
+    @property
+    def query_params(self) -> QueryParams:
+        return NO_QUERY
 
 
 class WireRequest:
@@ -142,7 +152,7 @@ class WirePublisher:
             scope.update(method="POST", path=request.path, query_string=b"", app=self.app)
             scope["raw_path"] = request.path.encode()
             status, headers, content = await answer_publish(
-                Request(scope), request.channel, body, request.key
+                QuerylessRequest(scope), request.channel, body, request.key
             )
             headers.append((REQUEST_ID_HEADER_BYTES, request.rid.encode()))
             headers.extend(self.cors_headers)
