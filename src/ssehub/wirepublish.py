@@ -46,7 +46,7 @@ UNUSUAL = frozenset((b"transfer-encoding", b"expect", b"upgrade"))
 FORWARDED = b"x-forwarded-"
 # What Starlette's ServerErrorMiddleware answers when the application raises.
 SERVER_ERROR = (
-    b"content-type: text/plain; charset=utf-8\r\ncontent-length: 21\r\n",
+    b"content-length: 21\r\ncontent-type: text/plain; charset=utf-8\r\n",
     b"Internal Server Error",
 )
 

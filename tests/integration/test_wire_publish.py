@@ -22,6 +22,7 @@ from harness import RunningHub, serve_app, wait_until
 from redis_support import RedisKeys
 from ssehub.app import create_app
 from ssehub.logs import RequestIdFilter
+from ssehub.routes import publish_shortcut
 from ssehub.settings import Settings
 from tokens import SECRET, hs256
 
@@ -436,3 +437,24 @@ async def test_a_trickled_body_is_timed_from_its_start() -> None:
         answers = [await trickle_body(hub) for hub in pair.hubs]
     assert answers[0] == answers[1]
     assert answers[0].startswith(b"HTTP/1.1 408 ")
+
+
+async def test_an_application_error_is_answered_as_by_the_application(
+    access: Access, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(*args: Any) -> Any:
+        raise RuntimeError("the broker fell over")
+
+    monkeypatch.setattr(publish_shortcut, "accept_publish", broken)
+    async with hub_pair() as pair:
+        answers = []
+        for hub in pair.hubs:
+            conn = await Conn.open(hub)
+            await conn.send(request(headers=RID))
+            answers.append(shape(await conn.response()))
+            assert await conn.at_eof()
+            conn.close()
+    assert answers[0] == answers[1]
+    assert answers[0].startswith(b"HTTP/1.1 500 ")
+    assert access.lines == [("POST", "/api/v1/publish/news", 0, "req-1")] * 2
+    assert not pair.seen
