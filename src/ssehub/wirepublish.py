@@ -5,8 +5,9 @@ ASGI machinery around it (a scope per layer, a task, the receive/send messages, 
 layers). :class:`WireProtocol` (uvicorn's httptools protocol with the limits of
 :mod:`ssehub.httpguard`) reads such a request itself and answers it with the route's own code
 (:func:`~ssehub.routes.publish_shortcut.answer_publish`), the request id and the access line of
-:class:`~ssehub.logs.RequestIdMiddleware`, and uvicorn's response framing. The publish runs at
-once in the protocol's callback; a task carries it on only if it suspends (Redis).
+:class:`~ssehub.logs.RequestIdMiddleware`, and uvicorn's response framing. The publishes read
+in one loop turn are answered together after its reads; on in-process backends each runs to
+its end at once, with no task (one carries it on should it suspend), on Redis in a task each.
 
 One decision, :meth:`WirePublisher.take`, admits only requests the application would answer
 the same way. Every other request goes the ASGI way, and so does a taken one that turns out
@@ -171,8 +172,8 @@ def in_process(app: Starlette) -> bool:
     authenticator), which never suspends and needs no task (no ``asyncio.timeout``)."""
     state = app.state
     authenticator = getattr(state.authenticator, "inner", state.authenticator)
-    parts = (state.hub.broker, state.cluster, state.hub.runs or MemoryRunStore, authenticator)
-    return all(isinstance(part, IN_PROCESS) for part in parts)
+    parts = (state.hub.broker, state.cluster, state.hub.runs, authenticator)
+    return all(part is None or isinstance(part, IN_PROCESS) for part in parts)
 
 
 _publishers: weakref.WeakKeyDictionary[Config, WirePublisher | None] = weakref.WeakKeyDictionary()
@@ -252,7 +253,7 @@ class WireProtocol(GuardedProtocol):
             return
         assert self.publisher is not None
         answering = self.publisher.answer(self, wire, body)
-        _answers(self.loop).add(answering, self.publisher.eager, self.tasks)
+        _answers(self.loop).add(self.loop, answering, self.publisher.eager, self.tasks)
 
     def _queue(self) -> None:
         """Let uvicorn queue this request behind the publish being answered, as a pipelined one."""
@@ -348,15 +349,20 @@ class _Answers:
     connection per wake-up and writes every answer in one go, for less CPU per publish.
     """
 
-    __slots__ = ("loop", "pending")
+    __slots__ = ("pending",)  # no reference to the loop: it keys the table of these
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
+    def __init__(self) -> None:
         self.pending: list[tuple[Answering, bool, set[asyncio.Task[None]]]] = []
 
-    def add(self, answering: Answering, eager: bool, tasks: set[asyncio.Task[None]]) -> None:
+    def add(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        answering: Answering,
+        eager: bool,
+        tasks: set[asyncio.Task[None]],
+    ) -> None:
         if not self.pending:
-            self.loop.call_soon(self.run)
+            loop.call_soon(self.run)
         self.pending.append((answering, eager, tasks))
 
     def run(self) -> None:
@@ -365,7 +371,7 @@ class _Answers:
             if eager:
                 run_eagerly(answering, tasks)
             else:  # it may use asyncio.timeout, which needs a task
-                task = self.loop.create_task(answering)
+                task = asyncio.get_running_loop().create_task(answering)
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
 
@@ -376,7 +382,7 @@ _turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Answers] = weakref
 def _answers(loop: asyncio.AbstractEventLoop) -> _Answers:
     answers = _turns.get(loop)
     if answers is None:
-        answers = _turns[loop] = _Answers(loop)
+        answers = _turns[loop] = _Answers()
     return answers
 
 
