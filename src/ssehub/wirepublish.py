@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import time
-import types
 import weakref
 from collections.abc import Coroutine, Generator
 from typing import Any
@@ -397,28 +396,40 @@ def run_eagerly(coro: Answering, tasks: set[asyncio.Task[None]]) -> None:
         yielded = context.run(coro.send, None)
     except StopIteration:
         return
-    task = asyncio.get_running_loop().create_task(_carry_on(coro, yielded), context=context)
+    task = asyncio.get_running_loop().create_task(_Resumed(coro, yielded), context=context)
     tasks.add(task)
     task.add_done_callback(tasks.discard)
 
 
-async def _carry_on(coro: Coroutine[Any, Any, None], yielded: Any) -> None:
-    await _resume(coro, yielded)
+_NOT_YET = object()
 
 
-@types.coroutine
-def _resume(coro: Coroutine[Any, Any, None], yielded: Any) -> Generator[Any, Any, None]:
-    """Drive ``coro`` on from where it yielded ``yielded``, as ``yield from`` would."""
-    while True:
-        try:
-            sent = yield yielded
-        except BaseException as exc:  # the task's cancellation goes into the coroutine
-            try:
-                yielded = coro.throw(exc)
-            except StopIteration:
-                return
-        else:
-            try:
-                yielded = coro.send(sent)
-            except StopIteration:
-                return
+class _Resumed(Coroutine[Any, Any, None]):
+    """The rest of a coroutine that ran up to its first suspension, as a task's coroutine.
+
+    The task's first step gets what the coroutine waits for; a cancellation, even one before
+    that first step, is thrown into the coroutine where it waits.
+    """
+
+    __slots__ = ("coro", "first")
+
+    def __init__(self, coro: Answering, yielded: Any) -> None:
+        self.coro = coro
+        self.first: Any = yielded  # _NOT_YET once the task had it
+
+    def send(self, value: Any) -> Any:
+        first = self.first
+        if first is _NOT_YET:
+            return self.coro.send(value)
+        self.first = _NOT_YET
+        return first
+
+    def throw(self, *exc: Any) -> Any:
+        self.first = _NOT_YET
+        return self.coro.throw(*exc)
+
+    def close(self) -> None:
+        self.coro.close()
+
+    def __await__(self) -> Generator[Any, None, None]:
+        raise TypeError("a task's coroutine: not awaited")
