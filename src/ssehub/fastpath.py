@@ -19,15 +19,16 @@ import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.utils import is_ssl
 
 from .connection import CLIENT_GONE, SHUTDOWN, Connection
-from .httpguard import GuardedProtocol, ReadLimits
+from .httpguard import ReadLimits
 from .settings import Settings
 from .stream import EXTENSION
+from .wirepublish import WireProtocol
 
 if TYPE_CHECKING:
     from uvicorn.server import ServerState
@@ -42,11 +43,12 @@ Closer = Callable[[], Awaitable[None]]
 
 
 def http_protocol(settings: Settings) -> Callable[..., asyncio.Protocol]:
-    """The uvicorn ``http`` setting for ``settings``: the direct path or guarded httptools.
+    """The uvicorn ``http`` setting for ``settings``: the direct stream path or not, both with
+    the read limits and the wire publish (on when the app's ``fast_publish`` says so).
 
     A partial of a module-level class, so ``--workers N`` can hand it to its processes.
     """
-    protocol = DirectStreamProtocol if settings.fast_streams else GuardedProtocol
+    protocol = DirectStreamProtocol if settings.fast_streams else WireProtocol
     return functools.partial(protocol, limits=ReadLimits.from_settings(settings))
 
 
@@ -201,8 +203,15 @@ class DirectStream(asyncio.Protocol):
             self.transport.abort()
 
 
-class DirectStreamProtocol(GuardedProtocol):
-    """uvicorn's HTTP protocol that can hand a started SSE stream to a DirectStream."""
+class DirectStreamProtocol(WireProtocol):
+    """uvicorn's HTTP protocol (with the wire publish) that can hand a started SSE stream to a
+    DirectStream."""
+
+    __slots__ = ("extensions",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.extensions: dict[str, Any] | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         """uvicorn's, with the addresses read as ``sockname`` and ``peername``.
@@ -216,11 +225,14 @@ class DirectStreamProtocol(GuardedProtocol):
         self.server = _address(transport.get_extra_info("sockname"))
         self.client = _address(transport.get_extra_info("peername"))  # type: ignore[assignment]
         self.scheme = "https" if is_ssl(transport) else "http"
-        self._arm(self.limits.header_timeout)  # as GuardedProtocol: a client that sends nothing
+        self._watch_first_head()  # as GuardedProtocol
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self.scope["extensions"] = {EXTENSION: {"adopt": self.adopt}}
+        extensions = self.extensions
+        if extensions is None:  # one per connection: streams only read it
+            extensions = self.extensions = {EXTENSION: {"adopt": self.adopt}}
+        self.scope["extensions"] = extensions
 
     def adopt(self, conn: Connection, closer: Closer, metrics: Metrics | None) -> bool:
         """Take over the current response, head already sent, as ``conn``'s stream.
@@ -248,6 +260,7 @@ class DirectStreamProtocol(GuardedProtocol):
         self.connections.add(stream)  # type: ignore[arg-type]  # uvicorn calls only shutdown()
         transport.set_protocol(stream)
         self.cycle = self.scope = self.parser = self.flow = None  # type: ignore[assignment]
+        self.extensions = None
         stream.flush({}, time.monotonic())  # what hub.open queued, before it wakes the stream
         conn.attach(stream)
         return True

@@ -44,18 +44,21 @@ class GuardedProtocol(HttpToolsProtocol):
     """httptools with a head size limit, a head timeout and a body timeout (see module doc)."""
 
     # Slots: uvicorn's attributes fill the instance dict; more of them would grow every one.
-    __slots__ = ("head_bytes", "limits", "reading_head", "timer")
+    __slots__ = ("begun", "head_bytes", "in_message", "limits", "reading_head", "timed", "timer")
 
     def __init__(self, *args: Any, limits: ReadLimits | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.limits = limits or ReadLimits()
         self.reading_head = True
+        self.in_message = False
+        self.begun = 0  # requests begun on this connection
         self.head_bytes = 0
         self.timer: asyncio.TimerHandle | None = None
+        self.timed: tuple[int, bool] | None = None  # (request, reading its head) timed
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._arm(self.limits.header_timeout)  # a client that connects and sends nothing
+        self._watch_first_head()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
@@ -67,6 +70,16 @@ class GuardedProtocol(HttpToolsProtocol):
         super().data_received(data)
         if self.reading_head and self.head_bytes > self.limits.max_header_bytes:
             self._refuse_head()  # a head still incomplete after this many bytes
+            return
+        # The timer of the part left unfinished, armed when it began; none between requests.
+        # Timed here rather than in the parser callbacks: a request that came whole costs none.
+        if self.in_message:
+            part = (self.begun, self.reading_head)
+            if part != self.timed:
+                limits = self.limits
+                self._arm(limits.header_timeout if part[1] else limits.body_timeout, part)
+        elif self.begun and self.timer is not None:
+            self._disarm()
 
     def send_400_response(self, msg: str) -> None:
         if not self.transport.is_closing():  # not after this protocol's own refusal
@@ -76,8 +89,8 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        if self.timer is None:  # a later request on a kept-alive connection
-            self._arm(self.limits.header_timeout)
+        self.begun += 1
+        self.in_message = True
 
     def on_headers_complete(self) -> None:
         size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
@@ -85,31 +98,46 @@ class GuardedProtocol(HttpToolsProtocol):
             self._refuse_head()
             raise HeadRefused  # stops the parser: no task is started for this request
         self.reading_head = False
-        self._arm(self.limits.body_timeout)  # cancelled at once when there is no body
-        super().on_headers_complete()
+        self.start_request()
 
     def on_message_complete(self) -> None:
-        self._disarm()
+        self.in_message = False
         self.reading_head, self.head_bytes = True, 0
-        super().on_message_complete()
+        self.end_request()
+
+    # -- where a subclass may take a request over --------------------------------------------------
+
+    def start_request(self) -> None:
+        """The head was read and passed the limits: uvicorn starts (or queues) its ASGI cycle."""
+        HttpToolsProtocol.on_headers_complete(self)
+
+    def end_request(self) -> None:
+        """The whole request was read: uvicorn tells its cycle."""
+        HttpToolsProtocol.on_message_complete(self)
 
     # -- refusing ---------------------------------------------------------------------------------
 
-    def _arm(self, seconds: float) -> None:
+    def _watch_first_head(self) -> None:
+        """Time the connection's first head from now: a client that connects and sends nothing."""
+        self._arm(self.limits.header_timeout, (1, True))
+
+    def _arm(self, seconds: float, part: tuple[int, bool]) -> None:
         self._disarm()
         self.timer = self.loop.call_later(seconds, self._timed_out)
+        self.timed = part
 
     def _disarm(self) -> None:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+        self.timed = None
 
     def _refuse_head(self) -> None:
         limit = self.limits.max_header_bytes
         self._refuse(431, "headers_too_large", f"the request head exceeds {limit} bytes")
 
     def _timed_out(self) -> None:
-        self.timer = None
+        self.timer, self.timed = None, None
         part, seconds = ("head", self.limits.header_timeout)
         if not self.reading_head:
             part, seconds = ("body", self.limits.body_timeout)

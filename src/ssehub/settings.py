@@ -66,6 +66,11 @@ class Settings(BaseSettings):
         True,
         description="Write streams from the hub's dispatch on the server protocol (no task each).",
     )
+    fast_publish: bool = Field(
+        True,
+        description="Answer a plain single-event publish in the server protocol, below ASGI "
+        "(the same answer; anything unusual still goes through the application).",
+    )
     max_event_bytes: int = Field(65536, ge=1, description="Largest accepted event payload.")
     max_request_bytes: int = Field(
         1024 * 1024,

@@ -13,7 +13,7 @@ from ..auth import Principal, require_publish, require_subscribe
 from ..channels import Selector, validate_channel
 from ..errors import BadRequest, PayloadTooLarge
 from ..event import Event, make_event
-from ..gate import client_ip
+from ..gate import Gate, client_ip
 from ..hub import Hub
 from ..idempotency import scoped_key
 from ..settings import Settings
@@ -113,6 +113,25 @@ async def publish_one(hub: Hub, event: Event, key: str | None) -> Published:
     return Published(id=stored.id, channel=stored.channel)
 
 
+async def accept_publish(
+    hub: Hub,
+    gate: Gate,
+    settings: Settings,
+    principal: Principal,
+    ip: str,
+    channel: str,
+    body: PublishBody,
+    key: str | None,
+) -> Published:
+    """The single-event publish without HTTP: check, rate-limit, count and publish ``body``
+    to ``channel`` for ``principal`` calling from ``ip`` (``key``: its ``Idempotency-Key``)."""
+    event = build_event(principal, settings, channel, body)
+    await gate.check_rate("publish", principal, ip)
+    await gate.check_rate("publish_bytes", principal, ip, cost=len(event.data))
+    gate.count_publish(channel)
+    return await publish_one(hub, event, scoped_key(principal, ip, channel, key))
+
+
 @router.post("/publish/{channel}", responses=ERRORS)
 async def publish(
     request: Request,
@@ -124,13 +143,10 @@ async def publish(
     principal: Principal = Depends(get_principal),
 ) -> Published:
     """Publish one event to a channel; every subscriber of the channel receives it."""
-    event = build_event(principal, settings, channel, body)
     gate = request.app.state.gate
-    ip = client_ip(request)
-    await gate.check_rate("publish", principal, ip)
-    await gate.check_rate("publish_bytes", principal, ip, cost=len(event.data))
-    gate.count_publish(channel)
-    return await publish_one(hub, event, scoped_key(principal, ip, channel, idempotency_key))
+    return await accept_publish(
+        hub, gate, settings, principal, client_ip(request), channel, body, idempotency_key
+    )
 
 
 @router.post("/publish", responses=ERRORS)

@@ -1,12 +1,13 @@
 """The single-event publish without FastAPI's routing, dependency solving and body model.
 
 ``POST /api/v1/publish/{channel}`` is the hot path of AI workloads: every coalesced token
-message of every answer is one. :class:`PublishShortcut` answers it by calling the route
-function itself with the app's hub, settings and authenticated caller, after reading the body
-with orjson and checking it as :class:`PublishBody` would. A body the model would refuse or
-coerce (not a JSON object, unknown fields, a ``retry`` that is not a plain non-negative
-integer, a long ``Idempotency-Key``, another content type...) goes to FastAPI unchanged, with
-the bytes already read, so every refusal keeps its exact status and message.
+message of every answer is one. :class:`PublishShortcut` (and, below ASGI, the wire publish of
+:mod:`ssehub.wirepublish`) answers it through the route's core, ``accept_publish``, with the
+app's hub, gate, settings and authenticated caller, after reading the body with orjson and
+checking it as :class:`PublishBody` would. A body the model would refuse or coerce (not a JSON
+object, unknown fields, a ``retry`` that is not a plain non-negative integer, a long
+``Idempotency-Key``, another content type...) goes to FastAPI unchanged, with the bytes already
+read, so every refusal keeps its exact status and message.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import HubError
+from ..gate import client_ip
 from ..refusals import hub_error_response
-from .publish import PublishBody, publish, router
+from .publish import PublishBody, accept_publish, router
 
 PREFIX = f"{router.prefix}/publish/"
 FIELDS = frozenset(PublishBody.model_fields)
@@ -119,16 +121,32 @@ class PublishShortcut:
         if body is None:
             await self.app(scope, replaying(messages, receive), send)
             return
-        request = Request(scope, receive)
-        state: Any = scope["app"].state
-        try:
-            principal = await state.authenticator.authenticate(request)
-            published = await publish(
-                request, channel, body, head[1], state.hub, state.settings, principal
-            )
-        except HubError as exc:
-            await hub_error_response(state.metrics, exc)(scope, receive, send)
-            return
-        answer = orjson.dumps({"id": published.id, "channel": published.channel})
-        await send({"type": "http.response.start", "status": 200, "headers": json_head(answer)})
+        status, headers, answer = await answer_publish(
+            Request(scope, receive), channel, body, head[1]
+        )
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": answer})
+
+
+async def answer_publish(
+    request: Request, channel: str, body: PublishBody, key: str | None
+) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """Status, headers and body of the route's answer to a plain publish (refusals counted)."""
+    state: Any = request.app.state
+    try:
+        principal = await state.authenticator.authenticate(request)
+        published = await accept_publish(
+            state.hub,
+            state.gate,
+            state.settings,
+            principal,
+            client_ip(request),
+            channel,
+            body,
+            key,
+        )
+    except HubError as exc:
+        response = hub_error_response(state.metrics, exc)
+        return exc.status, response.raw_headers, bytes(response.body)
+    answer = orjson.dumps({"id": published.id, "channel": published.channel})
+    return 200, json_head(answer), answer
