@@ -19,8 +19,9 @@ IDLE = "idle_timeout"
 HISTORY_GAP = "history_gap"
 
 BURST_FACTOR = 10
-# The buffer of a connection with nothing queued: shared, so an idle stream holds no list.
-NOTHING: tuple[bytes, ...] = ()
+# The buffer of a connection with nothing queued. One queued frame is the buffer itself (the
+# shared bytes of a broadcast: no list per stream and event); a list only from the second.
+NOTHING = b""
 
 
 class Writer(Protocol):
@@ -117,7 +118,7 @@ class Connection:
         info = info or {}
         self.ip = info.get("ip", "")
         self.user_agent = info.get("user_agent", "")
-        self.buffer: list[bytes] | tuple[bytes, ...] = NOTHING
+        self.buffer: bytes | list[bytes] = NOTHING
         self.pending: list[Event] | None = None
         self.closed = False
         self.close_reason = ""
@@ -155,14 +156,24 @@ class Connection:
 
         Read ``oldest_at`` first for the chunk's latency: taking a chunk starts a new window.
         """
-        buffer = self.buffer
-        if not buffer:
+        frames = self.take()
+        if not frames:
             return None
-        chunk = b"".join(buffer) if len(buffer) > 1 else buffer[0]
-        self.buffer = NOTHING
+        chunk = b"".join(frames) if isinstance(frames, list) else frames
         self.bytes_sent += len(chunk)
-        self.oldest_at = 0.0
         return chunk
+
+    def take(self) -> bytes | list[bytes]:
+        """The queued frames as queued (one frame, or a list in order; NOTHING when none wait).
+
+        For a writer that joins them itself, once for every stream with the same frames; it
+        counts ``bytes_sent``. Read ``oldest_at`` first: taking starts a new latency window.
+        """
+        frames = self.buffer
+        if frames:
+            self.buffer = NOTHING
+            self.oldest_at = 0.0
+        return frames
 
     async def next_chunk(self) -> bytes | None:
         """Wait for queued frames and return them as one chunk; None once closed and drained.
@@ -196,18 +207,30 @@ class Connection:
             else:
                 self.pending.append(event)
             return
-        queued = len(self.buffer)
-        if queued >= self.max_buffer:
-            writer = self.writer
-            if writer is None or not writer.waiting or queued >= self.max_buffer * BURST_FACTOR:
-                self.close(SLOW_CONSUMER)
+        buffer = self.buffer
+        writer = self.writer
+        if not buffer:
+            if self.max_buffer > 0:  # the common case: nothing queued, no list needed
+                self.buffer = event.frame
+                self.oldest_at = event.published_at
+                self.messages_sent += 1
+                if writer is not None:
+                    writer.wake()
                 return
+            queued = 0
+        else:
+            queued = len(buffer) if isinstance(buffer, list) else 1
+        if queued >= self.max_buffer and (
+            writer is None or not writer.waiting or queued >= self.max_buffer * BURST_FACTOR
+        ):
+            self.close(SLOW_CONSUMER)
+            return
         if not queued:
             self.oldest_at = event.published_at
         self._append(event.frame)
         self.messages_sent += 1
-        if self.writer is not None:
-            self.writer.wake()
+        if writer is not None:
+            writer.wake()
 
     def push_raw(self, frame: bytes) -> None:
         """Queue a frame outside the event sequence (heartbeat, notice); dropped when busy."""
@@ -236,12 +259,18 @@ class Connection:
                 self._append(event.frame)
                 self.messages_sent += 1
 
+    @property
+    def queued(self) -> list[bytes]:
+        """The frames waiting to be taken, in order (a copy)."""
+        buffer = self.buffer
+        return list(buffer) if isinstance(buffer, list) else [buffer] if buffer else []
+
     def _append(self, frame: bytes) -> None:
         buffer = self.buffer
         if isinstance(buffer, list):
             buffer.append(frame)
         else:
-            self.buffer = [frame]
+            self.buffer = [buffer, frame] if buffer else frame
 
     def close(self, reason: str) -> None:
         """End the stream; a slow or idle consumer's unsent frames are dropped."""
