@@ -7,6 +7,7 @@ stream); the routes stay registered for the OpenAPI document and apps built with
 
 from __future__ import annotations
 
+import sys
 import uuid
 from dataclasses import dataclass
 from typing import Annotated
@@ -95,7 +96,8 @@ async def open_stream(
             validate_channel(name, allow_pattern=True, max_wildcards=settings.max_pattern_wildcards)
             require_subscribe(principal, name)
     gate: Gate = request.app.state.gate
-    ip = client_ip(request)
+    # Interned: streams from one address or browser (a proxy's, a NAT's) share one string.
+    ip = sys.intern(client_ip(request))
     await gate.check_rate("stream", principal, ip)
     conn = Connection(
         client_id=client_id,
@@ -103,7 +105,7 @@ async def open_stream(
         types=types,
         max_buffer=settings.subscriber_buffer,
         user_id=principal.user_id,
-        info={"ip": ip, "user_agent": request.headers.get("user-agent", "")},
+        info={"ip": ip, "user_agent": sys.intern(request.headers.get("user-agent", ""))},
     )
     await gate.admit(conn, principal)
     try:
