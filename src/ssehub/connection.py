@@ -85,7 +85,6 @@ class Connection:
         "bytes_sent",
         "client_id",
         "close_reason",
-        "closed",
         "connected_at",
         "ip",
         "last_write",
@@ -120,14 +119,18 @@ class Connection:
         self.user_agent = info.get("user_agent", "")
         self.buffer: bytes | list[bytes] = NOTHING
         self.pending: list[Event] | None = None
-        self.closed = False
-        self.close_reason = ""
+        self.close_reason = ""  # why it ended; empty while open
         self.connected_at = time.time()
         self.last_write = time.monotonic()
         self.messages_sent = 0
         self.bytes_sent = 0
         self.oldest_at = 0.0  # publish time of the first live event queued since the last chunk
         self.writer: Writer | None = None
+
+    @property
+    def closed(self) -> bool:
+        """True once the stream ended (``close_reason`` says why)."""
+        return bool(self.close_reason)
 
     @property
     def info(self) -> dict[str, str]:
@@ -148,7 +151,7 @@ class Connection:
     def attach(self, writer: Writer | None) -> None:
         """Hand the queued and future frames to ``writer`` (None: the writer is gone)."""
         self.writer = writer
-        if writer is not None and (self.buffer or self.closed):
+        if writer is not None and (self.buffer or self.close_reason):
             writer.wake()
 
     def take_chunk(self) -> bytes | None:
@@ -186,7 +189,7 @@ class Connection:
             writer = AwaitingWriter()
             self.writer = writer
         while (chunk := self.take_chunk()) is None:
-            if self.closed:
+            if self.close_reason:
                 return None
             await writer.wait()
         return chunk
@@ -199,7 +202,7 @@ class Connection:
 
     def push(self, event: Event) -> None:
         """Queue one event's frame (or hold it while a resume is replayed)."""
-        if self.closed or (self.types is not None and event.type not in self.types):
+        if self.close_reason or (self.types is not None and event.type not in self.types):
             return
         if self.pending is not None:
             if len(self.pending) >= self.max_buffer * BURST_FACTOR:
@@ -234,7 +237,7 @@ class Connection:
 
     def push_raw(self, frame: bytes) -> None:
         """Queue a frame outside the event sequence (heartbeat, notice); dropped when busy."""
-        if not self.closed and not self.buffer and self.pending is None:
+        if not self.close_reason and not self.buffer and self.pending is None:
             self._append(frame)
             if self.writer is not None:
                 self.writer.wake()
@@ -274,10 +277,9 @@ class Connection:
 
     def close(self, reason: str) -> None:
         """End the stream; a slow or idle consumer's unsent frames are dropped."""
-        if self.closed:
+        if self.close_reason:
             return
-        self.closed = True
-        self.close_reason = reason
+        self.close_reason = reason or CLIENT_GONE  # never empty: an empty reason means open
         writer = self.writer
         if reason in (SLOW_CONSUMER, IDLE):
             self.buffer = NOTHING

@@ -107,7 +107,7 @@ class _Flusher:
                     total += size
                     if at and (not oldest or at < oldest):
                         oldest = at
-                if conn.closed:
+                if conn.close_reason:
                     transport.write(END)
                     transport.close()
             except Exception:  # one broken stream must not stop the flush of the others

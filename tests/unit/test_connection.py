@@ -166,3 +166,12 @@ def test_a_buffer_of_one_frame_still_applies_the_slow_consumer_policy() -> None:
     conn, writer = pushed(2, max_buffer=1, waiting=False)
     assert conn.close_reason == SLOW_CONSUMER
     assert writer.aborts == 1
+
+
+def test_closed_is_told_by_the_close_reason_which_is_never_empty() -> None:
+    conn = connection()
+    assert not conn.closed and conn.close_reason == ""
+    conn.close("")
+    assert conn.closed and conn.close_reason == "client_gone"
+    conn.close(IDLE)  # the first reason stays
+    assert conn.close_reason == "client_gone"

@@ -115,22 +115,23 @@ async def open_stream(
         await gate.release(conn)
         raise
     await gate.announce(conn, "join")
-    return EventStreamResponse(conn, closer=StreamCloser(hub, gate, conn))
+    return EventStreamResponse(conn, closer=StreamCloser(gate, conn))
 
 
 class StreamCloser:
-    """What runs after a stream ends: unregister, release its slots, announce ``leave``.
+    """What runs after a stream ends: unregister it from the gate's hub, release its slots,
+    announce ``leave``.
 
-    An object of three slots rather than a closure: every open stream holds one.
+    An object of two slots rather than a closure: every open stream holds one.
     """
 
-    __slots__ = ("conn", "gate", "hub")
+    __slots__ = ("conn", "gate")
 
-    def __init__(self, hub: Hub, gate: Gate, conn: Connection) -> None:
-        self.hub, self.gate, self.conn = hub, gate, conn
+    def __init__(self, gate: Gate, conn: Connection) -> None:
+        self.gate, self.conn = gate, conn
 
     async def __call__(self) -> None:
-        await self.hub.detach(self.conn)
+        await self.gate.hub.detach(self.conn)
         await self.gate.release(self.conn)
         await self.gate.announce(self.conn, "leave")
 
