@@ -51,6 +51,7 @@ class State:
 
 
 async def measure(args: argparse.Namespace) -> dict[str, float]:
+    from ssehub.app import settle_heap
     from ssehub.brokers.memory import MemoryBroker
     from ssehub.channels import Selector
     from ssehub.connection import Connection
@@ -76,6 +77,7 @@ async def measure(args: argparse.Namespace) -> dict[str, float]:
         conn.attach(stream)
         transports.append(transport)
     await asyncio.sleep(0)  # the opening frames
+    settle_heap()  # the serving process's collector settings
     events = [
         [make_event("bcast", "tick", {"round": r, "i": i}) for i in range(args.events)]
         for r in range(args.rounds + 3)

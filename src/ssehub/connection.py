@@ -212,25 +212,23 @@ class Connection:
             return
         buffer = self.buffer
         writer = self.writer
-        if not buffer:
-            if self.max_buffer > 0:  # the common case: nothing queued, no list needed
-                self.buffer = event.frame
-                self.oldest_at = event.published_at
-                self.messages_sent += 1
-                if writer is not None:
-                    writer.wake()
-                return
-            queued = 0
-        else:
+        if buffer:
             queued = len(buffer) if isinstance(buffer, list) else 1
-        if queued >= self.max_buffer and (
-            writer is None or not writer.waiting or queued >= self.max_buffer * BURST_FACTOR
-        ):
+            if queued >= self.max_buffer and (
+                writer is None or not writer.waiting or queued >= self.max_buffer * BURST_FACTOR
+            ):
+                self.close(SLOW_CONSUMER)
+                return
+            if isinstance(buffer, list):
+                buffer.append(event.frame)
+            else:
+                self.buffer = [buffer, event.frame]
+        elif self.max_buffer > 0:
+            self.buffer = event.frame  # one frame is the buffer itself: no list per push
+            self.oldest_at = event.published_at
+        else:  # a buffer of no frames holds nothing, not even a burst
             self.close(SLOW_CONSUMER)
             return
-        if not queued:
-            self.oldest_at = event.published_at
-        self._append(event.frame)
         self.messages_sent += 1
         if writer is not None:
             writer.wake()

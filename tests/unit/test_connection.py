@@ -175,3 +175,9 @@ def test_closed_is_told_by_the_close_reason_which_is_never_empty() -> None:
     assert conn.closed and conn.close_reason == "client_gone"
     conn.close(IDLE)  # the first reason stays
     assert conn.close_reason == "client_gone"
+
+
+def test_a_buffer_of_no_frames_closes_on_the_first_push() -> None:
+    conn, writer = pushed(1, max_buffer=0, waiting=True)
+    assert conn.close_reason == SLOW_CONSUMER
+    assert conn.take_chunk() is None
