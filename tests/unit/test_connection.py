@@ -178,6 +178,6 @@ def test_closed_is_told_by_the_close_reason_which_is_never_empty() -> None:
 
 
 def test_a_buffer_of_no_frames_closes_on_the_first_push() -> None:
-    conn, writer = pushed(1, max_buffer=0, waiting=True)
+    conn, _ = pushed(1, max_buffer=0, waiting=True)
     assert conn.close_reason == SLOW_CONSUMER
     assert conn.take_chunk() is None
