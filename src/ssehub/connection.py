@@ -19,8 +19,9 @@ IDLE = "idle_timeout"
 HISTORY_GAP = "history_gap"
 
 BURST_FACTOR = 10
-# The buffer of a connection with nothing queued: shared, so an idle stream holds no list.
-NOTHING: tuple[bytes, ...] = ()
+# The buffer of a connection with nothing queued. One queued frame is the buffer itself (the
+# shared bytes of a broadcast: no list per stream and event); a list only from the second.
+NOTHING = b""
 
 
 class Writer(Protocol):
@@ -84,7 +85,6 @@ class Connection:
         "bytes_sent",
         "client_id",
         "close_reason",
-        "closed",
         "connected_at",
         "ip",
         "last_write",
@@ -117,16 +117,20 @@ class Connection:
         info = info or {}
         self.ip = info.get("ip", "")
         self.user_agent = info.get("user_agent", "")
-        self.buffer: list[bytes] | tuple[bytes, ...] = NOTHING
+        self.buffer: bytes | list[bytes] = NOTHING
         self.pending: list[Event] | None = None
-        self.closed = False
-        self.close_reason = ""
+        self.close_reason = ""  # why it ended; empty while open
         self.connected_at = time.time()
         self.last_write = time.monotonic()
         self.messages_sent = 0
         self.bytes_sent = 0
         self.oldest_at = 0.0  # publish time of the first live event queued since the last chunk
         self.writer: Writer | None = None
+
+    @property
+    def closed(self) -> bool:
+        """True once the stream ended (``close_reason`` says why)."""
+        return bool(self.close_reason)
 
     @property
     def info(self) -> dict[str, str]:
@@ -147,7 +151,7 @@ class Connection:
     def attach(self, writer: Writer | None) -> None:
         """Hand the queued and future frames to ``writer`` (None: the writer is gone)."""
         self.writer = writer
-        if writer is not None and (self.buffer or self.closed):
+        if writer is not None and (self.buffer or self.close_reason):
             writer.wake()
 
     def take_chunk(self) -> bytes | None:
@@ -155,14 +159,24 @@ class Connection:
 
         Read ``oldest_at`` first for the chunk's latency: taking a chunk starts a new window.
         """
-        buffer = self.buffer
-        if not buffer:
+        frames = self.take()
+        if not frames:
             return None
-        chunk = b"".join(buffer) if len(buffer) > 1 else buffer[0]
-        self.buffer = NOTHING
+        chunk = b"".join(frames) if isinstance(frames, list) else frames
         self.bytes_sent += len(chunk)
-        self.oldest_at = 0.0
         return chunk
+
+    def take(self) -> bytes | list[bytes]:
+        """The queued frames as queued (one frame, or a list in order; NOTHING when none wait).
+
+        For a writer that joins them itself, once for every stream with the same frames; it
+        counts ``bytes_sent``. Read ``oldest_at`` first: taking starts a new latency window.
+        """
+        frames = self.buffer
+        if frames:
+            self.buffer = NOTHING
+            self.oldest_at = 0.0
+        return frames
 
     async def next_chunk(self) -> bytes | None:
         """Wait for queued frames and return them as one chunk; None once closed and drained.
@@ -175,7 +189,7 @@ class Connection:
             writer = AwaitingWriter()
             self.writer = writer
         while (chunk := self.take_chunk()) is None:
-            if self.closed:
+            if self.close_reason:
                 return None
             await writer.wait()
         return chunk
@@ -188,7 +202,7 @@ class Connection:
 
     def push(self, event: Event) -> None:
         """Queue one event's frame (or hold it while a resume is replayed)."""
-        if self.closed or (self.types is not None and event.type not in self.types):
+        if self.close_reason or (self.types is not None and event.type not in self.types):
             return
         if self.pending is not None:
             if len(self.pending) >= self.max_buffer * BURST_FACTOR:
@@ -196,22 +210,32 @@ class Connection:
             else:
                 self.pending.append(event)
             return
-        queued = len(self.buffer)
-        if queued >= self.max_buffer:
-            writer = self.writer
-            if writer is None or not writer.waiting or queued >= self.max_buffer * BURST_FACTOR:
+        buffer = self.buffer
+        writer = self.writer
+        if buffer:
+            queued = len(buffer) if isinstance(buffer, list) else 1
+            if queued >= self.max_buffer and (
+                writer is None or not writer.waiting or queued >= self.max_buffer * BURST_FACTOR
+            ):
                 self.close(SLOW_CONSUMER)
                 return
-        if not queued:
+            if isinstance(buffer, list):
+                buffer.append(event.frame)
+            else:
+                self.buffer = [buffer, event.frame]
+        elif self.max_buffer > 0:
+            self.buffer = event.frame  # one frame is the buffer itself: no list per push
             self.oldest_at = event.published_at
-        self._append(event.frame)
+        else:  # a buffer of no frames holds nothing, not even a burst
+            self.close(SLOW_CONSUMER)
+            return
         self.messages_sent += 1
-        if self.writer is not None:
-            self.writer.wake()
+        if writer is not None:
+            writer.wake()
 
     def push_raw(self, frame: bytes) -> None:
         """Queue a frame outside the event sequence (heartbeat, notice); dropped when busy."""
-        if not self.closed and not self.buffer and self.pending is None:
+        if not self.close_reason and not self.buffer and self.pending is None:
             self._append(frame)
             if self.writer is not None:
                 self.writer.wake()
@@ -236,19 +260,24 @@ class Connection:
                 self._append(event.frame)
                 self.messages_sent += 1
 
+    @property
+    def queued(self) -> list[bytes]:
+        """The frames waiting to be taken, in order (a copy)."""
+        buffer = self.buffer
+        return list(buffer) if isinstance(buffer, list) else [buffer] if buffer else []
+
     def _append(self, frame: bytes) -> None:
         buffer = self.buffer
         if isinstance(buffer, list):
             buffer.append(frame)
         else:
-            self.buffer = [frame]
+            self.buffer = [buffer, frame] if buffer else frame
 
     def close(self, reason: str) -> None:
         """End the stream; a slow or idle consumer's unsent frames are dropped."""
-        if self.closed:
+        if self.close_reason:
             return
-        self.closed = True
-        self.close_reason = reason
+        self.close_reason = reason or CLIENT_GONE  # never empty: an empty reason means open
         writer = self.writer
         if reason in (SLOW_CONSUMER, IDLE):
             self.buffer = NOTHING

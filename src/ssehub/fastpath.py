@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.utils import is_ssl
 
-from .connection import CLIENT_GONE, SHUTDOWN, Connection
+from .connection import CLIENT_GONE, NOTHING, SHUTDOWN, Connection
 from .httpguard import ReadLimits
 from .settings import Settings
 from .stream import EXTENSION
@@ -53,12 +53,20 @@ def http_protocol(settings: Settings) -> Callable[..., asyncio.Protocol]:
 
 
 class _Flusher:
-    """Writes the queued frames of every dirty stream once per loop turn."""
+    """Writes the queued frames of every dirty stream of one server and app once per loop turn.
 
-    __slots__ = ("dirty", "loop")
+    Streams with the same frames queued (a broadcast, or a burst to every subscriber) share one
+    chunk: joined and framed once, the same ``bytes`` written to each.
+    """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    __slots__ = ("dirty", "loop", "metrics", "state")
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, metrics: Metrics | None, state: ServerState
+    ) -> None:
         self.loop = loop
+        self.metrics = metrics
+        self.state = state  # uvicorn's: its connections and tasks
         self.dirty: list[DirectStream] = []
 
     def mark(self, stream: DirectStream) -> None:
@@ -68,39 +76,61 @@ class _Flusher:
 
     def flush(self) -> None:
         dirty, self.dirty = self.dirty, []
-        framed: dict[bytes, bytes] = {}  # a broadcast chunk is framed once for all streams
+        self.write(dirty)
+
+    def write(self, streams: list[DirectStream]) -> None:
+        """Write what each stream's Connection queued as one chunk; finish the closed ones."""
         now = time.monotonic()
-        # Metrics get one update per app and turn (sum of bytes, oldest event), not per stream.
-        written: dict[Metrics, list[float]] = {}
-        for stream in dirty:
+        total = 0
+        oldest = 0.0  # publish time of the oldest live event written, for the latency metric
+        last: bytes | list[bytes] = NOTHING  # the frames of the chunk below
+        data = b""
+        size = 0
+        for stream in streams:
             stream.dirty = False
+            transport = stream.transport
+            # A transport already closed (stream ended, client gone) before connection_lost
+            # ran: uvloop raises on write, which would abort the flush of every other stream.
+            if stream.paused or transport.is_closing():
+                continue
+            conn = stream.conn
             try:
-                size, oldest = stream.flush(framed, now)
+                at = conn.oldest_at
+                frames = conn.take()
+                if frames:
+                    if frames is not last and frames != last:
+                        chunk = b"".join(frames) if isinstance(frames, list) else frames
+                        size = len(chunk)
+                        data = b"%x\r\n%b\r\n" % (size, chunk)
+                        last = frames
+                    transport.write(data)
+                    conn.bytes_sent += size
+                    conn.last_write = now
+                    total += size
+                    if at and (not oldest or at < oldest):
+                        oldest = at
+                if conn.close_reason:
+                    transport.write(END)
+                    transport.close()
             except Exception:  # one broken stream must not stop the flush of the others
                 log.exception("writing a direct stream failed; aborting it")
-                stream.transport.abort()
-                continue
-            if size and stream.metrics is not None:
-                seen = written.get(stream.metrics)
-                if seen is None:
-                    written[stream.metrics] = [size, oldest]
-                else:
-                    seen[0] += size
-                    if oldest and (not seen[1] or oldest < seen[1]):
-                        seen[1] = oldest
-        for metrics, (total, oldest_at) in written.items():
-            metrics.wrote(int(total), oldest_at)
+                transport.abort()
+        if total and self.metrics is not None:  # one update per turn, not per stream
+            self.metrics.wrote(total, oldest)
 
 
-_flushers: dict[asyncio.AbstractEventLoop, _Flusher] = {}
+_flushers: dict[tuple[asyncio.AbstractEventLoop, Metrics | None, ServerState], _Flusher] = {}
 
 
-def _flusher(loop: asyncio.AbstractEventLoop) -> _Flusher:
-    flusher = _flushers.get(loop)
+def _flusher(
+    loop: asyncio.AbstractEventLoop, metrics: Metrics | None, state: ServerState
+) -> _Flusher:
+    key = (loop, metrics, state)
+    flusher = _flushers.get(key)
     if flusher is None:
-        if len(_flushers) > 16:  # loops of finished test servers
+        if len(_flushers) > 16:  # loops and apps of finished test servers
             _flushers.clear()
-        flusher = _flushers[loop] = _Flusher(loop)
+        flusher = _flushers[key] = _Flusher(loop, metrics, state)
     return flusher
 
 
@@ -111,7 +141,8 @@ def _ignore(data: bytes) -> None:
 class DirectStream(asyncio.Protocol):
     """An adopted stream: the transport's protocol and its Connection's :class:`Writer`."""
 
-    __slots__ = ("closer", "conn", "dirty", "flusher", "metrics", "paused", "state", "transport")
+    # What every stream of a server and app shares (metrics, uvicorn's state) is its flusher's.
+    __slots__ = ("closer", "conn", "dirty", "flusher", "paused", "transport")
 
     def __init__(
         self,
@@ -124,9 +155,7 @@ class DirectStream(asyncio.Protocol):
         self.transport = transport
         self.conn = conn
         self.closer: Closer | None = closer  # None once run
-        self.metrics = metrics
-        self.state = state  # uvicorn's: its connections and tasks
-        self.flusher = _flusher(asyncio.get_running_loop())
+        self.flusher = _flusher(asyncio.get_running_loop(), metrics, state)
         self.dirty = False
         self.paused = False
 
@@ -139,35 +168,18 @@ class DirectStream(asyncio.Protocol):
     def wake(self) -> None:
         if not self.dirty and not self.paused:
             self.dirty = True
-            self.flusher.mark(self)
+            flusher = self.flusher
+            dirty = flusher.dirty
+            if not dirty:
+                flusher.loop.call_soon(flusher.flush)
+            dirty.append(self)
 
     def abort(self) -> None:
         self.transport.abort()
 
-    def flush(self, framed: dict[bytes, bytes], now: float) -> tuple[int, float]:
-        """Write what the Connection queued as one chunk, finish once it is closed.
-
-        Returns the bytes written and the publish time of the oldest live event among them.
-        """
-        conn, transport = self.conn, self.transport
-        # A transport already closed (stream ended, client gone) before connection_lost ran:
-        # uvloop raises on write, which would abort the flush of every other dirty stream.
-        if self.paused or transport.is_closing():
-            return 0, 0.0
-        oldest = conn.oldest_at
-        chunk = conn.take_chunk()
-        size = 0
-        if chunk is not None:
-            data = framed.get(chunk)
-            if data is None:
-                data = framed[chunk] = b"%x\r\n%b\r\n" % (len(chunk), chunk)
-            size = len(chunk)
-            transport.write(data)
-            conn.wrote(now)
-        if conn.closed:
-            transport.write(END)
-            transport.close()
-        return size, oldest
+    def flush(self) -> None:
+        """Write what the Connection queued now (the opening frames), finish once it is closed."""
+        self.flusher.write([self])
 
     # -- transport events ----------------------------------------------------------------------
 
@@ -184,14 +196,15 @@ class DirectStream(asyncio.Protocol):
         self.wake()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.state.connections.discard(self)
+        state = self.flusher.state
+        state.connections.discard(self)
         conn, closer = self.conn, self.closer
         if closer is None:
             return
         self.closer = None
         conn.attach(None)
         conn.close(CLIENT_GONE)
-        tasks = self.state.tasks
+        tasks = state.tasks
         task = self.flusher.loop.create_task(_close(closer))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
@@ -261,7 +274,7 @@ class DirectStreamProtocol(WireProtocol):
         transport.set_protocol(stream)
         self.cycle = self.scope = self.parser = self.flow = None  # type: ignore[assignment]
         self.extensions = None
-        stream.flush({}, time.monotonic())  # what hub.open queued, before it wakes the stream
+        stream.flush()  # what hub.open queued, before it wakes the stream
         conn.attach(stream)
         return True
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import orjson
 
 from . import messages
-from .connection import Connection
+from .connection import NOTHING, Connection
 from .event import Event
 
 RUN_ENDED = "run_ended"
@@ -27,7 +27,8 @@ class RunConnection(Connection):
 
     def keep_opening_frame_only(self) -> None:
         """Drop what ``Hub.open`` queued after ``connected`` (an earlier run's snapshot)."""
-        self.buffer = self.buffer[:1]
+        kept = self.queued[:1]
+        self.buffer = kept[0] if kept else NOTHING
 
     def push(self, event: Event) -> None:
         if event.event not in messages.STAGE_TYPES or not self._of_run(event):

@@ -17,7 +17,7 @@ RUN = Path(__file__).resolve().parents[2] / "bench" / "run.py"
 def test_every_scenario_runs_against_ssehub_with_zero_loss() -> None:
     command = [
         *(sys.executable, str(RUN), "--n", "120", "--targets", "ssehub", "--loadgen-procs", "2"),
-        *("--seconds", "0.5", "--rates", "1000,2000", "--tokens", "50"),
+        *("--seconds", "0.5", "--rates", "1000,2000", "--tokens", "50", "--settle", "0"),
         *("--answers", "3", "--ai-messages", "10"),
     ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=170, check=False)

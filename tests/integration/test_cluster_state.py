@@ -100,6 +100,29 @@ async def test_client_registry(make_state: StateFactory) -> None:
     assert await two.active_connections() == 1
 
 
+async def test_a_client_s_slots_and_record_come_and_go_independently(
+    make_state: StateFactory,
+) -> None:
+    state = await make_state()
+    assert await state.acquire_slot("global", "c1", 1)
+    assert await state.acquire_slot("user:alice", "c1", 1)
+    await state.register_client(record("c1"))
+    await state.register_client(record("c1"))  # the same client again counts once
+    assert await state.active_connections() == 1
+    await state.release_slot("global", "c1")
+    await state.release_slot("global", "c1")  # twice, or a scope never held: no-op
+    await state.release_slot("user:bob", "c1")
+    assert (await state.locate_client("c1"))["channels"] == ["a"]  # type: ignore[index]
+    assert not await state.acquire_slot("user:alice", "c2", 1)  # c1 still holds it
+    await state.unregister_client("c1")
+    assert await state.locate_client("c1") is None
+    assert not await state.acquire_slot("user:alice", "c2", 1)  # the slot outlives the record
+    assert await state.acquire_slot("global", "c2", 1)  # given back above
+    await state.release_slot("user:alice", "c1")
+    assert await state.acquire_slot("user:alice", "c2", 1)
+    assert await state.list_clients() == []
+
+
 async def test_a_dead_process_leases_expire_and_keepalive_extends_them(
     redis_keys: RedisKeys,
 ) -> None:

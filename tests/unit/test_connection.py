@@ -137,3 +137,47 @@ def test_client_details_are_kept_as_fields_and_read_as_before() -> None:
     )
     assert (conn.ip, conn.user_agent) == ("10.0.0.1", "ua")
     assert conn.info == {"ip": "10.0.0.1", "user_agent": "ua"}
+
+
+def test_queued_frames_are_listed_in_order_one_or_many() -> None:
+    conn = connection()
+    assert conn.queued == []
+    events = [make_event("ch", "e", str(i)) for i in range(3)]
+    conn.push(events[0])
+    assert conn.queued == [events[0].frame]
+    conn.push(events[1])
+    conn.push(events[2])
+    assert conn.queued == [e.frame for e in events]
+
+
+def test_take_hands_over_the_frames_as_queued_and_starts_a_new_window() -> None:
+    conn = connection()
+    event = make_event("ch", "e", "x")
+    conn.push(event)
+    assert conn.take() is event.frame
+    assert conn.oldest_at == 0.0
+    assert not conn.take()
+    conn.push(event)
+    conn.push(event)
+    assert conn.take() == [event.frame, event.frame]
+
+
+def test_a_buffer_of_one_frame_still_applies_the_slow_consumer_policy() -> None:
+    conn, writer = pushed(2, max_buffer=1, waiting=False)
+    assert conn.close_reason == SLOW_CONSUMER
+    assert writer.aborts == 1
+
+
+def test_closed_is_told_by_the_close_reason_which_is_never_empty() -> None:
+    conn = connection()
+    assert not conn.closed and conn.close_reason == ""
+    conn.close("")
+    assert conn.closed and conn.close_reason == "client_gone"
+    conn.close(IDLE)  # the first reason stays
+    assert conn.close_reason == "client_gone"
+
+
+def test_a_buffer_of_no_frames_closes_on_the_first_push() -> None:
+    conn, _ = pushed(1, max_buffer=0, waiting=True)
+    assert conn.close_reason == SLOW_CONSUMER
+    assert conn.take_chunk() is None

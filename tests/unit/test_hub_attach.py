@@ -38,7 +38,7 @@ class PubSubLikeBroker(MemoryBroker):
 
 def received(conn: Connection) -> tuple[int, list[int]]:
     """The seq a stream starts after (its ``connected`` id) and the seqs it was sent."""
-    events = SSEDecoder().feed(b"".join(conn.buffer))
+    events = SSEDecoder().feed(b"".join(conn.queued))
     start = int(events[0].id.rsplit("-", 1)[1])
     return start, [int(e.id.rsplit("-", 1)[1]) for e in events[1:]]
 

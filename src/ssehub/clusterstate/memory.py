@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import time
+from functools import lru_cache
 from typing import Any
 
 from .base import ClientRecord
 
 MAX_BUCKETS = 100_000  # rate buckets one process keeps (callers limited recently)
-CLIENT_FIELDS = tuple(ClientRecord.__annotations__)
-CHANNELS_AT = CLIENT_FIELDS.index("channels")
+# A holder's entry: the scopes it holds slots in, then its client record without the id.
+RECORD_FIELDS = tuple(name for name in ClientRecord.__annotations__ if name != "client_id")
+CHANNELS_AT = 1 + RECORD_FIELDS.index("channels")
+
+
+@lru_cache(maxsize=4096)
+def _shared(names: tuple[str, ...]) -> tuple[str, ...]:
+    """One tuple for equal tuples of names (every stream of the same channels or scopes)."""
+    return names
 
 
 class MemoryClusterState:
@@ -17,11 +25,13 @@ class MemoryClusterState:
 
     def __init__(self) -> None:
         self._tickets: dict[str, tuple[float, dict[str, Any]]] = {}
-        self._slots: dict[str, set[str]] = {}
         self._buckets: dict[str, tuple[float, float, float]] = {}  # tokens, stamp, full at
-        # Client records as tuples, channels as a tuple: a dict and a list each would cost
-        # every idle stream about 0.2 KB more.
-        self._clients: dict[str, tuple[Any, ...]] = {}
+        # One registry of holders (streams, chat answers): per holder one tuple of the scopes
+        # it holds slots in and its client record's fields, channels and scopes as shared
+        # tuples. A set per scope and a dict of records would each cost every stream more.
+        self._holders: dict[str, tuple[Any, ...]] = {}
+        self._counts: dict[str, int] = {}  # holders per scope
+        self._registered = 0  # holders with a client record
 
     async def start(self) -> None:
         """Nothing to connect."""
@@ -42,20 +52,34 @@ class MemoryClusterState:
         return entry[1]
 
     async def acquire_slot(self, scope: str, holder: str, limit: int) -> bool:
-        holders = self._slots.setdefault(scope, set())
-        if holder in holders:
+        entry = self._holders.get(holder)
+        scopes = entry[0] if entry is not None else ()
+        if scope in scopes:
             return True
-        if len(holders) >= limit:
+        count = self._counts.get(scope, 0)
+        if count >= limit:
             return False
-        holders.add(holder)
+        self._counts[scope] = count + 1
+        self._store(holder, (*scopes, scope), entry[1:] if entry is not None else ())
         return True
 
     async def release_slot(self, scope: str, holder: str) -> None:
-        holders = self._slots.get(scope)
-        if holders is not None:
-            holders.discard(holder)
-            if not holders:
-                del self._slots[scope]
+        entry = self._holders.get(holder)
+        if entry is None or scope not in entry[0]:
+            return
+        count = self._counts[scope] - 1
+        if count:
+            self._counts[scope] = count
+        else:
+            del self._counts[scope]
+        self._store(holder, tuple(s for s in entry[0] if s != scope), entry[1:])
+
+    def _store(self, holder: str, scopes: tuple[str, ...], record: tuple[Any, ...]) -> None:
+        """Keep ``holder``'s entry, or forget it once it holds no slot and has no record."""
+        if scopes or record:
+            self._holders[holder] = (_shared(scopes), *record)
+        else:
+            self._holders.pop(holder, None)
 
     async def take_token(self, key: str, rate: float, burst: int, cost: int = 1) -> float:
         now = time.monotonic()
@@ -82,29 +106,37 @@ class MemoryClusterState:
             self._buckets = dict(kept[-room:])
 
     async def register_client(self, record: ClientRecord) -> None:
-        fields = [record[name] for name in CLIENT_FIELDS]  # type: ignore[literal-required]
-        fields[CHANNELS_AT] = tuple(fields[CHANNELS_AT])
-        self._clients[record["client_id"]] = tuple(fields)
+        holder = record["client_id"]
+        entry = self._holders.get(holder)
+        if entry is None or len(entry) == 1:
+            self._registered += 1
+        fields: list[Any] = [record[name] for name in RECORD_FIELDS]  # type: ignore[literal-required]
+        fields[CHANNELS_AT - 1] = _shared(tuple(fields[CHANNELS_AT - 1]))
+        self._store(holder, entry[0] if entry is not None else (), tuple(fields))
 
     async def unregister_client(self, client_id: str) -> None:
-        self._clients.pop(client_id, None)
+        entry = self._holders.get(client_id)
+        if entry is not None and len(entry) > 1:
+            self._registered -= 1
+            self._store(client_id, entry[0], ())
 
     async def locate_client(self, client_id: str) -> ClientRecord | None:
-        fields = self._clients.get(client_id)
-        return None if fields is None else _record(fields)
+        entry = self._holders.get(client_id)
+        return _record(client_id, entry) if entry is not None and len(entry) > 1 else None
 
     async def list_clients(self) -> list[ClientRecord]:
-        return [_record(fields) for fields in self._clients.values()]
+        return [_record(cid, entry) for cid, entry in self._holders.items() if len(entry) > 1]
 
     async def active_connections(self) -> int:
-        return len(self._clients)
+        return self._registered
 
     async def keepalive(self, client_ids: list[str]) -> None:
         """Nothing expires in memory."""
 
 
-def _record(fields: tuple[Any, ...]) -> ClientRecord:
-    """A client record from its stored fields (channels back as a list)."""
-    record: dict[str, Any] = dict(zip(CLIENT_FIELDS, fields, strict=True))
+def _record(client_id: str, entry: tuple[Any, ...]) -> ClientRecord:
+    """A client record from its holder's entry (channels back as a list)."""
+    record: dict[str, Any] = {"client_id": client_id}
+    record.update(zip(RECORD_FIELDS, entry[1:], strict=True))
     record["channels"] = list(record["channels"])
     return record  # type: ignore[return-value]

@@ -7,6 +7,7 @@ stream); the routes stay registered for the OpenAPI document and apps built with
 
 from __future__ import annotations
 
+import sys
 import uuid
 from dataclasses import dataclass
 from typing import Annotated
@@ -95,7 +96,8 @@ async def open_stream(
             validate_channel(name, allow_pattern=True, max_wildcards=settings.max_pattern_wildcards)
             require_subscribe(principal, name)
     gate: Gate = request.app.state.gate
-    ip = client_ip(request)
+    # Interned: streams from one address or browser (a proxy's, a NAT's) share one string.
+    ip = sys.intern(client_ip(request))
     await gate.check_rate("stream", principal, ip)
     conn = Connection(
         client_id=client_id,
@@ -103,7 +105,7 @@ async def open_stream(
         types=types,
         max_buffer=settings.subscriber_buffer,
         user_id=principal.user_id,
-        info={"ip": ip, "user_agent": request.headers.get("user-agent", "")},
+        info={"ip": ip, "user_agent": sys.intern(request.headers.get("user-agent", ""))},
     )
     await gate.admit(conn, principal)
     try:
@@ -113,22 +115,23 @@ async def open_stream(
         await gate.release(conn)
         raise
     await gate.announce(conn, "join")
-    return EventStreamResponse(conn, closer=StreamCloser(hub, gate, conn))
+    return EventStreamResponse(conn, closer=StreamCloser(gate, conn))
 
 
 class StreamCloser:
-    """What runs after a stream ends: unregister, release its slots, announce ``leave``.
+    """What runs after a stream ends: unregister it from the gate's hub, release its slots,
+    announce ``leave``.
 
-    An object of three slots rather than a closure: every open stream holds one.
+    An object of two slots rather than a closure: every open stream holds one.
     """
 
-    __slots__ = ("conn", "gate", "hub")
+    __slots__ = ("conn", "gate")
 
-    def __init__(self, hub: Hub, gate: Gate, conn: Connection) -> None:
-        self.hub, self.gate, self.conn = hub, gate, conn
+    def __init__(self, gate: Gate, conn: Connection) -> None:
+        self.gate, self.conn = gate, conn
 
     async def __call__(self) -> None:
-        await self.hub.detach(self.conn)
+        await self.gate.hub.detach(self.conn)
         await self.gate.release(self.conn)
         await self.gate.announce(self.conn, "leave")
 
