@@ -109,6 +109,11 @@ async def main(n: int) -> None:
         rows.append(("the app as ASGI (middleware, auth, publish, response)", 0.0))
         rows[-1] = (rows[-1][0], await per_await(n, whole))
         assert set(statuses) == {200}, set(statuses)
+        # The access line in context: the same requests with the hub's loggers at WARNING.
+        hub_logger = logging.getLogger("ssehub")
+        hub_logger.setLevel(logging.WARNING)
+        rows.append(("the app as ASGI, access log off", await per_await(n, whole)))
+        hub_logger.setLevel(logging.INFO)
         authenticator = state.authenticator.inner
         verify = getattr(authenticator, "_verify", authenticator.verify)
         rows.append(

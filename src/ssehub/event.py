@@ -70,6 +70,8 @@ def data_to_text(data: Any) -> str:
 
 def _require_utf8(name: str, value: str) -> None:
     """Reject lone surrogates (valid in JSON escapes, not encodable as UTF-8 on the wire)."""
+    if value.isascii():  # a flag of the string: no encoding needed
+        return
     try:
         value.encode()
     except UnicodeEncodeError as exc:

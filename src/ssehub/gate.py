@@ -49,6 +49,16 @@ def retry_after(seconds: float) -> dict[str, str]:
     return {"Retry-After": str(max(1, math.ceil(seconds)))}
 
 
+def too_many(kind: str, who: str, rate: float, burst: int, wait: float) -> TooManyRequests:
+    """The 429 of a ``kind`` bucket of ``who`` ("user", "address") that lacks tokens."""
+    noun = kind.replace("_", " ")
+    return TooManyRequests(
+        f"too many {noun} requests from this {who}: limit {rate:g}/s "
+        f"(burst {burst}); retry in {wait:.1f} s",
+        headers=retry_after(wait),
+    )
+
+
 class Gate:
     """Decides whether a stream may open or an event may be published, and tracks streams."""
 
@@ -81,13 +91,17 @@ class Gate:
         if user_rate > 0 and not principal.admin:
             scope = limit_scope(principal, ip)
             if scope is not None:
-                who = "user" if principal.user_id is not None else "address"
                 # Its own bucket even when the caller is counted by address: sharing the IP
                 # bucket's key would let the faster rate refill the slower limit.
                 key = f"{kind}:caller:{scope}"
-                await self._take(kind, key, user_rate, user_burst, cost, who)
+                wait = await self.cluster.take_token(key, user_rate, user_burst, cost)
+                if wait > 0:
+                    who = "user" if principal.user_id is not None else "address"
+                    raise too_many(kind, who, user_rate, user_burst, wait)
         if ip_rate > 0 and ip:
-            await self._take(kind, f"{kind}:ip:{ip}", ip_rate, ip_burst, cost, "address")
+            wait = await self.cluster.take_token(f"{kind}:ip:{ip}", ip_rate, ip_burst, cost)
+            if wait > 0:
+                raise too_many(kind, "address", ip_rate, ip_burst, wait)
 
     def _limits_of(self, kind: str) -> tuple[float, int, float, int]:
         """Rate and burst per user, then per IP, of ``kind`` (settings are read once per kind)."""
@@ -98,18 +112,6 @@ class Gate:
             getattr(s, f"{kind}_rate_per_ip", 0.0),
             getattr(s, f"{kind}_burst_per_ip", 1),
         )
-
-    async def _take(
-        self, kind: str, key: str, rate: float, burst: int, cost: int, who: str
-    ) -> None:
-        wait = await self.cluster.take_token(key, rate, burst, cost)
-        if wait > 0:
-            noun = kind.replace("_", " ")
-            raise TooManyRequests(
-                f"too many {noun} requests from this {who}: limit {rate:g}/s "
-                f"(burst {burst}); retry in {wait:.1f} s",
-                headers=retry_after(wait),
-            )
 
     def count_publish(self, channel: str) -> None:
         """Count a publish through this process's API (per channel, bounded)."""

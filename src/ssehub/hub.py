@@ -19,7 +19,7 @@ from .channels import CONTROL, DISCONNECT_EVENT, Selector, matches
 from .connection import HISTORY_GAP, IDLE, KICKED, SHUTDOWN, Connection
 from .event import Event, encode_comment, encode_fields, json_text
 from .metrics import Metrics
-from .runs import RunStore, snapshot_tail, stamp_run_id
+from .runs import RunStore, is_stage_event, snapshot_tail, stamp_run_id
 
 log = logging.getLogger("ssehub.hub")
 
@@ -120,10 +120,13 @@ class Hub:
         first event, which was already counted and folded into its run.
         """
         runs = self.runs
+        # Run stores read stage messages only: other events skip their two awaits.
+        stage = runs is not None and is_stage_event(event)
         if runs is not None:
-            run_id = await runs.check(event)
-            if run_id is not None:
-                stamp_run_id(event, run_id)
+            if stage:
+                run_id = await runs.check(event)
+                if run_id is not None:
+                    stamp_run_id(event, run_id)
             runs.set_retention(event)
         try:  # not through _counted: one coroutine less per publish
             stored = await self.broker.publish(event, idempotency_key=key)
@@ -133,7 +136,7 @@ class Hub:
         if stored is not event:  # an idempotent replay
             return stored
         self.metrics.published(stored)
-        if runs is not None:
+        if stage and runs is not None:
             await runs.observe(stored)
         return stored
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from threading import get_ident
 from typing import TextIO
 
 CAPACITY = 512  # lines waiting at most (one turn of a busy hub, a few dozen KB)
@@ -26,6 +27,7 @@ class TurnBufferedHandler(logging.StreamHandler[TextIO]):
         self._lines: list[str] = []
         # The loop whose next turn writes the waiting lines (None: nothing scheduled).
         self._scheduled: asyncio.AbstractEventLoop | None = None
+        self._thread = 0  # the thread of that loop
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -47,15 +49,18 @@ class TurnBufferedHandler(logging.StreamHandler[TextIO]):
         if len(self._lines) >= self.capacity:
             self.flush()
             return
+        scheduled = self._scheduled
+        if scheduled is not None and self._thread == get_ident() and scheduled.is_running():
+            return  # the loop running here writes them (get_running_loop costs a getpid)
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             self.flush()
             return
-        if self._scheduled is not loop:
+        if scheduled is not loop:
             # A loop that closed with a write pending left its lines here: this one takes them.
             loop.call_soon(self.flush)
-            self._scheduled = loop
+            self._scheduled, self._thread = loop, get_ident()
 
     def flush(self) -> None:
         """Write the waiting lines in one call, then flush the stream."""

@@ -99,9 +99,11 @@ def direct_handler() -> TurnBufferedHandler | None:
         type(found) is not TurnBufferedHandler
         or found.level > logging.INFO
         or type(found.formatter) not in (TextFormatter, JsonFormatter)
-        or any(type(f) is not RequestIdFilter for f in found.filters)
     ):
         return None
+    for each_filter in found.filters:
+        if type(each_filter) is not RequestIdFilter:
+            return None
     return found
 
 

@@ -52,7 +52,7 @@ class WithTickets:
 
     async def authenticate(self, request: HTTPConnection) -> Principal:
         """The caller of a request that is not a stream: a ticket is refused, never consumed."""
-        if "ticket" in request.query_params:
+        if request.scope.get("query_string") and "ticket" in request.query_params:
             raise invalid_token("a stream ticket opens only a stream (GET), not this request")
         return await self.inner.authenticate(request)
 

@@ -216,3 +216,20 @@ def test_a_failing_stream_drops_lines_and_reports(capsys: pytest.CaptureFixture[
     handler.write_line("lost")
     assert handler._lines == []
     assert "disk full" in capsys.readouterr().err
+
+
+def test_a_line_from_another_thread_goes_out_at_once() -> None:
+    import threading
+
+    stream = CountingStream()
+    handler = TurnBufferedHandler(stream)
+
+    async def scenario() -> str:
+        handler.write_line("from the loop")  # waits for the end of this turn
+        thread = threading.Thread(target=handler.write_line, args=("from a thread",))
+        thread.start()
+        thread.join()
+        return stream.getvalue()
+
+    # The thread has no loop: it writes at once, taking the loop's waiting line along.
+    assert asyncio.run(scenario()) == "from the loop\nfrom a thread\n"

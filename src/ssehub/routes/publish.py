@@ -95,6 +95,11 @@ IdempotencyKey = Annotated[
 ]
 
 
+def utf8_size(text: str) -> int:
+    """Bytes of ``text`` in UTF-8 (ASCII text, the usual case, is not encoded to count)."""
+    return len(text) if text.isascii() else len(text.encode())
+
+
 def build_event(principal: Principal, settings: Settings, channel: str, body: PublishBody) -> Event:
     """Validate rights, size and fields, and return the event to publish."""
     validate_channel(channel)
@@ -102,7 +107,7 @@ def build_event(principal: Principal, settings: Settings, channel: str, body: Pu
     if body.retry is not None and body.retry > settings.max_retry_ms:
         raise BadRequest(f"retry must be at most {settings.max_retry_ms} ms")
     event = make_event(channel, body.event, body.data, retry=body.retry)
-    if len(event.data.encode()) > settings.max_event_bytes:
+    if utf8_size(event.data) > settings.max_event_bytes:
         raise PayloadTooLarge(f"event data exceeds {settings.max_event_bytes} bytes")
     return event
 

@@ -17,6 +17,7 @@ from .rules import (
     SUBMITTED,
     RunTimes,
     StageMessage,
+    is_stage_event,
     resolve_run,
     stage_payload,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "RunTimes",
     "StageMessage",
     "end_silent_run",
+    "is_stage_event",
     "new_run_id",
     "resolve_run",
     "stage_payload",

@@ -34,9 +34,15 @@ def stage_channel(channel: str) -> tuple[str, str, str] | None:
     return messages.parse_stage_channel(channel)
 
 
+def is_stage_event(event: Event) -> bool:
+    """Whether ``event`` can be a stage message (its type, its channel): what a run store reads;
+    it ignores every other event."""
+    return event.event in messages.STAGE_TYPES and stage_channel(event.channel) is not None
+
+
 def stage_payload(event: Event) -> dict[str, Any] | None:
     """The JSON object of a stage message, None for any other event."""
-    if event.event not in messages.STAGE_TYPES or stage_channel(event.channel) is None:
+    if not is_stage_event(event):
         return None
     try:
         data = orjson.loads(event.data)
