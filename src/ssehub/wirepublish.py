@@ -44,11 +44,14 @@ PREFIX_BYTES = PREFIX.encode()
 # Heads the application treats specially: a chunked body, 100-continue, an upgrade, proxies.
 UNUSUAL = frozenset((b"transfer-encoding", b"expect", b"upgrade"))
 FORWARDED = b"x-forwarded-"
-# What Starlette's ServerErrorMiddleware answers when the application raises.
-SERVER_ERROR = (
-    b"content-length: 21\r\ncontent-type: text/plain; charset=utf-8\r\n",
-    b"Internal Server Error",
+# The heads of the two 500s: Starlette's ServerErrorMiddleware's when the application raises,
+# uvicorn's own when the request's task is cancelled (the graceful shutdown's timeout).
+APP_ERROR = b"content-length: 21\r\ncontent-type: text/plain; charset=utf-8\r\n"
+CANCELLED = (
+    b"content-type: text/plain; charset=utf-8\r\ncontent-length: 21\r\nconnection: close\r\n"
 )
+SERVER_ERROR = b"Internal Server Error"
+CLOSE = b"connection: close\r\n"
 
 # The backends and authenticators whose awaits never suspend.
 IN_PROCESS = (MemoryBroker, MemoryClusterState, MemoryRunStore, JWTAuthenticator, OpenAccess)
@@ -157,9 +160,12 @@ class WirePublisher:
             headers.append((REQUEST_ID_HEADER_BYTES, request.rid.encode()))
             headers.extend(self.cors_headers)
             proto.write_answer(request, status, headers, content)
+        except asyncio.CancelledError as exc:  # uvicorn answers its own 500, then closes
+            status = 0
+            proto.write_failure(exc, CANCELLED)
         except Exception as exc:
             status = 0  # as the access line of a request whose application raised
-            proto.write_failure(exc)
+            proto.write_failure(exc, APP_ERROR if request.keep_alive else APP_ERROR + CLOSE)
         finally:
             duration_ms = round((time.monotonic() - request.started) * 1000, 1)
             log_access("POST", request.path, status, duration_ms)
@@ -297,8 +303,9 @@ class WireProtocol(GuardedProtocol):
             transport.close()
         self.on_response_complete()
 
-    def write_failure(self, exc: Exception) -> None:
-        """What uvicorn and Starlette do when the application raises: log, 500, close."""
+    def write_failure(self, exc: BaseException, head: bytes) -> None:
+        """What uvicorn and Starlette do when the application raises: log, 500 with ``head``,
+        close."""
         self.wire = None
         self.logger.error("Exception in ASGI application\n", exc_info=exc)
         transport = self.transport
@@ -307,7 +314,7 @@ class WireProtocol(GuardedProtocol):
         content = [STATUS_LINE[500]]
         for name, value in self.server_state.default_headers:
             content.extend((name, b": ", value, b"\r\n"))
-        content.extend((SERVER_ERROR[0], b"\r\n", SERVER_ERROR[1]))
+        content.extend((head, b"\r\n", SERVER_ERROR))
         transport.write(b"".join(content))
         transport.close()
 
