@@ -35,6 +35,7 @@ from .auth import JWTAuthenticator, OpenAccess
 from .brokers.memory import MemoryBroker
 from .clusterstate import MemoryClusterState
 from .httpguard import GuardedProtocol
+from .hub import Hub
 from .logs import REQUEST_ID_HEADER_BYTES, log_access, request_id, request_id_for
 from .routes.publish import PublishBody
 from .routes.publish_shortcut import PREFIX, answer_publish, plain_body, request_head
@@ -194,10 +195,12 @@ def publisher_of(config: Config) -> WirePublisher | None:
     while isinstance(app, ProxyHeadersMiddleware):  # a no-op for the requests taken
         app = app.app
     publisher = None
-    settings = getattr(getattr(app, "state", None), "settings", None)
+    state: Any = getattr(app, "state", None)
+    # Only the hub's own app: another app served by this protocol answers its routes itself.
     if (
         isinstance(app, Starlette)
-        and getattr(settings, "fast_publish", False)
+        and isinstance(getattr(state, "hub", None), Hub)
+        and getattr(state.settings, "fast_publish", False)
         and not config.root_path
         and config.limit_concurrency is None
     ):
