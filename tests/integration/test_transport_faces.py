@@ -150,3 +150,16 @@ async def test_integers_past_64_bits_reach_the_hub_exactly_on_both_faces() -> No
             await send(face, transport, "c", {"n": 2**70})
             await transport.aclose()
         assert server.seen[0][2] == b'{"event":"token","data":{"n":1180591620717411303424}}', face
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+async def test_non_finite_numbers_are_refused_before_sending_on_both_faces(value: float) -> None:
+    """JSON has no NaN or infinity: both faces raise, as httpx always did, instead of sending
+    a body no JSON parser takes (or a silent ``null``)."""
+    for face in ("sync", "async"):
+        async with scripted([OK]) as (server, url):
+            transport = HttpTransport(url)
+            with pytest.raises(ValueError, match="Out of range float"):
+                await send(face, transport, "c", {"x": value})
+            await transport.aclose()
+        assert server.seen == [], face

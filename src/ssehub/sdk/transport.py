@@ -61,12 +61,9 @@ def env_proxy(url: str) -> str | None:
 
 
 def encode(body: Any) -> bytes:
-    """A publish body as compact UTF-8 JSON (what httpx's ``json=`` sent), encoded once; the
-    standard library takes what orjson cannot (integers past 64 bits)."""
-    try:
-        return orjson.dumps(body, option=orjson.OPT_NON_STR_KEYS)
-    except TypeError:
-        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    """A publish body as compact UTF-8 JSON, encoded once, exactly as httpx's ``json=`` sent it:
+    NaN and infinities are refused (ValueError) rather than sent as JSON no parser takes."""
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
 
 
 class Transport(Protocol):
