@@ -275,6 +275,8 @@ class WireProtocol(GuardedProtocol):
         self.wire = None
         super().start_request()
         cycle = self.cycle
+        if not wire.keep_alive:  # a graceful shutdown began while it was read
+            cycle.keep_alive = False
         cycle.body += raw
         cycle.more_body = more_body
         cycle.message_event.set()
