@@ -13,8 +13,10 @@ import socket
 from typing import Any
 
 import pytest
+import redis
 
 from harness import RunningHub, wait_until
+from redis_support import RedisServer, unique_prefix
 from test_wire_publish import (
     ALICE,
     PLAIN,
@@ -294,4 +296,98 @@ async def test_rate_limits_are_shared_by_both_paths() -> None:
             answers.append(got)
         assert answers[0] == answers[1]
         assert [a.split(b" ", 2)[1] for a in answers[0]] == [b"200", b"200", b"429", b"429"]
+        assert await metric_lines(pair.fast) == await metric_lines(pair.plain)
+
+
+@contextlib.asynccontextmanager
+async def redis_pair(**extra: Any) -> Any:
+    """A hub pair on a private redis-server (the test may pause or kill it)."""
+    server = RedisServer()
+    server.start()
+    try:
+        async with hub_pair(broker_url=server.url, redis_prefix=unique_prefix(), **extra) as pair:
+            yield pair, redis.Redis(port=server.port)
+    finally:
+        server.stop(save=False)
+
+
+async def test_on_redis_pipelines_are_answered_alike_and_in_order(access: Access) -> None:
+    batch = [
+        publish_on("news:1")
+        + GET_METRICS.replace(b"metrics", b"nowhere")
+        + publish_on("news:2", **{"Idempotency-Key": "p"})
+        + publish_on("sports")
+        + publish_on("news:2", **{"Idempotency-Key": "p"})
+    ]
+    async with redis_pair() as (pair, _):
+        got = []
+        for n, hub in enumerate(pair.hubs):  # a key of each: the hubs share their Redis keys
+            lines, keyed = len(access.lines), [batch[0].replace(b": p\r", b": p%d\r" % n)]
+            got.append((await transcript(hub, keyed), sorted(access.lines[lines:])))
+        assert got[0] == got[1]
+        statuses = [a.split(b" ", 2)[1] for a in got[0][0]]
+        assert statuses == [b"200", b"404", b"200", b"403", b"200", b"404"]
+        assert await metric_lines(pair.fast) == await metric_lines(pair.plain)
+
+
+async def leave_while_redis_waits(hub: RunningHub, client: Any) -> None:
+    """A publish held by a paused Redis whose client leaves; back once the hub finished it."""
+    state = hub.server.server_state
+    client.execute_command("CLIENT", "PAUSE", 10000, "WRITE")
+    try:
+        conn = await Conn.open(hub)
+        await conn.send(publish_on("news:1", **RID))
+        await wait_until(lambda: state.tasks)
+        conn.close()
+        await wait_until(lambda: not state.connections)
+    finally:
+        client.execute_command("CLIENT", "UNPAUSE")
+    await wait_until(lambda: not state.tasks)
+
+
+async def test_on_redis_a_client_leaving_mid_publish_is_handled_alike(access: Access) -> None:
+    async with redis_pair() as (pair, client):
+        for hub in pair.hubs:
+            await leave_while_redis_waits(hub, client)
+        assert access.lines[0] == access.lines[1]
+        assert await metric_lines(pair.fast) == await metric_lines(pair.plain)
+
+
+async def shutdown_while_redis_waits(hub: RunningHub, client: Any) -> list[bytes]:
+    """A publish held by a paused Redis when the hub begins its graceful shutdown."""
+    server, state = hub.server, hub.server.server_state
+    client.execute_command("CLIENT", "PAUSE", 10000, "WRITE")
+    try:
+        conn = await Conn.open(hub)
+        await conn.send(publish_on("news:1", **RID))
+        await wait_until(lambda: state.tasks)
+        server.should_exit = True
+        await wait_until(lambda: not server.servers[0].is_serving())
+    finally:
+        client.execute_command("CLIENT", "UNPAUSE")
+    answers = []
+    while answer := await conn.response():
+        answers.append(shape(answer))
+    conn.close()
+    return answers
+
+
+async def test_on_redis_a_graceful_shutdown_answers_the_publish_in_flight() -> None:
+    async with redis_pair() as (pair, client):
+        answers = [await shutdown_while_redis_waits(hub, client) for hub in pair.hubs]
+    assert answers[0] == answers[1]
+    assert answers[0][0].startswith(b"HTTP/1.1 200 ")
+
+
+async def test_with_redis_down_publishes_are_refused_alike(access: Access) -> None:
+    server = RedisServer()
+    server.start()
+    async with hub_pair(broker_url=server.url, redis_prefix=unique_prefix()) as pair:
+        server.stop(save=False)
+        got = []
+        for hub in pair.hubs:
+            lines = len(access.lines)
+            got.append((await transcript(hub, [publish_on("news:1") + publish_on("news:2")]), access.lines[lines:]))  # noqa: E501
+        assert got[0] == got[1]
+        assert got[0][0][0].startswith(b"HTTP/1.1 503 "), got[0][0][0]
         assert await metric_lines(pair.fast) == await metric_lines(pair.plain)
