@@ -390,4 +390,95 @@ async def test_with_redis_down_publishes_are_refused_alike(access: Access) -> No
             got.append((await transcript(hub, [publish_on("news:1") + publish_on("news:2")]), access.lines[lines:]))  # noqa: E501
         assert got[0] == got[1]
         assert got[0][0][0].startswith(b"HTTP/1.1 503 "), got[0][0][0]
-        assert await metric_lines(pair.fast) == await metric_lines(pair.plain)
+        assert await counters(pair.fast) == await counters(pair.plain)
+
+
+async def counters(hub: RunningHub) -> list[str]:
+    """Every counter and gauge of ``/metrics`` (no timings, no creation times)."""
+    conn = await Conn.open(hub)
+    try:
+        await conn.send(GET_METRICS)
+        text = (await conn.response()).decode()
+    finally:
+        conn.close()
+    timing = ("_created", "_bucket", "_sum", "_count", "seconds")
+    return [
+        line
+        for line in text.split("\r\n\r\n", 1)[1].splitlines()
+        if line.startswith("ssehub_") and not any(word in line for word in timing)
+    ]
+
+
+FORWARDED_FOR = {"X-Forwarded-For": "10.9.8.7"}
+
+
+async def test_per_ip_limits_key_on_the_forwarded_address_alike(access: Access) -> None:
+    """Anonymous publishes are limited per address; a trusted proxy's X-Forwarded-For names it."""
+    anon = {"Authorization": ""}
+    steps = [
+        request("open", headers=anon),
+        request("open", headers={**anon, **FORWARDED_FOR}),
+        request("open", headers=anon),
+        request("open", headers={**anon, **FORWARDED_FOR}),
+        request("open", headers={**anon, "X-Forwarded-For": "10.9.8.6"}),
+        request("open", headers={**anon, "Forwarded": "for=10.9.8.5"}),
+    ]
+    settings = {"anonymous_publish": ["open"], "publish_rate_per_ip": 0.001}
+    async with hub_pair(publish_burst_per_ip=1, **settings) as pair:
+        answers = []
+        for hub in pair.hubs:
+            got = []
+            for payload in steps:
+                got += await transcript(hub, [payload])
+            # The wait's digits vary (999.9 s, 1000 s), and the body's length with them.
+            answers.append([re.sub(rb"content-length: 13[0-9]", b"content-length: -", a) for a in got])
+        assert answers[0] == answers[1]
+        statuses = [a.split(b" ", 2)[1] for a in answers[0][::2]]  # each then END's 404
+        assert statuses == [b"200", b"200", b"429", b"429", b"200", b"429"]
+        assert await counters(pair.fast) == await counters(pair.plain)
+
+
+async def test_tickets_cors_and_preflights_are_answered_alike(access: Access) -> None:
+    origin = "http://app.example"
+    preflight = (
+        b"OPTIONS /api/v1/publish/news HTTP/1.1\r\nHost: hub\r\nOrigin: http://app.example\r\n"
+        b"Access-Control-Request-Method: POST\r\n"
+        b"Access-Control-Request-Headers: authorization, content-type\r\n\r\n"
+    )
+    steps = [
+        [preflight + request(headers={"Origin": origin}) + request()],
+        [request() + preflight + request(headers={"Origin": "http://evil.example"})],
+        [request(target="/api/v1/publish/news?ticket=abc")],
+        [request(headers={"Origin": "null"})],
+    ]
+    async with hub_pair(cors_origins=[origin]) as pair:
+        got = []
+        for hub in pair.hubs:
+            lines = len(access.lines)
+            got.append(([await transcript(hub, s) for s in steps], sorted(access.lines[lines:])))
+        assert got[0] == got[1]
+        assert await counters(pair.fast) == await counters(pair.plain)
+
+
+def test_the_environment_switches_the_wire_publish_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ssehub.settings import Settings
+
+    monkeypatch.setenv("SSEHUB_FAST_PUBLISH", "false")
+    assert Settings(_env_file=None).fast_publish is False  # type: ignore[call-arg]
+
+
+async def test_a_mixed_workload_counts_alike(access: Access) -> None:
+    """Every counter of /metrics after the same mix of taken and refused requests."""
+    batch = [request(f"news:{i}") for i in range(3)] + [
+        request("sports"),
+        request(headers={"Authorization": "Bearer nope"}),
+        request(body=b'{"data":"' + b"x" * 2000 + b'"}'),
+        request(version="1.0"),
+        request(body=b'{"data":"x","retry":-1}'),
+    ]
+    async with hub_pair() as pair:
+        for hub in pair.hubs:
+            for payload in batch:
+                await transcript(hub, [payload])
+            await transcript(hub, [b"".join(batch)])
+        assert await counters(pair.fast) == await counters(pair.plain)
