@@ -29,6 +29,7 @@ from test_wire_publish import (
     request,
     shape,
 )
+from tokens import hs256
 
 __all__ = ["access"]
 
@@ -481,4 +482,39 @@ async def test_a_mixed_workload_counts_alike(access: Access) -> None:
             for payload in batch:
                 await transcript(hub, [payload])
             await transcript(hub, [b"".join(batch)])
+        assert await counters(pair.fast) == await counters(pair.plain)
+
+
+READER = f"Bearer {hs256('bob', subscribe=['news:*'])}"
+
+
+def stream_get(channel: str) -> bytes:
+    return f"GET /api/v1/sse/stream/{channel} HTTP/1.1\r\nHost: hub\r\nAuthorization: {READER}\r\n\r\n".encode()  # noqa: E501
+
+
+async def publish_then_stream(hub: RunningHub) -> list[bytes]:
+    """A publish, a stream and a publish pipelined in one write; the stream gets an event."""
+    conn = await Conn.open(hub)
+    try:
+        await conn.send(publish_on("news:a") + stream_get("news:s") + publish_on("news:b"))
+        first = shape(await conn.response())
+        async with asyncio.timeout(10):
+            head = shape(await conn.reader.readuntil(b"\r\n\r\n"))
+            head = re.sub(rb"x-client-id: [^\r]*", b"x-client-id: -", head)
+        other = await Conn.open(hub)
+        await other.send(request("news:s", b'{"event":"e","data":"over the stream"}'))
+        await other.response()
+        other.close()
+        async with asyncio.timeout(10):
+            events = await conn.reader.readuntil(b"over the stream")
+        return [first, head, re.sub(rb"id: [^\n]*\n", b"id: ID\n", events).split(b"event: e")[-1]]
+    finally:
+        conn.close()
+
+
+async def test_a_publish_pipelined_with_a_stream_is_answered_alike() -> None:
+    async with hub_pair() as pair:
+        answers = [await publish_then_stream(hub) for hub in pair.hubs]
+        assert answers[0] == answers[1]
+        assert answers[0][0].startswith(b"HTTP/1.1 200 ")
         assert await counters(pair.fast) == await counters(pair.plain)
