@@ -29,6 +29,7 @@ from test_wire_publish import (
     request,
     shape,
 )
+from ssehub.routes import publish_shortcut
 from tokens import hs256
 
 __all__ = ["access"]
@@ -518,3 +519,23 @@ async def test_a_publish_pipelined_with_a_stream_is_answered_alike() -> None:
         assert answers[0] == answers[1]
         assert answers[0][0].startswith(b"HTTP/1.1 200 ")
         assert await counters(pair.fast) == await counters(pair.plain)
+
+
+async def test_an_application_error_on_a_closing_connection_is_answered_alike(
+    access: Access, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A publish whose route raises, sent with ``Connection: close``: uvicorn's cycle, no longer
+    keeping the connection alive, tags Starlette's 500 with ``connection: close``."""
+
+    async def broken(*args: Any) -> Any:
+        raise RuntimeError("the broker fell over")
+
+    monkeypatch.setattr(publish_shortcut, "accept_publish", broken)
+    async with hub_pair() as pair:
+        answers = [
+            await transcript(hub, [request(headers={**RID, "Connection": "close"})])
+            for hub in pair.hubs
+        ]
+    assert answers[0] == answers[1]
+    assert answers[0][0].startswith(b"HTTP/1.1 500 ")
+    assert not pair.seen
