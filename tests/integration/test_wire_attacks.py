@@ -537,5 +537,36 @@ async def test_an_application_error_on_a_closing_connection_is_answered_alike(
             for hub in pair.hubs
         ]
     assert answers[0] == answers[1]
-    assert answers[0][0].startswith(b"HTTP/1.1 500 ")
+    assert answers[0].startswith(b"HTTP/1.1 500 ")
+    assert b"\r\nconnection: close\r\n" in answers[0]
     assert not pair.seen
+
+
+async def cancelled_by_shutdown(hub: RunningHub, client: Any) -> bytes:
+    """A publish held by a paused Redis past the graceful shutdown's timeout, so uvicorn
+    cancels it: the answer the client gets."""
+    server, state = hub.server, hub.server.server_state
+    server.config.timeout_graceful_shutdown = 0.2
+    client.execute_command("CLIENT", "PAUSE", 20000, "WRITE")
+    try:
+        conn = await Conn.open(hub)
+        await conn.send(publish_on("news:1", **RID))
+        await wait_until(lambda: state.tasks)
+        server.should_exit = True
+        await wait_until(lambda: not state.tasks)  # cancelled
+        answer = shape(await conn.response())
+        conn.close()
+        return answer
+    finally:
+        client.execute_command("CLIENT", "UNPAUSE")
+
+
+async def test_a_publish_cancelled_by_the_shutdown_timeout_is_answered_alike(
+    access: Access,
+) -> None:
+    """uvicorn answers a cancelled request's task 500 and closes (run_asgi catches it all)."""
+    async with redis_pair() as (pair, client):
+        answers = [await cancelled_by_shutdown(hub, client) for hub in pair.hubs]
+    assert answers[0] == answers[1]
+    assert answers[0].startswith(b"HTTP/1.1 500 ")
+    assert b"\r\nconnection: close\r\n" in answers[0]
