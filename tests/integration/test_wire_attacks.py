@@ -156,7 +156,35 @@ CHANNELS: list[tuple[str, list[bytes], int]] = [
 ]
 
 
-@pytest.mark.parametrize(("name", "writes", "answers"), SMUGGLING + CHANNELS, ids=lambda v: v if isinstance(v, str) else "")  # noqa: E501
+BODIES: list[tuple[str, list[bytes], int]] = [
+    (name, [request(body=body)], 2)
+    for name, body in [
+        ("infinity", b'{"data":1e400}'),
+        ("lone surrogate", b'{"data":"\\ud800"}'),
+        ("raw surrogate", b'{"data":"\xed\xa0\x80"}'),
+        ("BOM", b'\xef\xbb\xbf{"data":"x"}'),
+        ("UTF-16", '{"data":"x"}'.encode("utf-16")),
+        ("duplicate keys", b'{"data":1,"data":2}'),
+        ("NUL in event", b'{"event":"a\\u0000b","data":"x"}'),
+        ("retry true", b'{"data":"x","retry":true}'),
+        ("retry float", b'{"data":"x","retry":1.0}'),
+        ("retry huge", b'{"data":"x","retry":123456789012345678901}'),
+        ("empty event", b'{"event":"","data":"x"}'),
+        ("null event", b'{"event":null,"data":"x"}'),
+        ("no data", b'{"event":"x"}'),
+        ("empty object", b"{}"),
+        ("array", b'[{"data":"x"}]'),
+        ("trailing garbage", b'{"data":"x"} x'),
+        ("deep nesting", b'{"data":' + b"[" * 600 + b"]" * 600 + b"}"),
+        ("18 digits", b'{"data":999999999999999999}'),
+        ("negative 19 digits", b'{"data":-9223372036854775809}'),
+        ("long float", b'{"data":1.000000000000000000000000001}'),
+        ("whitespace", b' \r\n {"data" : "x" } \t'),
+    ]
+]
+
+
+@pytest.mark.parametrize(("name", "writes", "answers"), SMUGGLING + CHANNELS + BODIES, ids=lambda v: v if isinstance(v, str) else "")  # noqa: E501
 async def test_odd_requests_are_answered_alike(
     name: str, writes: list[bytes], answers: int, access: Access
 ) -> None:
