@@ -14,21 +14,21 @@ from typing import Any
 
 import pytest
 import redis
-
-from harness import RunningHub, wait_until
-from redis_support import RedisServer, unique_prefix
 from test_wire_publish import (
     ALICE,
     PLAIN,
     RID,
     Access,
     Conn,
-    access,  # noqa: F401  (fixture)
+    access,
     hub_pair,
     metric_lines,
     request,
     shape,
 )
+
+from harness import RunningHub, wait_until
+from redis_support import RedisServer, unique_prefix
 from ssehub.routes import publish_shortcut
 from tokens import hs256
 
@@ -184,7 +184,11 @@ BODIES: list[tuple[str, list[bytes], int]] = [
 ]
 
 
-@pytest.mark.parametrize(("name", "writes", "answers"), SMUGGLING + CHANNELS + BODIES, ids=lambda v: v if isinstance(v, str) else "")  # noqa: E501
+@pytest.mark.parametrize(
+    ("name", "writes", "answers"),
+    SMUGGLING + CHANNELS + BODIES,
+    ids=lambda v: v if isinstance(v, str) else "",
+)
 async def test_odd_requests_are_answered_alike(
     name: str, writes: list[bytes], answers: int, access: Access
 ) -> None:
@@ -417,7 +421,12 @@ async def test_with_redis_down_publishes_are_refused_alike(access: Access) -> No
         got = []
         for hub in pair.hubs:
             lines = len(access.lines)
-            got.append((await transcript(hub, [publish_on("news:1") + publish_on("news:2")]), access.lines[lines:]))  # noqa: E501
+            got.append(
+                (
+                    await transcript(hub, [publish_on("news:1") + publish_on("news:2")]),
+                    access.lines[lines:],
+                )
+            )
         assert got[0] == got[1]
         assert got[0][0][0].startswith(b"HTTP/1.1 503 "), got[0][0][0]
         assert await counters(pair.fast) == await counters(pair.plain)
@@ -461,7 +470,9 @@ async def test_per_ip_limits_key_on_the_forwarded_address_alike(access: Access) 
             for payload in steps:
                 got += await transcript(hub, [payload])
             # The wait's digits vary (999.9 s, 1000 s), and the body's length with them.
-            answers.append([re.sub(rb"content-length: 13[0-9]", b"content-length: -", a) for a in got])
+            answers.append(
+                [re.sub(rb"content-length: 13[0-9]", b"content-length: -", a) for a in got]
+            )
         assert answers[0] == answers[1]
         statuses = [a.split(b" ", 2)[1] for a in answers[0][::2]]  # each then END's 404
         assert statuses == [b"200", b"200", b"429", b"429", b"200", b"429"]
