@@ -45,7 +45,8 @@ async def transcript(
 ) -> list[bytes]:
     """Send ``writes`` (byte by byte when ``split``) and a closing GET on one connection; the
     responses (shaped) until the server closes."""
-    writes = [*writes, END]
+    if not any(closing in data for data in writes for closing in (b"close\r\n", b"BLAH")):
+        writes = [*writes, END]
     conn = await Conn.open(hub)
     try:
         with contextlib.suppress(ConnectionError):  # a server that answered 400 and closed
@@ -210,8 +211,10 @@ PIPELINES: list[tuple[str, list[bytes]]] = [
     ("publish then metrics", [publish_on("news:1") + GET_METRICS.replace(b"metrics", b"nowhere")]),
     ("refusal then publish", [publish_on("sports") + publish_on("news:2")]),
     ("publish, HTTP/1.0, publish", [publish_on("news:1") + request("news:2", version="1.0") + publish_on("news:3")]),  # noqa: E501
-    ("publish then close", [publish_on("news:1") + publish_on("news:2", Connection="close") + publish_on("news:3")]),  # noqa: E501
-    ("publish then garbage", [publish_on("news:1") + b"BLAH\r\n\r\n" + publish_on("news:3")]),
+    # Nothing after the request the server closes on: bytes it never reads make its close a reset,
+    # which may discard answers the client has not read yet.
+    ("publish then close", [publish_on("news:1") + publish_on("news:2", Connection="close")]),
+    ("publish then garbage", [publish_on("news:1") + b"BLAH\r\n\r\n"]),
     ("publish then expect", [publish_on("news:1") + request("news:2", headers={"Expect": "100-continue"})]),  # noqa: E501
     ("publish then chunked", [publish_on("news:1") + head_with(b"Transfer-Encoding: chunked\r\n", CHUNKED)]),  # noqa: E501
     ("publish then half a head", [publish_on("news:1") + b"POST /api/v1/pub", b"lish/news:2 HTTP/1.1\r\nHost: hub\r\n\r\n"]),  # noqa: E501
