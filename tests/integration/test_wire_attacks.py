@@ -612,3 +612,61 @@ async def test_a_publish_cancelled_by_the_shutdown_timeout_is_answered_alike(
     assert answers[0] == answers[1]
     assert answers[0].startswith(b"HTTP/1.1 500 ")
     assert b"\r\nconnection: close\r\n" in answers[0]
+
+
+async def pipelining_clients(hub: RunningHub, clients: int) -> list[list[bytes]]:
+    """``clients`` connections at once, each pipelining three publishes; their answers."""
+
+    async def client(n: int) -> list[bytes]:
+        batch = [publish_on(f"news:c{n}x{i}") for i in range(3)]
+        conn = await Conn.open(hub)
+        try:
+            await conn.send(b"".join(batch))
+            return [await conn.response() for _ in batch]
+        finally:
+            conn.close()
+
+    return await asyncio.gather(*(client(n) for n in range(clients)))
+
+
+async def test_on_redis_many_pipelining_connections_get_their_answers_in_order() -> None:
+    async with redis_pair() as (pair, _):
+        results = await pipelining_clients(pair.fast, 50)
+    for n, answers in enumerate(results):
+        channels = [re.findall(rb'"channel":"([^"]+)"', a) for a in answers]
+        assert channels == [[f"news:c{n}x{i}".encode()] for i in range(3)]
+
+
+async def test_on_redis_an_idempotent_retry_gets_the_same_id_on_every_path() -> None:
+    retries = [
+        request(headers={"Idempotency-Key": "r"}),  # the wire path
+        request(headers={"Idempotency-Key": "r"}, version="1.0"),  # the ASGI shortcut
+        request(headers={"Idempotency-Key": "r", "Content-Type": "application/json;charset=utf-8"}),
+    ]
+    async with redis_pair() as (pair, _):
+        answers = [(await transcript(pair.fast, [payload]))[0] for payload in retries]
+    assert len({answer_id(a) for a in answers}) == 1, answers
+
+
+async def concurrent_retries(hub: RunningHub, client: Any, key: str) -> set[bytes]:
+    """Three publishes with one key on three connections while Redis is paused; their ids."""
+    state = hub.server.server_state
+    client.execute_command("CLIENT", "PAUSE", 10000, "WRITE")
+    try:
+        conns = [await Conn.open(hub) for _ in range(3)]
+        for conn in conns:
+            await conn.send(request(headers={"Idempotency-Key": key}))
+        await wait_until(lambda: len(state.tasks) == 3)
+    finally:
+        client.execute_command("CLIENT", "UNPAUSE")
+    answers = [await conn.response() for conn in conns]
+    for conn in conns:
+        conn.close()
+    assert all(a.startswith(b"HTTP/1.1 200 ") for a in answers), answers
+    return {answer_id(a) for a in answers}
+
+
+async def test_on_redis_concurrent_retries_get_ids_alike() -> None:
+    async with redis_pair() as (pair, client):
+        ids = [await concurrent_retries(hub, client, f"c{n}") for n, hub in enumerate(pair.hubs)]
+    assert len(ids[0]) == len(ids[1])
