@@ -670,3 +670,39 @@ async def test_on_redis_concurrent_retries_get_ids_alike() -> None:
     async with redis_pair() as (pair, client):
         ids = [await concurrent_retries(hub, client, f"c{n}") for n, hub in enumerate(pair.hubs)]
     assert len(ids[0]) == len(ids[1])
+
+
+async def stall_behind_redis(hub: RunningHub, client: Any, tail: bytes) -> list[bytes]:
+    """A publish held by a paused Redis, then ``tail`` (an unfinished request) on the same
+    connection until a read timeout ends it; the answers, once the hub closed."""
+    state = hub.server.server_state
+    client.execute_command("CLIENT", "PAUSE", 10000, "WRITE")
+    try:
+        conn = await Conn.open(hub)
+        await conn.send(publish_on("news:1", **RID) + tail)
+        answers = []
+        while answer := await conn.response():
+            answers.append(shape(answer))
+        conn.close()
+    finally:
+        client.execute_command("CLIENT", "UNPAUSE")
+    await wait_until(lambda: not state.tasks and not state.connections)
+    return answers
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [request("news:2")[:-5], request("news:2")[:30], request("news:2", version="1.0")[:-5]],
+    ids=["body", "head", "HTTP/1.0 body"],
+)
+async def test_on_redis_a_request_stalling_behind_a_publish_times_out_alike(
+    tail: bytes, access: Access
+) -> None:
+    timeouts = {"body_timeout_seconds": 0.3, "header_timeout_seconds": 0.3}
+    async with redis_pair(**timeouts) as (pair, client):
+        got = []
+        for hub in pair.hubs:
+            lines = len(access.lines)
+            got.append((await stall_behind_redis(hub, client, tail), access.lines[lines:]))
+        assert got[0] == got[1]
+        assert await counters(pair.fast) == await counters(pair.plain)
