@@ -30,6 +30,7 @@ from test_wire_publish import (
 from harness import RunningHub, wait_until
 from redis_support import RedisServer, unique_prefix
 from ssehub.routes import publish_shortcut
+from ssehub.wirepublish import publisher_of
 from tokens import hs256
 
 __all__ = ["access"]
@@ -740,3 +741,23 @@ async def test_a_request_pipelined_behind_a_failing_publish_is_handled_alike(
         assert [a.split(b" ", 2)[1] for a in got[0][0]] == [b"500"]
         assert got[0][1] == [("POST", "/api/v1/publish/boom", 0, "req-1")]
         assert got[1][1] == [*got[0][1], ("POST", "/api/v1/publish/news:2", 200, "RID")]
+
+
+async def test_without_direct_streams_pipelines_and_refusals_are_answered_alike(
+    access: Access,
+) -> None:
+    """``fast_streams`` off: the wire publish sits on the guarded protocol alone."""
+    cases = [writes for _, writes in PIPELINES] + [
+        [head_with(CL + b"X-Pad: " + b"p" * 40000 + b"\r\n")],  # over the head limit: 431
+        [request(headers={"Connection": "close"})],
+        [request("news:x" + "y" * 300)],
+    ]
+    async with hub_pair(fast_streams=False) as pair:
+        assert publisher_of(pair.fast.server.config) is not None
+        for writes in cases:
+            got = []
+            for hub in pair.hubs:
+                lines = len(access.lines)
+                got.append((await transcript(hub, writes), sorted(access.lines[lines:])))
+            assert got[0] == got[1], writes
+        assert await counters(pair.fast) == await counters(pair.plain)
