@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import signal
 import socket
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,11 +29,11 @@ from test_wire_publish import (
     shape,
 )
 
-from harness import RunningHub, wait_until
+from harness import HubProcess, RunningHub, start_hub_process, wait_until
 from redis_support import RedisServer, unique_prefix
 from ssehub.routes import publish_shortcut
 from ssehub.wirepublish import publisher_of
-from tokens import hs256
+from tokens import SECRET, hs256
 
 __all__ = ["access"]
 
@@ -761,3 +763,40 @@ async def test_without_direct_streams_pipelines_and_refusals_are_answered_alike(
                 got.append((await transcript(hub, writes), sorted(access.lines[lines:])))
             assert got[0] == got[1], writes
         assert await counters(pair.fast) == await counters(pair.plain)
+
+
+async def sigterm_mid_publish(hub: HubProcess) -> tuple[list[bytes], int]:
+    """``ssehub serve``: a publish whose body ends after SIGTERM, and a kept-alive connection
+    idle at that moment; the answers, and the exit code."""
+    payload = request(headers=RID)
+    reader, writer = await asyncio.open_connection("127.0.0.1", hub.port)
+    mid, idle = Conn(reader, writer), Conn(*await asyncio.open_connection("127.0.0.1", hub.port))
+    await mid.send(payload[:-5])
+    # A round trip on the other connection, sent after: the hub has read the first by then.
+    await idle.send(publish_on("news:0"))
+    answers = [shape(await idle.response())]
+    hub.process.send_signal(signal.SIGTERM)
+    answers.append(await idle.reader.read())  # the idle connection is closed: b""
+    await mid.send(payload[-5:])
+    answers.append(shape(await mid.response()))
+    answers.append(await mid.reader.read())
+    mid.close()
+    idle.close()
+    return answers, await asyncio.to_thread(hub.process.wait, 30)
+
+
+async def test_sigterm_on_a_served_hub_finishes_the_publish_being_read(tmp_path: Path) -> None:
+    results = []
+    for fast in ("true", "false"):
+        env = {"SSEHUB_JWT_SECRET": SECRET, "SSEHUB_FAST_PUBLISH": fast}
+        hub = start_hub_process(tmp_path, env)
+        try:
+            results.append(await sigterm_mid_publish(hub))
+        finally:
+            if hub.process.poll() is None:
+                hub.kill()
+    assert results[0] == results[1]
+    answers, code = results[0]
+    assert code == 0
+    assert answers[1] == answers[3] == b""
+    assert answers[2].startswith(b"HTTP/1.1 200 ") and b"\r\nconnection: close\r\n" in answers[2]
