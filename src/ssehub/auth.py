@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -46,7 +46,6 @@ class Principal:
     admin: bool = False
     authenticated: bool = True
     ticket: bool = False
-    claims: dict[str, object] = field(default_factory=dict, compare=False, hash=False)
 
     def can_subscribe(self, channel: str) -> bool:
         """True when a pattern in ``subscribe`` covers ``channel`` (or the requested pattern)."""
@@ -164,7 +163,6 @@ def principal_from_claims(
         subscribe=_patterns(claims, "subscribe", sub),
         publish=_patterns(claims, "publish", sub),
         admin=admin,
-        claims=claims,
     )
 
 

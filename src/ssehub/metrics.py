@@ -43,6 +43,7 @@ START_TYPES = frozenset(
 )
 RUN_TYPES = TOKEN_TYPES | DONE_TYPES | START_TYPES | ERROR_TYPES | {"cancelled"}
 MAX_RUNS = 10_000
+JSON_SPACE = " \t\n\r"  # the whitespace JSON allows before a value
 RUN_IDLE_SECONDS = 3600.0  # a run silent this long is counted as abandoned
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
@@ -69,8 +70,13 @@ class RunClock:
 
 
 def _payload(event: Event) -> dict[str, Any]:
+    text = event.data
+    # Only an object has fields: other data (token text, mostly) is not parsed, as a failed
+    # parse costs an exception per publish.
+    if text[:1] != "{" and text.lstrip(JSON_SPACE)[:1] != "{":
+        return {}
     try:
-        data = orjson.loads(event.data)
+        data = orjson.loads(text)
     except orjson.JSONDecodeError:
         return {}
     return data if isinstance(data, dict) else {}
@@ -107,6 +113,7 @@ class Metrics:
     def __init__(self, *, max_families: int = 50) -> None:
         self.max_families = max_families
         self._families: set[str] = set()
+        self._published: dict[str, Counter] = {}  # family -> its events_published child
         self._runs: OrderedDict[str, RunClock] = OrderedDict()
         self.registry = CollectorRegistry(auto_describe=True)
         if multiprocess_dir() is None:
@@ -264,7 +271,10 @@ class Metrics:
     def published(self, event: Event) -> None:
         """One event was accepted by the broker in this process (called by ``Hub.publish``)."""
         family = self.family(event.channel)
-        self.events_published.labels(family).inc()
+        counter = self._published.get(family)
+        if counter is None:  # labels() takes a lock and builds a key: once per family
+            counter = self._published[family] = self.events_published.labels(family)
+        counter.inc()
         if event.event in RUN_TYPES:
             self._observe_run(family, event)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+import time
 
 import httpx
 
@@ -55,3 +57,33 @@ def test_json_logs_carry_request_ids_and_no_secrets(tmp_path) -> None:
     text = hub.log()
     assert SECRET_TOKEN not in text
     assert PAYLOAD not in text
+
+
+TEXT_ACCESS = re.compile(
+    r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO ssehub\.access \[(?P<rid>[^\]]+)\] "
+    r"(?P<method>[A-Z]+) (?P<path>\S+) (?P<status>\d{3})$"
+)
+
+
+def test_text_access_lines_are_written_while_serving_and_all_by_exit(tmp_path) -> None:
+    hub = start_hub_process(tmp_path, {"SSEHUB_OPEN_ACCESS": "true"})
+    try:
+        with httpx.Client(base_url=hub.url, timeout=10) as client:
+            answer = client.get("/healthz", headers={"X-Request-ID": "text-1"})
+            assert answer.status_code == 200
+            # Written at the end of the loop turn, not held until exit.
+            deadline = time.monotonic() + 10
+            while "[text-1]" not in hub.log():
+                assert time.monotonic() < deadline, hub.log()
+                time.sleep(0.02)
+            for n in range(50):
+                client.post(
+                    "/api/v1/publish/logs", json={"data": n}, headers={"X-Request-ID": f"p{n}"}
+                )
+    finally:
+        assert hub.terminate() == 0
+    access = [m for m in map(TEXT_ACCESS.match, hub.log().splitlines()) if m]
+    first = next(m for m in access if m.group("rid") == "text-1")
+    assert first.group("method", "path", "status") == ("GET", "/healthz", "200")
+    published = [m.group("rid") for m in access if m.group("path") == "/api/v1/publish/logs"]
+    assert published == [f"p{n}" for n in range(50)]

@@ -86,3 +86,51 @@ def test_an_entry_past_its_deadline_is_dropped() -> None:
     kept: VerifiedTokens[str] = VerifiedTokens()
     kept.put("old", "OLD", time.time() - 1)
     assert kept.get("old") is None and len(kept) == 0
+
+
+def big_token(n: int, **claims: Any) -> str:
+    return jwt.encode(
+        {"sub": f"user{n}", "exp": int(time.time()) + 3600, **claims}, SECRET, algorithm="HS256"
+    )
+
+
+def test_kept_tokens_do_not_keep_their_claims() -> None:
+    """A cached caller once held its token's whole claims: 400 tokens of 16 KiB kept ~5 MB."""
+    import tracemalloc
+
+    check = authenticator()
+    tokens = [big_token(n, note="x" * 12_000) for n in range(400)]
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for token in tokens:
+            check.verify(token)
+        kept = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert len(check.verified) == 400
+    assert kept < 1_000_000
+
+
+def test_kept_tokens_are_bounded_in_characters() -> None:
+    """Rights patterns grow with the token: the cache counts the characters it stands for."""
+    check = authenticator()
+    patterns = [f"room{i:05d}:*" for i in range(2_000)]  # ~26 KiB of claims
+    for n in range(400):
+        check.verify(big_token(n, publish=patterns))
+    assert 0 < check.verified.chars <= check.verified.max_chars
+    assert len(check.verified) < 400
+
+
+def test_the_character_bound_evicts_oldest_first() -> None:
+    kept: VerifiedTokens[int] = VerifiedTokens(size=10, max_chars=10)
+    far = time.time() + 60
+    kept.put("aaaa", 1, far)
+    kept.put("bbbb", 2, far)
+    kept.put("cccc", 3, far)  # 12 characters: the oldest goes
+    assert (kept.get("aaaa"), kept.get("bbbb"), kept.get("cccc")) == (None, 2, 3)
+    assert kept.chars == 8
+    kept.put("bbbb", 4, far)  # replacing counts once
+    assert kept.chars == 8 and kept.get("bbbb") == 4
+    kept.put("x" * 11, 5, far)  # larger than the bound: not kept, nothing evicted
+    assert kept.chars == 8 and len(kept) == 2
