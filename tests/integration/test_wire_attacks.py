@@ -792,6 +792,12 @@ async def test_sigterm_on_a_served_hub_finishes_the_publish_being_read(tmp_path:
         hub = start_hub_process(tmp_path, env)
         try:
             results.append(await sigterm_mid_publish(hub))
+            # The access lines of both publishes reach stderr before the process exits.
+            log = hub.log()
+            assert " INFO ssehub.access [req-1] POST /api/v1/publish/news 200" in log, log
+            assert re.search(
+                r" INFO ssehub.access \[[0-9a-f]+\] POST /api/v1/publish/news:0 200", log
+            )
         finally:
             if hub.process.poll() is None:
                 hub.kill()
