@@ -806,3 +806,34 @@ async def test_sigterm_on_a_served_hub_finishes_the_publish_being_read(tmp_path:
     assert code == 0
     assert answers[1] == answers[3] == b""
     assert answers[2].startswith(b"HTTP/1.1 200 ") and b"\r\nconnection: close\r\n" in answers[2]
+
+
+async def handed_over_across_shutdown(hub: RunningHub, payload: bytes) -> list[bytes]:
+    """A taken publish whose body, ending after the graceful shutdown began, goes to the
+    application: its answer, then what follows until the server closes."""
+    server = hub.server
+    conn = await Conn.open(hub)
+    await conn.send(payload[:-5])
+    await wait_until(lambda: server.server_state.connections)
+    server.should_exit = True
+    await wait_until(lambda: not server.servers[0].is_serving())  # connections told to close
+    await conn.send(payload[-5:])
+    answers = [shape(await conn.response())]
+    answers.append(await conn.reader.read())  # b"": the server closed after its answer
+    conn.close()
+    return answers
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b'{"data":"x","retry":-1}', b'{"type":"a","payload":1}', b'{"data":1e400}'],
+    ids=["negative retry", "other shape", "infinity"],
+)
+async def test_a_graceful_shutdown_closes_after_a_handed_over_publish(body: bytes) -> None:
+    """The shutdown's "do not keep alive" survives the hand-over to the application."""
+    payload = request(headers=RID, body=body)
+    async with hub_pair() as pair:
+        answers = [await handed_over_across_shutdown(hub, payload) for hub in pair.hubs]
+    assert answers[0] == answers[1]
+    assert b"\r\nconnection: close\r\n" in answers[0][0]
+    assert answers[0][1] == b""
