@@ -582,8 +582,8 @@ async def test_an_application_error_on_a_closing_connection_is_answered_alike(
             for hub in pair.hubs
         ]
     assert answers[0] == answers[1]
-    assert answers[0].startswith(b"HTTP/1.1 500 ")
-    assert b"\r\nconnection: close\r\n" in answers[0]
+    assert answers[0][0].startswith(b"HTTP/1.1 500 ")
+    assert b"\r\nconnection: close\r\n" in answers[0][0]
     assert not pair.seen
 
 
