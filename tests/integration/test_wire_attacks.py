@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import re
 import signal
 import socket
@@ -837,3 +838,46 @@ async def test_a_graceful_shutdown_closes_after_a_handed_over_publish(body: byte
     assert answers[0] == answers[1]
     assert b"\r\nconnection: close\r\n" in answers[0][0]
     assert answers[0][1] == b""
+
+
+def json_access_lines(log: str) -> list[dict[str, Any]]:
+    """The access lines of a JSON log, without their time and duration."""
+    lines = []
+    for text in log.splitlines():
+        if text.startswith("{") and '"logger":"ssehub.access"' in text:
+            line = json.loads(text)
+            if line["path"] != "/healthz":  # the harness's start-up probes
+                del line["time"], line["duration_ms"]
+                lines.append(line)
+    return lines
+
+
+async def test_a_served_hub_logs_json_access_lines_alike(tmp_path: Path) -> None:
+    payloads = [
+        request(headers=RID),
+        request("sports", headers={"X-Request-ID": "req-2"}),
+        request(headers={"X-Request-ID": "req-3"}, body=b'{"data":"x","retry":-1}'),
+    ]
+    logs = []
+    for fast in ("true", "false"):
+        env = {
+            "SSEHUB_JWT_SECRET": SECRET,
+            "SSEHUB_FAST_PUBLISH": fast,
+            "SSEHUB_LOG_FORMAT": "json",
+        }
+        hub = start_hub_process(tmp_path, env)
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", hub.port)
+            conn = Conn(reader, writer)
+            for payload in payloads:
+                await conn.send(payload)
+                await conn.response()
+            conn.close()
+            hub.process.send_signal(signal.SIGTERM)
+            assert await asyncio.to_thread(hub.process.wait, 30) == 0
+        finally:
+            if hub.process.poll() is None:
+                hub.kill()
+        logs.append(json_access_lines(hub.log()))
+    assert logs[0] == logs[1]
+    assert [line["status"] for line in logs[0]] == [200, 403, 400]
