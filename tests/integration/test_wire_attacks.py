@@ -47,8 +47,10 @@ END = b"GET /end HTTP/1.1\r\nHost: hub\r\nConnection: close\r\n\r\n"
 async def transcript(
     hub: RunningHub, writes: list[bytes], answers: int = 10, *, split: bool = False
 ) -> list[bytes]:
-    """Send ``writes`` (byte by byte when ``split``) and a closing GET on one connection; the
-    responses (shaped) until the server closes."""
+    """Send ``writes`` (byte by byte when ``split``) on one connection, then a closing GET
+    unless they end the connection themselves; the responses (shaped) until the server closes.
+    Nothing follows a request the server closes on: bytes it never reads turn its close into a
+    reset, which may discard answers the client has not read yet."""
     if not any(
         closing in data for data in writes for closing in (b"close\r\n", b"BLAH", b" HTTP/1.0\r\n")
     ):
