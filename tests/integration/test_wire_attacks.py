@@ -885,3 +885,22 @@ async def test_a_served_hub_logs_json_access_lines_alike(tmp_path: Path) -> None
         logs.append(json_access_lines(hub.log()))
     assert logs[0] == logs[1]
     assert [line["status"] for line in logs[0]] == [200, 403, 400]
+
+
+async def test_an_application_error_during_a_graceful_shutdown_is_answered_alike(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A publish read across the start of a graceful shutdown whose route raises: uvicorn's
+    cycle, no longer keeping the connection alive, tags the 500 ``connection: close``."""
+
+    async def broken(*args: Any) -> Any:
+        raise RuntimeError("the broker fell over")
+
+    monkeypatch.setattr(publish_shortcut, "accept_publish", broken)
+    async with hub_pair() as pair:
+        answers = [
+            await handed_over_across_shutdown(hub, request(headers=RID)) for hub in pair.hubs
+        ]
+    assert answers[0] == answers[1]
+    assert answers[0][0].startswith(b"HTTP/1.1 500 ")
+    assert b"\r\nconnection: close\r\n" in answers[0][0]
