@@ -50,11 +50,14 @@ test: $(TEST_STAMP) lint
 	. scripts/test-services.sh && $(BIN)/python -m pytest -q -n $(TEST_WORKERS) \
 	  --dist loadgroup --no-loadscope-reorder $(PYTEST_ARGS)
 
-# ssehub against a FastAPI + sse-starlette reference peer on loopback, e.g. `make bench BENCH_ARGS="--n 10000 --save"`.
+# ssehub against a FastAPI + sse-starlette reference peer on loopback, e.g. `make bench BENCH_ARGS="--n 10000 --save"`:
+# the stream scenarios (bench/run.py), then hub CPU per publish beside the peer and a bare floor.
 BENCH_ARGS ?= --n 1000
+PUBLISH_BENCH_ARGS ?= --count 10000
 bench: $(TEST_STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+	$(BIN)/python bench/publish_cpu.py $(PUBLISH_BENCH_ARGS)
 
 # 2,000 streams, steady publishing, 10% reconnecting every minute, 10 minutes: docs/soak.png.
 SOAK_ARGS ?= --connections 2000 --minutes 10
