@@ -366,7 +366,7 @@ async def main(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--targets", default="floor,fastapi,peer,ssehub-jwt,ssehub-jwt-nolog")
+    parser.add_argument("--targets", default=",".join(loads()))
     parser.add_argument("--count", type=int, default=20_000, help="Measured publishes.")
     parser.add_argument("--warmup", type=int, default=2_000, help="Publishes before measuring.")
     parser.add_argument("--connections", type=int, default=32, help="Keep-alive connections.")
