@@ -295,9 +295,7 @@ class WireProtocol(GuardedProtocol):
         transport = self.transport
         if transport.is_closing():  # the client left: uvicorn drops the answer
             return
-        content = [STATUS_LINE[status]]
-        for name, value in self.server_state.default_headers:
-            content.extend((name, b": ", value, b"\r\n"))
+        content = self._head(status)
         for name, value in headers:
             content.extend((name, b": ", value, b"\r\n"))
         if not wire.keep_alive:
@@ -316,12 +314,18 @@ class WireProtocol(GuardedProtocol):
         transport = self.transport
         if transport.is_closing():
             return
-        content = [STATUS_LINE[500]]
-        for name, value in self.server_state.default_headers:
-            content.extend((name, b": ", value, b"\r\n"))
+        content = self._head(500)
         content.extend((head, b"\r\n", SERVER_ERROR))
         transport.write(b"".join(content))
         transport.close()
+
+    def _head(self, status: int) -> list[bytes]:
+        """The status line and uvicorn's default headers (``server``, ``date``), as its cycle
+        starts every response."""
+        content = [STATUS_LINE[status]]
+        for name, value in self.server_state.default_headers:
+            content.extend((name, b": ", value, b"\r\n"))
+        return content
 
     # -- connection events ----------------------------------------------------------------------
 
