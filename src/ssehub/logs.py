@@ -128,6 +128,12 @@ def utc_second(second: int) -> str:
     return datetime.fromtimestamp(second, UTC).isoformat(timespec="seconds")[:19]
 
 
+def local_asctime(created: float) -> str:
+    """``created`` as ``Formatter.formatTime`` writes a record's ``asctime`` by default, with
+    the record's own ``msecs`` arithmetic; the date formatted once a second."""
+    return f"{local_second(int(created))},{int((created - int(created)) * 1000):03d}"
+
+
 def iso_time(created: float) -> str:
     """``created`` as ``datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")``
     writes it (microseconds rounded half-even, then cut), the date formatted once a second."""
@@ -144,7 +150,7 @@ class TextFormatter(logging.Formatter):
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         if datefmt is not None or self.converter is not time.localtime:
             return super().formatTime(record, datefmt)
-        return f"{local_second(int(record.created))},{int(record.msecs):03d}"
+        return local_asctime(record.created)
 
     def access_line(
         self,
@@ -160,10 +166,8 @@ class TextFormatter(logging.Formatter):
             return None
         if self.converter is not time.localtime or type(self._style) is not logging.PercentStyle:
             return None
-        # LogRecord's own ``msecs`` arithmetic, so the line is the same as through a record.
-        asctime = f"{local_second(int(created))},{int((created - int(created)) * 1000):03d}"
         message = ACCESS_MESSAGE % (method, path, status)
-        return f"{asctime} INFO {access_log.name} [{rid or '-'}] {message}"
+        return f"{local_asctime(created)} INFO {access_log.name} [{rid or '-'}] {message}"
 
 
 def json_line(
