@@ -24,6 +24,7 @@ from test_wire_publish import (
     Access,
     Conn,
     access,
+    end_body_after_shutdown,
     hub_pair,
     metric_lines,
     request,
@@ -816,13 +817,7 @@ async def test_sigterm_on_a_served_hub_finishes_the_publish_being_read(tmp_path:
 async def handed_over_across_shutdown(hub: RunningHub, payload: bytes) -> list[bytes]:
     """A taken publish whose body, ending after the graceful shutdown began, goes to the
     application: its answer, then what follows until the server closes."""
-    server = hub.server
-    conn = await Conn.open(hub)
-    await conn.send(payload[:-5])
-    await wait_until(lambda: server.server_state.connections)
-    server.should_exit = True
-    await wait_until(lambda: not server.servers[0].is_serving())  # connections told to close
-    await conn.send(payload[-5:])
+    conn = await end_body_after_shutdown(hub, payload)
     answers = [shape(await conn.response())]
     answers.append(await conn.reader.read())  # b"": the server closed after its answer
     conn.close()

@@ -382,15 +382,22 @@ async def test_an_idempotent_retry_gets_the_first_id() -> None:
     assert not pair.seen
 
 
-async def publish_across_shutdown(hub: RunningHub) -> bytes:
-    """The answer to a publish whose body ends after the server began its graceful shutdown."""
-    server, payload = hub.server, request(headers=RID)
+async def end_body_after_shutdown(hub: RunningHub, payload: bytes) -> Conn:
+    """A connection that sent ``payload`` but its last bytes only once the server began its
+    graceful shutdown."""
+    server = hub.server
     conn = await Conn.open(hub)
     await conn.send(payload[:-5])
     await wait_until(lambda: server.server_state.connections)
     server.should_exit = True
     await wait_until(lambda: not server.servers[0].is_serving())  # connections told to close
     await conn.send(payload[-5:])
+    return conn
+
+
+async def publish_across_shutdown(hub: RunningHub) -> bytes:
+    """The answer to a publish whose body ends after the server began its graceful shutdown."""
+    conn = await end_body_after_shutdown(hub, request(headers=RID))
     answer = shape(await conn.response())
     assert await conn.at_eof()
     conn.close()
