@@ -12,6 +12,7 @@ import json
 import re
 import signal
 import socket
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,17 @@ GET_METRICS = b"GET /metrics HTTP/1.1\r\nHost: hub\r\n\r\n"
 
 
 END = b"GET /end HTTP/1.1\r\nHost: hub\r\nConnection: close\r\n\r\n"
+
+
+async def logged(
+    access: Access, answering: Awaitable[list[bytes]], *, in_order: bool = True
+) -> tuple[list[bytes], list[tuple[Any, ...]]]:
+    """The answers ``answering`` gets and the access lines logged meanwhile (sorted unless
+    ``in_order``: lines of requests answered together may come in either order)."""
+    lines = len(access.lines)
+    answers = await answering
+    new = access.lines[lines:]
+    return answers, new if in_order else sorted(new)
 
 
 async def transcript(
@@ -203,10 +215,7 @@ async def test_odd_requests_are_answered_alike(
     name: str, writes: list[bytes], answers: int, access: Access
 ) -> None:
     async with hub_pair() as pair:
-        got = []
-        for hub in pair.hubs:
-            lines = len(access.lines)
-            got.append((await transcript(hub, writes, answers), access.lines[lines:]))
+        got = [await logged(access, transcript(hub, writes, answers)) for hub in pair.hubs]
         assert got[0] == got[1], name
         assert await metric_lines(pair.fast) == await metric_lines(pair.plain)
 
@@ -236,10 +245,10 @@ async def test_pipelines_are_answered_alike_and_in_order(
     name: str, writes: list[bytes], split: bool, access: Access
 ) -> None:
     async with hub_pair() as pair:
-        got = []
-        for hub in pair.hubs:
-            lines = len(access.lines)
-            got.append((await transcript(hub, writes, split=split), sorted(access.lines[lines:])))
+        got = [
+            await logged(access, transcript(hub, writes, split=split), in_order=False)
+            for hub in pair.hubs
+        ]
         assert got[0] == got[1], name
         assert await metric_lines(pair.fast) == await metric_lines(pair.plain)
 
@@ -368,8 +377,8 @@ async def test_on_redis_pipelines_are_answered_alike_and_in_order(access: Access
     async with redis_pair() as (pair, _):
         got = []
         for n, hub in enumerate(pair.hubs):  # a key of each: the hubs share their Redis keys
-            lines, keyed = len(access.lines), [batch[0].replace(b": p\r", b": p%d\r" % n)]
-            got.append((await transcript(hub, keyed), sorted(access.lines[lines:])))
+            keyed = [batch[0].replace(b": p\r", b": p%d\r" % n)]
+            got.append(await logged(access, transcript(hub, keyed), in_order=False))
         assert got[0] == got[1]
         statuses = [a.split(b" ", 2)[1] for a in got[0][0]]
         assert statuses == [b"200", b"404", b"200", b"403", b"200", b"404"]
@@ -430,15 +439,8 @@ async def test_with_redis_down_publishes_are_refused_alike(access: Access) -> No
     server.start()
     async with hub_pair(broker_url=server.url, redis_prefix=unique_prefix()) as pair:
         server.stop(save=False)
-        got = []
-        for hub in pair.hubs:
-            lines = len(access.lines)
-            got.append(
-                (
-                    await transcript(hub, [publish_on("news:1") + publish_on("news:2")]),
-                    access.lines[lines:],
-                )
-            )
+        both = publish_on("news:1") + publish_on("news:2")
+        got = [await logged(access, transcript(hub, [both])) for hub in pair.hubs]
         assert got[0] == got[1]
         assert got[0][0][0].startswith(b"HTTP/1.1 503 "), got[0][0][0]
         assert await counters(pair.fast) == await counters(pair.plain)
