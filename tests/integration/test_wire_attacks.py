@@ -295,17 +295,8 @@ async def test_a_client_resetting_before_reading_publishes_alike() -> None:
 
 
 async def test_many_connections_pipelining_get_their_own_answers_in_order() -> None:
-    async def client(hub: RunningHub, n: int) -> list[bytes]:
-        batch = [publish_on(f"news:c{n}x{i}") for i in range(3)]
-        conn = await Conn.open(hub)
-        try:
-            await conn.send(b"".join(batch))
-            return [await conn.response() for _ in batch]
-        finally:
-            conn.close()
-
     async with hub_pair() as pair:
-        results = await asyncio.gather(*(client(pair.fast, n) for n in range(100)))
+        results = await pipelining_clients(pair.fast, 100)
     for n, answers in enumerate(results):
         channels = [re.findall(rb'"channel":"([^"]+)"', a) for a in answers]
         assert channels == [[f"news:c{n}x{i}".encode()] for i in range(3)]
