@@ -11,6 +11,7 @@ import logging
 import re
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -49,11 +50,18 @@ class Principal:
 
     def can_subscribe(self, channel: str) -> bool:
         """True when a pattern in ``subscribe`` covers ``channel`` (or the requested pattern)."""
-        return self.admin or any(covers(p, channel) for p in self.subscribe)
+        return self.admin or granted(self.subscribe, channel)
 
     def can_publish(self, channel: str) -> bool:
         """True when a pattern in ``publish`` covers ``channel``."""
-        return self.admin or any(covers(p, channel) for p in self.publish)
+        return self.admin or granted(self.publish, channel)
+
+
+@lru_cache(maxsize=4096)
+def granted(patterns: tuple[str, ...], channel: str) -> bool:
+    """True when a pattern of ``patterns`` covers ``channel`` (kept: a publisher's every request
+    asks the same question)."""
+    return any(covers(p, channel) for p in patterns)
 
 
 def covers(granted: str, requested: str) -> bool:

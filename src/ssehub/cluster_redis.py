@@ -7,7 +7,7 @@ from .clusterstate.redis import (
     KEEPALIVE_CHUNK,
     LEASE_SECONDS,
     NODE_TTL_SECONDS,
-    TOKEN,
+    TOKENS,
     RedisClusterState,
 )
 from .settings import REDIS_SCHEMES
@@ -18,6 +18,6 @@ __all__ = [
     "LEASE_SECONDS",
     "NODE_TTL_SECONDS",
     "REDIS_SCHEMES",
-    "TOKEN",
+    "TOKENS",
     "RedisClusterState",
 ]

@@ -16,7 +16,7 @@ from starlette.requests import HTTPConnection
 from .auth import Principal
 from .background import stop_task
 from .channels import matches
-from .cluster import GLOBAL_SCOPE, ClientRecord, ClusterState, user_scope
+from .cluster import GLOBAL_SCOPE, Bucket, ClientRecord, ClusterState, user_scope
 from .connection import Connection
 from .errors import TooManyRequests, Unavailable
 from .event import make_event
@@ -84,24 +84,35 @@ class Gate:
     async def check_rate(self, kind: str, principal: Principal, ip: str, *, cost: int = 1) -> None:
         """Take ``cost`` tokens from the ``kind`` buckets ("stream", "publish", "ticket"...) of
         the caller (see ``limit_scope``) and of its IP, or 429."""
-        limits = self._limits.get(kind)
-        if limits is None:
-            limits = self._limits[kind] = self._limits_of(kind)
-        user_rate, user_burst, ip_rate, ip_burst = limits
-        if user_rate > 0 and not principal.admin:
-            scope = limit_scope(principal, ip)
-            if scope is not None:
-                # Its own bucket even when the caller is counted by address: sharing the IP
-                # bucket's key would let the faster rate refill the slower limit.
-                key = f"{kind}:caller:{scope}"
-                wait = await self.cluster.take_token(key, user_rate, user_burst, cost)
-                if wait > 0:
+        await self.check_rates(principal, ip, (kind, cost))
+
+    async def check_rates(self, principal: Principal, ip: str, *costs: tuple[str, int]) -> None:
+        """Take each ``(kind, cost)`` from its buckets in one step, all or none, or 429 naming
+        the first bucket short (a refused request is charged nowhere)."""
+        buckets: list[Bucket] = []
+        refusals: list[tuple[str, str, float, int]] = []  # per bucket: its 429's kind, who, limit
+        for kind, cost in costs:
+            limits = self._limits.get(kind)
+            if limits is None:
+                limits = self._limits[kind] = self._limits_of(kind)
+            user_rate, user_burst, ip_rate, ip_burst = limits
+            if user_rate > 0 and not principal.admin:
+                scope = limit_scope(principal, ip)
+                if scope is not None:
+                    # Its own bucket even when the caller is counted by address: sharing the IP
+                    # bucket's key would let the faster rate refill the slower limit.
+                    buckets.append((f"{kind}:caller:{scope}", user_rate, user_burst, cost))
                     who = "user" if principal.user_id is not None else "address"
-                    raise too_many(kind, who, user_rate, user_burst, wait)
-        if ip_rate > 0 and ip:
-            wait = await self.cluster.take_token(f"{kind}:ip:{ip}", ip_rate, ip_burst, cost)
+                    refusals.append((kind, who, user_rate, user_burst))
+            if ip_rate > 0 and ip:
+                buckets.append((f"{kind}:ip:{ip}", ip_rate, ip_burst, cost))
+                refusals.append((kind, "address", ip_rate, ip_burst))
+        if not buckets:
+            return
+        waits = await self.cluster.take_tokens(buckets)
+        for wait, (kind, who, rate, burst) in zip(waits, refusals, strict=True):
             if wait > 0:
-                raise too_many(kind, "address", ip_rate, ip_burst, wait)
+                raise too_many(kind, who, rate, burst, wait)
 
     def _limits_of(self, kind: str) -> tuple[float, int, float, int]:
         """Rate and burst per user, then per IP, of ``kind`` (settings are read once per kind)."""

@@ -37,7 +37,7 @@ from .clusterstate import MemoryClusterState
 from .httpguard import GuardedProtocol
 from .hub import Hub
 from .logs import REQUEST_ID_HEADER_BYTES, log_access, request_id, request_id_for
-from .routes.publish import PublishBody
+from .routes.publish import EventBody
 from .routes.publish_shortcut import PREFIX, answer_publish, plain_body, request_head
 from .runstate import MemoryRunStore
 
@@ -147,7 +147,7 @@ class WirePublisher:
         path = url.decode("ascii")
         return WireRequest(scope, path, head[1], request_id_for(rid or ""), keep_alive)
 
-    async def answer(self, proto: WireProtocol, request: WireRequest, body: PublishBody) -> None:
+    async def answer(self, proto: WireProtocol, request: WireRequest, body: EventBody) -> None:
         """Publish, write the answer, log the access line: as the middleware and route do."""
         token = request_id.set(request.rid)
         status = 0

@@ -34,6 +34,11 @@ async def make_state(request: pytest.FixtureRequest) -> AsyncIterator[StateFacto
         await state.close()
 
 
+async def take_token(state: Any, key: str, rate: float, burst: int, cost: int = 1) -> float:
+    """One bucket's wait, taken alone."""
+    return (await state.take_tokens([(key, rate, burst, cost)]))[0]  # type: ignore[no-any-return]
+
+
 def record(client_id: str, user: str = "alice") -> ClientRecord:
     return {
         "client_id": client_id,
@@ -69,23 +74,33 @@ async def test_slots_are_shared_and_freed(make_state: StateFactory) -> None:
 
 async def test_token_bucket(make_state: StateFactory) -> None:
     state = await make_state()
-    assert [await state.take_token("k", 2.0, 3) for _ in range(3)] == [0.0, 0.0, 0.0]
-    wait = await state.take_token("k", 2.0, 3)
+    assert [await take_token(state, "k", 2.0, 3) for _ in range(3)] == [0.0, 0.0, 0.0]
+    wait = await take_token(state, "k", 2.0, 3)
     assert 0 < wait <= 0.5 + 1e-6
     await asyncio.sleep(wait + 0.05)
-    assert await state.take_token("k", 2.0, 3) == 0.0
+    assert await take_token(state, "k", 2.0, 3) == 0.0
 
 
 async def test_token_bucket_charges_a_cost_and_lends_past_the_burst(
     make_state: StateFactory,
 ) -> None:
     state = await make_state()
-    assert await state.take_token("batch", 10.0, 20, 5) == 0.0  # 15 left
-    assert await state.take_token("batch", 10.0, 20, 50) > 0  # needs a full bucket first
+    assert await take_token(state, "batch", 10.0, 20, 5) == 0.0  # 15 left
+    assert await take_token(state, "batch", 10.0, 20, 50) > 0  # needs a full bucket first
     await asyncio.sleep(0.6)  # full again (20)
-    assert await state.take_token("batch", 10.0, 20, 50) == 0.0  # passes, 30 in debt
-    wait = await state.take_token("batch", 10.0, 20, 1)
+    assert await take_token(state, "batch", 10.0, 20, 50) == 0.0  # passes, 30 in debt
+    wait = await take_token(state, "batch", 10.0, 20, 1)
     assert 1.0 < wait <= 3.1 + 1e-6  # the debt is paid back at 10/s before one more
+
+
+async def test_several_buckets_are_taken_all_or_none(make_state: StateFactory) -> None:
+    one, two = await make_state(), await make_state()
+    assert await one.take_tokens([("n", 0.001, 2, 1), ("bytes", 0.001, 10, 8)]) == [0.0, 0.0]
+    # The bytes bucket lacks 6: the count bucket is not charged either.
+    short = await two.take_tokens([("n", 0.001, 2, 1), ("bytes", 0.001, 10, 8)])
+    assert short[0] == 0.0 and short[1] > 0
+    assert await one.take_tokens([("n", 0.001, 2, 1), ("bytes", 0.001, 10, 2)]) == [0.0, 0.0]
+    assert (await two.take_tokens([("n", 0.001, 2, 1)]))[0] > 0  # both counted now
 
 
 async def test_client_registry(make_state: StateFactory) -> None:

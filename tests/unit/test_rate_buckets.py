@@ -1,4 +1,4 @@
-"""The per-caller and per-IP rate buckets of an anonymous caller are two buckets."""
+"""Rate buckets: per caller and per IP apart, several kinds taken all or none."""
 
 from __future__ import annotations
 
@@ -35,3 +35,21 @@ async def test_a_user_and_its_address_are_counted_apart() -> None:
     await gate.check_rate("publish", Principal(authenticated=False), "203.0.113.8")
     with pytest.raises(HubError):
         await gate.check_rate("publish", Principal(user_id="alice"), "203.0.113.8")
+
+
+async def test_a_publish_refused_for_its_bytes_is_not_counted_as_a_publish() -> None:
+    """Before, the publish bucket was charged before the bytes bucket refused: a refused
+    publish used up the caller's publishes too."""
+    settings = Settings(
+        publish_rate_per_user=0.001,
+        publish_burst_per_user=2,
+        publish_bytes_rate_per_user=0.001,
+        publish_bytes_burst_per_user=10,
+    )
+    gate = Gate(settings, MemoryClusterState(), hub=None)  # type: ignore[arg-type]
+    alice = Principal(user_id="alice")
+    await gate.check_rates(alice, "203.0.113.9", ("publish", 1), ("publish_bytes", 8))
+    with pytest.raises(HubError) as refused:
+        await gate.check_rates(alice, "203.0.113.9", ("publish", 1), ("publish_bytes", 8))
+    assert refused.value.status == 429 and "publish bytes" in str(refused.value)
+    await gate.check_rates(alice, "203.0.113.9", ("publish", 1), ("publish_bytes", 2))

@@ -12,6 +12,13 @@ from ssehub.cluster import MAX_BUCKETS, MemoryClusterState
 from ssehub.errors import Unauthorized
 
 
+async def take_token(
+    cluster: MemoryClusterState, key: str, rate: float, burst: int, cost: int = 1
+) -> float:
+    """One bucket's wait, taken alone."""
+    return (await cluster.take_tokens([(key, rate, burst, cost)]))[0]
+
+
 @pytest.mark.parametrize(
     ("granted", "requested", "expected"),
     [
@@ -109,9 +116,9 @@ async def test_memory_cluster_slots_tickets_and_buckets() -> None:
     await cluster.put_ticket("old", {}, -1)
     assert await cluster.take_ticket("old") is None
 
-    assert await cluster.take_token("k", 1.0, 2) == 0.0
-    assert await cluster.take_token("k", 1.0, 2) == 0.0
-    wait = await cluster.take_token("k", 1.0, 2)
+    assert await take_token(cluster, "k", 1.0, 2) == 0.0
+    assert await take_token(cluster, "k", 1.0, 2) == 0.0
+    wait = await take_token(cluster, "k", 1.0, 2)
     assert 0.0 < wait <= 1.0
 
 
@@ -119,7 +126,7 @@ async def test_memory_cluster_flood_of_new_callers_keeps_a_limited_callers_bucke
     """Past the bucket bound, forgetting buckets must not lift a limit still in force: before,
     100,001 buckets (one per address of a flood) cleared all of them, debts included."""
     cluster = MemoryClusterState()
-    assert await cluster.take_token("publish:user:a", 1.0, 5, cost=50) == 0.0  # 45 in debt
+    assert await take_token(cluster, "publish:user:a", 1.0, 5, cost=50) == 0.0  # 45 in debt
     for n in range(MAX_BUCKETS + 10):
-        await cluster.take_token(f"stream:ip:10.{n}", 5.0, 20)  # each bucket fills in 0.2 s
-    assert await cluster.take_token("publish:user:a", 1.0, 5) > 40
+        await take_token(cluster, f"stream:ip:10.{n}", 5.0, 20)  # each bucket fills in 0.2 s
+    assert await take_token(cluster, "publish:user:a", 1.0, 5) > 40

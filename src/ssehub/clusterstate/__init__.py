@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from .base import GLOBAL_SCOPE, ClientRecord, ClusterState, user_scope
+from .base import GLOBAL_SCOPE, Bucket, ClientRecord, ClusterState, user_scope
 from .memory import MAX_BUCKETS, MemoryClusterState
 
 __all__ = [
     "GLOBAL_SCOPE",
     "MAX_BUCKETS",
+    "Bucket",
     "ClientRecord",
     "ClusterState",
     "MemoryClusterState",

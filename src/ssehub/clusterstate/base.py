@@ -8,9 +8,13 @@ the client's reserved channel (``$client:<id>``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Protocol, TypedDict, runtime_checkable
 
 GLOBAL_SCOPE = "global"
+
+# A token bucket to take from: key, rate per second, capacity (burst), tokens to take.
+Bucket = tuple[str, float, int, int]
 
 
 def user_scope(user_id: str) -> str:
@@ -56,12 +60,13 @@ class ClusterState(Protocol):
     async def release_slot(self, scope: str, holder: str) -> None:
         """Remove ``holder`` from ``scope`` (no-op when absent)."""
 
-    async def take_token(self, key: str, rate: float, burst: int, cost: int = 1) -> float:
-        """Token bucket ``key`` (``rate``/s, capacity ``burst``): 0.0 when ``cost`` tokens were
-        taken, else the seconds until they are available.
+    async def take_tokens(self, buckets: Sequence[Bucket]) -> list[float]:
+        """Take from several token buckets at once, all or none: the seconds each one lacks
+        (all 0.0 when every ``cost`` was taken; nothing is taken when one lacks).
 
-        A cost above ``burst`` is taken once the bucket is full and leaves it in debt, so a
-        large batch passes but the average stays at ``rate``.
+        A bucket ``(key, rate, burst, cost)`` fills at ``rate``/s up to ``burst``. A cost
+        above ``burst`` is taken once the bucket is full and leaves it in debt, so a large
+        batch passes but the average stays at ``rate``. The keys are distinct.
         """
 
     async def register_client(self, record: ClientRecord) -> None:

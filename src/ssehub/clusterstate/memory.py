@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
-from .base import ClientRecord
+from .base import Bucket, ClientRecord
 
 MAX_BUCKETS = 100_000  # rate buckets one process keeps (callers limited recently)
 # A holder's entry: the scopes it holds slots in, then its client record without the id.
@@ -81,20 +82,23 @@ class MemoryClusterState:
         else:
             self._holders.pop(holder, None)
 
-    async def take_token(self, key: str, rate: float, burst: int, cost: int = 1) -> float:
+    async def take_tokens(self, buckets: Sequence[Bucket]) -> list[float]:
         now = time.monotonic()
-        if key not in self._buckets and len(self._buckets) >= MAX_BUCKETS:
-            self._forget_buckets(now)
-        tokens, stamp, _ = self._buckets.get(key, (float(burst), now, now))
-        tokens = min(float(burst), tokens + (now - stamp) * rate)
-        need = min(cost, burst)
-        wait = 0.0
-        if tokens >= need:
-            tokens -= cost
-        else:
-            wait = (need - tokens) / rate
-        self._buckets[key] = (tokens, now, now + (burst - tokens) / rate)
-        return wait
+        levels, waits = [], []
+        for key, rate, burst, cost in buckets:
+            if key not in self._buckets and len(self._buckets) >= MAX_BUCKETS:
+                self._forget_buckets(now)
+            tokens, stamp, _ = self._buckets.get(key, (float(burst), now, now))
+            tokens = min(float(burst), tokens + (now - stamp) * rate)
+            need = min(cost, burst)
+            levels.append(tokens)
+            waits.append(0.0 if tokens >= need else (need - tokens) / rate)
+        taken = not any(waits)
+        for (key, rate, burst, cost), tokens in zip(buckets, levels, strict=True):
+            if taken:
+                tokens -= cost
+            self._buckets[key] = (tokens, now, now + (burst - tokens) / rate)
+        return waits
 
     def _forget_buckets(self, now: float) -> None:
         """Make room for a new bucket: drop the full ones (they limit nobody), else those that

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import secrets
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -22,7 +23,7 @@ import redis.asyncio as aioredis
 from ..background import stop_task
 from ..errors import BrokerUnavailable
 from ..redis_client import pooled_client
-from .base import ClientRecord
+from .base import Bucket, ClientRecord
 
 log = logging.getLogger("ssehub.cluster")
 
@@ -56,20 +57,30 @@ redis.call('PEXPIRE', KEYS[1], ARGV[5])
 return 1
 """
 
-TOKEN = """
+# Several buckets, all or none: KEYS are the buckets, ARGV (rate, burst, cost) per bucket.
+TOKENS = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
-local rate, burst, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local state = redis.call('HMGET', KEYS[1], 'tokens', 'stamp')
-local tokens = tonumber(state[1]) or burst
-local stamp = tonumber(state[2]) or now
-tokens = math.min(burst, tokens + math.max(0, now - stamp) * rate)
-local need = math.min(cost, burst)
-local wait = 0
-if tokens >= need then tokens = tokens - cost else wait = (need - tokens) / rate end
-redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'stamp', tostring(now))
-redis.call('PEXPIRE', KEYS[1], math.ceil((burst - math.min(tokens, 0)) / rate * 1000) + 1000)
-return tostring(wait)
+local levels, waits, short = {}, {}, false
+for i, key in ipairs(KEYS) do
+  local rate, burst, cost = tonumber(ARGV[3*i-2]), tonumber(ARGV[3*i-1]), tonumber(ARGV[3*i])
+  local state = redis.call('HMGET', key, 'tokens', 'stamp')
+  local tokens = tonumber(state[1]) or burst
+  local stamp = tonumber(state[2]) or now
+  tokens = math.min(burst, tokens + math.max(0, now - stamp) * rate)
+  local need = math.min(cost, burst)
+  local wait = 0
+  if tokens < need then wait = (need - tokens) / rate; short = true end
+  levels[i], waits[i] = tokens, tostring(wait)
+end
+for i, key in ipairs(KEYS) do
+  local rate, burst, cost = tonumber(ARGV[3*i-2]), tonumber(ARGV[3*i-1]), tonumber(ARGV[3*i])
+  local tokens = levels[i]
+  if not short then tokens = tokens - cost end
+  redis.call('HSET', key, 'tokens', tostring(tokens), 'stamp', tostring(now))
+  redis.call('PEXPIRE', key, math.ceil((burst - math.min(tokens, 0)) / rate * 1000) + 1000)
+end
+return waits
 """
 
 
@@ -92,7 +103,7 @@ class RedisClusterState:
         self._beat: asyncio.Task[None] | None = None
         self.redis = pooled_client(url, decode_responses=True)
         self._acquire = self.redis.register_script(ACQUIRE)
-        self._token = self.redis.register_script(TOKEN)
+        self._tokens = self.redis.register_script(TOKENS)
         self._clients = self.prefix + "clients"
         self._expiry = self.prefix + "client-expiry"
         self._held: dict[str, set[str]] = {}  # holder → scopes this process acquired for it
@@ -178,11 +189,11 @@ class RedisClusterState:
                 del self._held[holder]
         await self._best_effort(self.redis.zrem(self._slot_key(scope), self._member(holder)))
 
-    async def take_token(self, key: str, rate: float, burst: int, cost: int = 1) -> float:
-        wait = await self._required(
-            self._token(keys=[f"{self.prefix}bucket:{key}"], args=[repr(rate), burst, cost])
-        )
-        return float(wait)
+    async def take_tokens(self, buckets: Sequence[Bucket]) -> list[float]:
+        keys = [f"{self.prefix}bucket:{key}" for key, _, _, _ in buckets]
+        args = [arg for _, rate, burst, cost in buckets for arg in (repr(rate), burst, cost)]
+        waits = await self._required(self._tokens(keys=keys, args=args))
+        return [float(wait) for wait in waits]
 
     # -- client registry -----------------------------------------------------------------------
 

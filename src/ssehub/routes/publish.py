@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -57,6 +57,17 @@ class PublishBody(BaseModel):
         return body
 
 
+class PlainBody(NamedTuple):
+    """A publish body read without the model, as the model would take it (the shortcuts')."""
+
+    event: str | None
+    data: Any
+    retry: int | None
+
+
+EventBody = PublishBody | PlainBody
+
+
 class BatchItem(PublishBody):
     """One event of a batch, with its channel."""
 
@@ -100,7 +111,7 @@ def utf8_size(text: str) -> int:
     return len(text) if text.isascii() else len(text.encode())
 
 
-def build_event(principal: Principal, settings: Settings, channel: str, body: PublishBody) -> Event:
+def build_event(principal: Principal, settings: Settings, channel: str, body: EventBody) -> Event:
     """Validate rights, size and fields, and return the event to publish."""
     validate_channel(channel)
     require_publish(principal, channel)
@@ -112,9 +123,8 @@ def build_event(principal: Principal, settings: Settings, channel: str, body: Pu
     return event
 
 
-async def publish_one(hub: Hub, event: Event, key: str | None) -> Published:
-    """Publish through the hub (409 after the event's run ended) and answer with its id."""
-    stored = await hub.publish(event, key=key)
+def published(stored: Event) -> Published:
+    """The answer naming where ``stored`` was kept."""
     return Published(id=stored.id, channel=stored.channel)
 
 
@@ -125,16 +135,16 @@ async def accept_publish(
     principal: Principal,
     ip: str,
     channel: str,
-    body: PublishBody,
+    body: EventBody,
     key: str | None,
-) -> Published:
+) -> Event:
     """The single-event publish without HTTP: check, rate-limit, count and publish ``body``
-    to ``channel`` for ``principal`` calling from ``ip`` (``key``: its ``Idempotency-Key``)."""
+    to ``channel`` for ``principal`` calling from ``ip`` (``key``: its ``Idempotency-Key``);
+    the event as stored (409 after the event's run ended)."""
     event = build_event(principal, settings, channel, body)
-    await gate.check_rate("publish", principal, ip)
-    await gate.check_rate("publish_bytes", principal, ip, cost=len(event.data))
+    await gate.check_rates(principal, ip, ("publish", 1), ("publish_bytes", len(event.data)))
     gate.count_publish(channel)
-    return await publish_one(hub, event, scoped_key(principal, ip, channel, key))
+    return await hub.publish(event, key=scoped_key(principal, ip, channel, key))
 
 
 @router.post("/publish/{channel}", responses=ERRORS)
@@ -149,9 +159,10 @@ async def publish(
 ) -> Published:
     """Publish one event to a channel; every subscriber of the channel receives it."""
     gate = request.app.state.gate
-    return await accept_publish(
+    stored = await accept_publish(
         hub, gate, settings, principal, client_ip(request), channel, body, idempotency_key
     )
+    return published(stored)
 
 
 @router.post("/publish", responses=ERRORS)
@@ -172,9 +183,9 @@ async def publish_batch(
     gate = request.app.state.gate
     ip = client_ip(request)
     # Each event counts against the publish rate, and its data against the byte rate.
-    await gate.check_rate("publish", principal, ip, cost=len(events))
-    await gate.check_rate("publish_bytes", principal, ip, cost=sum(len(e.data) for e in events))
-    published = []
+    size = sum(len(e.data) for e in events)
+    await gate.check_rates(principal, ip, ("publish", len(events)), ("publish_bytes", size))
+    answers = []
     slice_end = time.monotonic() + BATCH_SLICE_SECONDS
     for index, event in enumerate(events):
         if time.monotonic() > slice_end:
@@ -182,10 +193,9 @@ async def publish_batch(
             slice_end = time.monotonic() + BATCH_SLICE_SECONDS
         gate.count_publish(event.channel)
         key = f"{idempotency_key}#{index}" if idempotency_key else None
-        published.append(
-            await publish_one(hub, event, scoped_key(principal, ip, event.channel, key))
-        )
-    return BatchPublished(events=published)
+        stored = await hub.publish(event, key=scoped_key(principal, ip, event.channel, key))
+        answers.append(published(stored))
+    return BatchPublished(events=answers)
 
 
 @router.get("/channels/{channel}/events", tags=["history"], responses=ERRORS)

@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ..errors import HubError
 from ..gate import client_ip
 from ..refusals import hub_error_response
-from .publish import PublishBody, accept_publish, router
+from .publish import EventBody, PlainBody, PublishBody, accept_publish, router
 
 PREFIX = f"{router.prefix}/publish/"
 FIELDS = frozenset(PublishBody.model_fields)
@@ -32,8 +32,8 @@ JSON_TYPES = (b"application/json", b"application/json; charset=utf-8")
 LONG_NUMBER = re.compile(rb"[0-9]{19}")
 
 
-def plain_body(raw: bytes) -> PublishBody | None:
-    """The body as ``PublishBody`` when the model would take it as it is, else None."""
+def plain_body(raw: bytes) -> PlainBody | None:
+    """The body's fields when ``PublishBody`` would take it as it is, else None."""
     if LONG_NUMBER.search(raw):
         return None
     try:
@@ -47,7 +47,7 @@ def plain_body(raw: bytes) -> PublishBody | None:
         return None
     if retry is not None and (type(retry) is not int or retry < 0):
         return None
-    return PublishBody.model_construct(event=event, data=value.get("data"), retry=retry)
+    return PlainBody(event, value.get("data"), retry)
 
 
 def json_head(body: bytes) -> list[tuple[bytes, bytes]]:
@@ -129,13 +129,13 @@ class PublishShortcut:
 
 
 async def answer_publish(
-    request: Request, channel: str, body: PublishBody, key: str | None
+    request: Request, channel: str, body: EventBody, key: str | None
 ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
     """Status, headers and body of the route's answer to a plain publish (refusals counted)."""
     state: Any = request.app.state
     try:
         principal = await state.authenticator.authenticate(request)
-        published = await accept_publish(
+        stored = await accept_publish(
             state.hub,
             state.gate,
             state.settings,
@@ -148,5 +148,5 @@ async def answer_publish(
     except HubError as exc:
         response = hub_error_response(state.metrics, exc)
         return exc.status, response.raw_headers, bytes(response.body)
-    answer = orjson.dumps({"id": published.id, "channel": published.channel})
+    answer = orjson.dumps({"id": stored.id, "channel": stored.channel})
     return 200, json_head(answer), answer
