@@ -6,6 +6,8 @@ each posting one small event per request to ``POST /api/v1/publish/{channel}`` a
 the answer; nobody subscribes. The server's CPU (utime + stime from ``/proc/<pid>/stat``, all its
 processes) over ``--count`` publishes, after a warm-up, divided by the publishes answered 200, is
 its CPU per publish: robust to other load on the machine, unlike wall-clock rates.
+``wire-floor`` is the hub with its publish work cut out (bench/peers/wire_floor.py): what is
+left is its HTTP side, so ``ssehub-jwt`` minus ``wire-floor`` is the hub's own work.
 
     python bench/publish_cpu.py                                  # every target
     python bench/publish_cpu.py --src /work/wt/base --save       # + the ssehub targets at DIR/src
@@ -89,6 +91,14 @@ def hub_target(name: str, **env: str) -> Target:
     return Target(name, command, {**HUB_ENV, **env}, lambda ch: "", PATH)
 
 
+def wire_floor_target() -> Target:
+    """``ssehub serve`` answering plain publishes with a fixed body (bench/peers/wire_floor.py)."""
+    script = str(ROOT / "bench" / "peers" / "wire_floor.py")
+    command = lambda port: [sys.executable, script, "serve", "--port", str(port)]  # noqa: E731
+    env = {**HUB_ENV, "SSEHUB_JWT_SECRET": SECRET, "SSEHUB_LOG_LEVEL": "info"}
+    return Target("wire-floor", command, env, lambda ch: "", PATH)
+
+
 def bearer() -> dict[str, str]:
     """A token with publish rights on the bench channels, as a publisher would hold."""
     claims = {"sub": "bench", "publish": ["bench:*"], "exp": int(time.time()) + 86400}
@@ -101,6 +111,8 @@ def loads() -> dict[str, Load]:
         "floor": Load(peer_target("floor", "floor")),
         "fastapi": Load(peer_target("fastapi", "minimal")),
         "peer": Load(peer_target("peer", "seed000")),
+        # The hub's HTTP side alone (JWT sent, access log on): what its own work adds to.
+        "wire-floor": Load(wire_floor_target(), bearer()),
         # Auth off, access log on (info, the default level).
         "ssehub-open": Load(
             hub_target("ssehub-open", SSEHUB_OPEN_ACCESS="true", SSEHUB_LOG_LEVEL="info"),
