@@ -123,6 +123,7 @@ def serve(
         log_config=log_config(settings.log_format, settings.log_level),
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) or 1,
         timeout_keep_alive=settings.keep_alive_seconds,
+        timeout_worker_healthcheck=settings.worker_healthcheck_seconds,
         access_log=False,
     )
     if workers > 1:

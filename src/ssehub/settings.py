@@ -118,6 +118,12 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: float = Field(
         3.0, ge=0, description="How long SIGTERM waits for streams to close before forcing it."
     )
+    worker_healthcheck_seconds: int = Field(
+        30,
+        ge=1,
+        description="With --workers N: a worker that answers no health check for this long is "
+        "killed and replaced (a busy worker is not hung).",
+    )
 
     # -- auth (see auth.py) ---------------------------------------------------------------------
     jwt_secret: str | None = Field(None, description="HS256 shared secret; enables JWT auth.")

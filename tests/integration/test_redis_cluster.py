@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import os
+import signal
 import time
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -322,15 +324,41 @@ async def outage(client: httpx.AsyncClient, server: RedisServer, a: str, b: str)
             await asyncio.sleep(0.1)
 
 
-def child_pids(pid: int) -> list[int]:
-    """Processes whose parent is ``pid``."""
+def worker_pids(pid: int) -> list[int]:
+    """The ``--workers`` processes of the hub ``pid`` (its children but multiprocessing's
+    resource tracker)."""
     found = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         with contextlib.suppress(OSError):
             fields = stat.read_text().rsplit(")", 1)[1].split()
-            if int(fields[1]) == pid:
+            if int(fields[1]) == pid and b"spawn_main" in (stat.parent / "cmdline").read_bytes():
                 found.append(int(stat.parent.name))
     return found
+
+
+async def test_a_worker_that_misses_health_checks_for_a_while_is_not_killed(
+    cluster: list[HubProcess], tmp_path: Path
+) -> None:
+    """uvicorn killed a worker that left its 5 s health check unanswered: a worker stalled by
+    load for a few seconds lost every stream it held. It now has 30 s (a setting)."""
+    env = cluster[0].env  # type: ignore[attr-defined]
+    served = start_hub_process(tmp_path, env, args=["--workers", "2"])
+    try:
+        deadline = time.monotonic() + 20
+        while len(workers := worker_pids(served.process.pid)) < 2:
+            assert time.monotonic() < deadline, "two worker processes did not start"
+            await asyncio.sleep(0.1)
+        stalled = workers[0]
+        os.kill(stalled, signal.SIGSTOP)
+        try:
+            # The stall itself: past uvicorn's default window and the supervisor's next round.
+            await asyncio.sleep(7)
+        finally:
+            os.kill(stalled, signal.SIGCONT)
+        assert stalled in worker_pids(served.process.pid), served.log()[-2000:]
+        assert "died" not in served.log()
+    finally:
+        served.terminate()
 
 
 async def test_serve_workers_2_share_one_port_through_redis(
@@ -340,7 +368,7 @@ async def test_serve_workers_2_share_one_port_through_redis(
     served = start_hub_process(tmp_path, env, args=["--workers", "2"])
     try:
         deadline = time.monotonic() + 20
-        while len(child_pids(served.process.pid)) < 2:
+        while len(worker_pids(served.process.pid)) < 2:
             assert time.monotonic() < deadline, "two worker processes did not start"
             await asyncio.sleep(0.1)
         urls = [f"{served.url}{STREAM}/workers:x"] * 8
