@@ -50,17 +50,28 @@ class Principal:
 
     def can_subscribe(self, channel: str) -> bool:
         """True when a pattern in ``subscribe`` covers ``channel`` (or the requested pattern)."""
-        return self.admin or granted(self.subscribe, channel)
+        return self.admin or rights_cover(self.subscribe, channel)
 
     def can_publish(self, channel: str) -> bool:
         """True when a pattern in ``publish`` covers ``channel``."""
-        return self.admin or granted(self.publish, channel)
+        return self.admin or rights_cover(self.publish, channel)
+
+
+# Rights answers are kept for callers with at most this many patterns of a kind: a publisher
+# asks the same question with every request, and the kept keys stay small (patterns are at
+# most 200 characters).
+KEPT_RIGHTS_PATTERNS = 8
+
+
+def rights_cover(patterns: tuple[str, ...], channel: str) -> bool:
+    """True when a pattern of ``patterns`` covers ``channel``."""
+    if len(patterns) > KEPT_RIGHTS_PATTERNS:
+        return any(covers(p, channel) for p in patterns)
+    return _kept_rights_cover(patterns, channel)
 
 
 @lru_cache(maxsize=4096)
-def granted(patterns: tuple[str, ...], channel: str) -> bool:
-    """True when a pattern of ``patterns`` covers ``channel`` (kept: a publisher's every request
-    asks the same question)."""
+def _kept_rights_cover(patterns: tuple[str, ...], channel: str) -> bool:
     return any(covers(p, channel) for p in patterns)
 
 

@@ -130,3 +130,12 @@ async def test_memory_cluster_flood_of_new_callers_keeps_a_limited_callers_bucke
     for n in range(MAX_BUCKETS + 10):
         await take_token(cluster, f"stream:ip:10.{n}", 5.0, 20)  # each bucket fills in 0.2 s
     assert await take_token(cluster, "publish:user:a", 1.0, 5) > 40
+
+
+def test_rights_are_answered_alike_for_few_and_many_patterns() -> None:
+    """Answers for callers with few patterns are kept; with many they are worked out each time."""
+    few = Principal(publish=("a:*", "b"))
+    many = Principal(publish=("a:*", "b", *(f"z{i}" for i in range(20))))
+    for principal in (few, many, few, many):  # the second look-up of ``few`` is a kept answer
+        assert principal.can_publish("a:1") and principal.can_publish("b")
+        assert not principal.can_publish("c") and not principal.can_publish("a")
