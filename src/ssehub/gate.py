@@ -27,6 +27,7 @@ log = logging.getLogger("ssehub.gate")
 
 KEEPALIVE_SECONDS = 10.0
 MAX_COUNTED_CHANNELS = 10_000
+CALLER = "caller:"  # a per-user bucket's key, after its kind
 
 
 def client_ip(request: HTTPConnection) -> str:
@@ -89,30 +90,27 @@ class Gate:
     async def check_rates(self, principal: Principal, ip: str, *costs: tuple[str, int]) -> None:
         """Take each ``(kind, cost)`` from its buckets in one step, all or none, or 429 naming
         the first bucket short (a refused request is charged nowhere)."""
+        scope = None if principal.admin else limit_scope(principal, ip)
         buckets: list[Bucket] = []
-        refusals: list[tuple[str, str, float, int]] = []  # per bucket: its 429's kind, who, limit
         for kind, cost in costs:
             limits = self._limits.get(kind)
             if limits is None:
                 limits = self._limits[kind] = self._limits_of(kind)
             user_rate, user_burst, ip_rate, ip_burst = limits
-            if user_rate > 0 and not principal.admin:
-                scope = limit_scope(principal, ip)
-                if scope is not None:
-                    # Its own bucket even when the caller is counted by address: sharing the IP
-                    # bucket's key would let the faster rate refill the slower limit.
-                    buckets.append((f"{kind}:caller:{scope}", user_rate, user_burst, cost))
-                    who = "user" if principal.user_id is not None else "address"
-                    refusals.append((kind, who, user_rate, user_burst))
+            if user_rate > 0 and scope is not None:
+                # Its own bucket even when the caller is counted by address: sharing the IP
+                # bucket's key would let the faster rate refill the slower limit.
+                buckets.append((f"{kind}:{CALLER}{scope}", user_rate, user_burst, cost))
             if ip_rate > 0 and ip:
                 buckets.append((f"{kind}:ip:{ip}", ip_rate, ip_burst, cost))
-                refusals.append((kind, "address", ip_rate, ip_burst))
         if not buckets:
             return
         waits = await self.cluster.take_tokens(buckets)
-        for wait, (kind, who, rate, burst) in zip(waits, refusals, strict=True):
+        for wait, (key, rate, burst, _) in zip(waits, buckets, strict=True):
             if wait > 0:
-                raise too_many(kind, who, rate, burst, wait)
+                kind, _, owner = key.partition(":")
+                caller = owner.startswith(CALLER) and principal.user_id is not None
+                raise too_many(kind, "user" if caller else "address", rate, burst, wait)
 
     def _limits_of(self, kind: str) -> tuple[float, int, float, int]:
         """Rate and burst per user, then per IP, of ``kind`` (settings are read once per kind)."""

@@ -86,12 +86,15 @@ class MemoryClusterState:
         now = time.monotonic()
         levels, waits = [], []
         for key, rate, burst, cost in buckets:
-            if key not in self._buckets and len(self._buckets) >= MAX_BUCKETS:
-                self._forget_buckets(now)
-            tokens, stamp, _ = self._buckets.get(key, (float(burst), now, now))
-            tokens = min(float(burst), tokens + (now - stamp) * rate)
-            need = min(cost, burst)
+            state = self._buckets.get(key)
+            if state is None:
+                if len(self._buckets) >= MAX_BUCKETS:
+                    self._forget_buckets(now)
+                tokens = float(burst)
+            else:
+                tokens = min(float(burst), state[0] + (now - state[1]) * rate)
             levels.append(tokens)
+            need = min(cost, burst)
             waits.append(0.0 if tokens >= need else (need - tokens) / rate)
         taken = not any(waits)
         for (key, rate, burst, cost), tokens in zip(buckets, levels, strict=True):
