@@ -122,7 +122,9 @@ local function resolve(K, A)
   end
   if rid ~= '' and rid ~= current then
     for _, ended in ipairs(redis.call('LRANGE', K[5], 0, -1)) do
-      if ended == rid then return nil, 'run ' .. rid .. ' already ended: a newer run replaced it' end
+      if ended == rid then
+        return nil, 'run ' .. rid .. ' already ended: a newer run replaced it'
+      end
     end
     return rid
   end

@@ -37,4 +37,4 @@ class ScriptedStep(Protocol):
 def script_step(step: PublishStep | None, event: Event, broker: RedisBroker) -> LuaStep | None:
     """``step``'s Lua for ``event`` on ``broker`` when it has one."""
     lua_step = getattr(step, "lua_step", None)
-    return None if lua_step is None else lua_step(event, broker)  # type: ignore[no-any-return]
+    return None if lua_step is None else lua_step(event, broker)
