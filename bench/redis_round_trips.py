@@ -3,7 +3,8 @@
 Publishes stage messages the way the SDK does (a ``run_id`` and an Idempotency-Key each), then
 without a run id (raw HTTP publishes), then plain events, and reports per message: requests
 this process sent to Redis (a pipeline or one EVALSHA is one round trip), commands Redis ran
-(``INFO commandstats`` deltas, calls inside scripts included) and this process's CPU time.
+(``INFO commandstats`` deltas, calls inside scripts included), this process's CPU time and
+redis-server's (``INFO cpu``).
 Run it against another checkout with ``PYTHONPATH=<dir>/src``.
 
     python bench/redis_round_trips.py [--n 2000]
@@ -49,6 +50,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def redis_cpu(client: redis.Redis) -> float:
+    """CPU seconds redis-server used so far (its main thread and the rest)."""
+    info = client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
 def command_calls(client: redis.Redis) -> dict[str, int]:
     stats = client.info("commandstats")
     return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
@@ -57,21 +64,24 @@ def command_calls(client: redis.Redis) -> dict[str, int]:
 async def measure(hub: Hub, client: redis.Redis, label: str, events: list[Any]) -> dict[str, Any]:
     """Publish ``events`` (event, key) one after the other; per-message figures."""
     before_calls, before_sent = command_calls(client), SENT[0]
+    server_cpu = redis_cpu(client)
     cpu = time.process_time()
     for event, key in events:
         await hub.publish(event, key=key)
     cpu = time.process_time() - cpu
-    sent = SENT[0] - before_sent - 1  # INFO below is not one of them
+    server_cpu = redis_cpu(client) - server_cpu
+    sent = SENT[0] - before_sent - 2  # the two INFOs are not among them
     after = command_calls(client)
     n = len(events)
     deltas = {c: after[c] - before_calls.get(c, 0) for c in after}
-    deltas["info"] -= 1
+    deltas["info"] -= 2
     top = {c: round(d / n, 2) for c, d in sorted(deltas.items(), key=lambda i: -i[1]) if d}
     return {
         "case": label,
-        "round_trips": round((sent + 1) / n, 2),
+        "round_trips": round(sent / n, 2),
         "commands": round(sum(deltas.values()) / n, 2),
         "cpu_us": round(cpu / n * 1e6, 1),
+        "redis_cpu_us": round(server_cpu / n * 1e6, 1),
         "by_command": top,
     }
 

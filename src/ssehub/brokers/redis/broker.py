@@ -21,7 +21,7 @@ from .history import HistoryReader
 from .ids import EventIds
 from .keys import FAULTS, Keys, unreachable
 from .reader import LiveReader
-from .scripts import StepScript, publish_script
+from .scripts import PUBLISH, StepScript, publish_script
 from .step import LuaStep, script_step
 
 log = logging.getLogger("ssehub.redis")
@@ -52,7 +52,7 @@ class RedisBroker:
         self._history_ttl = history_ttl
         self._idempotency_window = idempotency_window
         self.redis = pooled_client(url, max_connections=max_connections, decode_responses=True)
-        self._publish_script = self.redis.register_script(publish_script())
+        self._publish_script = self.redis.register_script(PUBLISH)
         self._step_scripts: dict[StepScript, Script] = {}  # PUBLISH with each step run in it
         self.ids = EventIds(self.redis, self.keys)
         self.history_reader = HistoryReader(
@@ -173,8 +173,8 @@ class RedisBroker:
             *step_args,
         ]
         epoch, position, status, answer = await self._run_publish(script, keys, args)
-        if status == REFUSED:
-            raise scripted.refusal(answer)  # type: ignore[union-attr]
+        if scripted is not None and status == REFUSED:
+            raise scripted.refusal(answer)
         if status == REPEATED:
             seq, _, channel = position.partition(":")
             stored = Event(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from ...event import Event
 from ..base import PublishStep
@@ -36,5 +36,6 @@ class ScriptedStep(Protocol):
 
 def script_step(step: PublishStep | None, event: Event, broker: RedisBroker) -> LuaStep | None:
     """``step``'s Lua for ``event`` on ``broker`` when it has one."""
-    lua_step = getattr(step, "lua_step", None)
-    return None if lua_step is None else lua_step(event, broker)
+    if step is None or not hasattr(step, "lua_step"):
+        return None
+    return cast(ScriptedStep, step).lua_step(event, broker)
