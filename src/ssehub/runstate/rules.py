@@ -2,7 +2,9 @@
 
 A store keeps state; these functions decide. The Redis store runs its state transition in one
 Lua script, which receives what :class:`StageMessage` read here instead of reading the JSON
-again, so the two stores cannot read one message differently.
+again, so the two stores cannot read one message differently; inside the broker's publish
+script it also resolves the run in Lua (``RESOLVE``, ``resolve_run`` written again), which the
+RunStore contract tests run against these.
 """
 
 from __future__ import annotations
