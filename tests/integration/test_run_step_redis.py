@@ -97,11 +97,15 @@ async def test_a_stage_message_is_one_round_trip(private_redis: RedisServer) -> 
                     if command["command"] == "ECHO end of publishes":
                         break
                     sent.append(command["command"].split()[0].lower())
+        published = hub.metrics.registry.get_sample_value(
+            "ssehub_events_published_total", {"family": "ai_story"}
+        )
     finally:
         await monitor_client.aclose()
         await marker.aclose()
         await hubs.close()
     assert sent == ["evalsha"] * 3
+    assert published == 3  # the replay is not counted again
 
 
 async def test_a_message_held_until_its_run_ended_is_refused(hubs: Hubs) -> None:
