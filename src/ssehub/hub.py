@@ -19,7 +19,7 @@ from .channels import CONTROL, DISCONNECT_EVENT, Selector, matches
 from .connection import HISTORY_GAP, IDLE, KICKED, SHUTDOWN, Connection
 from .event import Event, encode_comment, encode_fields, json_text
 from .metrics import Metrics
-from .runs import RunStore, is_stage_event, snapshot_tail, stamp_run_id
+from .runs import RunClosed, RunStore, is_stage_event, snapshot_tail
 
 log = logging.getLogger("ssehub.hub")
 
@@ -113,31 +113,25 @@ class Hub:
     # -- publishing ----------------------------------------------------------------------------
 
     async def publish(self, event: Event, *, key: str | None = None) -> Event:
-        """The one door of every publish: the run lifecycle around the broker, then metrics.
+        """The one door of every publish: the broker with the run lifecycle, then metrics.
 
         A stage message that would continue an ended run is refused (RunClosed, 409); one
-        without a run id gets its run's. ``key`` is the Idempotency-Key: a retry returns the
+        without a run id gets its run's. The run store's step runs with the broker's publish
+        (in one Redis round trip on Redis). ``key`` is the Idempotency-Key: a retry returns the
         first event, which was already counted and folded into its run.
         """
         runs = self.runs
-        # Run stores read stage messages only: other events skip their two awaits.
-        stage = runs is not None and is_stage_event(event)
-        if runs is not None:
-            if stage:
-                run_id = await runs.check(event)
-                if run_id is not None:
-                    stamp_run_id(event, run_id)
-            runs.set_retention(event)
+        # Run stores read stage messages only: other events skip their step.
+        step = runs if runs is not None and is_stage_event(event) else None
         try:  # not through _counted: one coroutine less per publish
-            stored = await self.broker.publish(event, idempotency_key=key)
+            stored = await self.broker.publish(event, idempotency_key=key, step=step)
+        except RunClosed:
+            raise
         except Exception:
             self.metrics.broker_error("publish")
             raise
-        if stored is not event:  # an idempotent replay
-            return stored
-        self.metrics.published(stored)
-        if stage and runs is not None:
-            await runs.observe(stored)
+        if stored is event:  # not an idempotent replay
+            self.metrics.published(stored)
         return stored
 
     # -- broker reads, failures counted ---------------------------------------------------------

@@ -7,18 +7,16 @@ from __future__ import annotations
 
 from typing import Protocol
 
-import orjson
-
 from . import runstate
 from .brokers.base import Broker, format_id, parse_id
 from .channels import Selector
 from .event import Event
 from .runstate import *  # noqa: F403
-from .runstate import MemoryRunStore, RunStore, stage_payload
+from .runstate import MemoryRunStore, RunStore
 
 MemoryRuns = MemoryRunStore  # its former name
 
-__all__ = [*runstate.__all__, "MemoryRuns", "publish_event", "snapshot_tail", "stamp_run_id"]
+__all__ = [*runstate.__all__, "MemoryRuns", "publish_event", "snapshot_tail"]
 
 
 class PublishDoor(Protocol):
@@ -52,12 +50,3 @@ async def snapshot_tail(
     parsed = parse_id(after)
     floor = parsed[1] if parsed else 0
     return snaps, [e for e in history.events if e.seq > cut.get(e.channel, floor)]
-
-
-def stamp_run_id(event: Event, run_id: str) -> None:
-    """Add ``run_id`` to a stage message's JSON object when it has none."""
-    data = stage_payload(event)
-    if data is not None:
-        data["run_id"] = run_id
-        event.data = orjson.dumps(data).decode()
-        event._frame = None

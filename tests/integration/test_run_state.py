@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from ssehub.brokers import format_id
+from ssehub.brokers import Broker, MemoryBroker, format_id
+from ssehub.brokers.redis import RedisBroker
 from ssehub.channels import Selector
 from ssehub.errors import BrokerUnavailable
 from ssehub.event import Event, make_event
@@ -31,11 +32,15 @@ StoreFactory = Callable[..., Awaitable[RunStore]]
 CHANNEL = "app:project:p1:stage:write"
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "memory-step", "redis-step"])
 async def make_store(request: pytest.FixtureRequest) -> AsyncIterator[StoreFactory]:
-    """Build run stores of one kind with given ``RunTimes``; closes them after."""
-    keys = request.getfixturevalue("redis_keys") if request.param == "redis" else None
+    """Build run stores of one kind with given ``RunTimes``; closes them after. A ``-step``
+    store is published to as ``Hub.publish`` does: its step run by a broker (on Redis, inside
+    the broker's publish script)."""
+    kind = request.param
+    keys = request.getfixturevalue("redis_keys") if kind.startswith("redis") else None
     made: list[RunStore] = []
+    brokers: list[Broker] = []
 
     async def build(**times: Any) -> RunStore:
         store: RunStore = (
@@ -44,18 +49,30 @@ async def make_store(request: pytest.FixtureRequest) -> AsyncIterator[StoreFacto
             else MemoryRunStore(RunTimes(**times))
         )
         made.append(store)
+        if kind.endswith("-step"):
+            broker = RedisBroker(keys.url, prefix=keys.prefix) if keys else MemoryBroker()
+            brokers.append(broker)
+            BROKERS[id(store)] = broker
         return store
 
     yield build
     for store in made:
+        BROKERS.pop(id(store), None)
         await store.close()
+    for broker in brokers:
+        await broker.close()
+
+
+BROKERS: dict[int, Broker] = {}  # the broker each ``-step`` store is published through
 
 
 class Path:
-    """The publish path over one store: check, add the run id, retention, position, observe."""
+    """The publish path over one store: check, add the run id, retention, position, observe;
+    or the store's step through its broker (a ``-step`` store)."""
 
     def __init__(self, store: RunStore) -> None:
         self.store = store
+        self.broker = BROKERS.get(id(store))
         self.seq = 0
 
     async def publish(self, kind: str, channel: str = CHANNEL, **data: Any) -> Event:
@@ -63,6 +80,10 @@ class Path:
         return await self.publish_event(make_event(channel, kind, {"type": kind, **data}))
 
     async def publish_event(self, event: Event) -> Event:
+        if self.broker is not None:
+            stored = await self.broker.publish(event, step=self.store)
+            self.seq = stored.seq
+            return stored
         run_id = await self.store.check(event)
         if run_id is not None:
             event.data = json.dumps({**json.loads(event.data), "run_id": run_id})

@@ -10,7 +10,7 @@ import pytest
 
 import ssehub
 from ssehub import messages
-from ssehub.brokers import MemoryBroker
+from ssehub.brokers import MemoryBroker, PublishStep
 from ssehub.channels import Selector
 from ssehub.errors import BrokerUnavailable
 from ssehub.event import Event, make_event
@@ -25,7 +25,13 @@ STAGE = messages.stage_channel("p1", "draft")
 class DownBroker(MemoryBroker):
     """A memory broker whose every publish and read fails, as a broker that went away."""
 
-    async def publish(self, event: Event, *, idempotency_key: str | None = None) -> Event:
+    async def publish(
+        self,
+        event: Event,
+        *,
+        idempotency_key: str | None = None,
+        step: PublishStep | None = None,
+    ) -> Event:
         raise BrokerUnavailable("down")
 
     async def head(self) -> str:

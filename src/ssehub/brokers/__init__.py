@@ -3,7 +3,16 @@
 from __future__ import annotations
 
 from ..settings import Settings
-from .base import Broker, EventHandler, GapHandler, HealthChecker, History, format_id, parse_id
+from .base import (
+    Broker,
+    EventHandler,
+    GapHandler,
+    HealthChecker,
+    History,
+    PublishStep,
+    format_id,
+    parse_id,
+)
 from .memory import MemoryBroker
 
 __all__ = [
@@ -13,6 +22,7 @@ __all__ = [
     "HealthChecker",
     "History",
     "MemoryBroker",
+    "PublishStep",
     "create_broker",
     "format_id",
     "parse_id",

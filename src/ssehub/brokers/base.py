@@ -46,6 +46,17 @@ class History:
     resume_from: str | None = None
 
 
+class PublishStep(Protocol):
+    """What a store does with a publish (the run state: ``RunStore``), which the broker runs
+    with it: atomically with the append where it can, else ``before`` and ``after`` around it."""
+
+    async def before(self, event: Event) -> None:
+        """Refuse ``event`` (raise) or complete it; runs before a replay is recognised."""
+
+    async def after(self, event: Event) -> None:
+        """Take in the stored event (never a replay)."""
+
+
 @runtime_checkable
 class Broker(Protocol):
     """What the hub needs from a backplane; memory and Redis implement it alike."""
@@ -65,11 +76,18 @@ class Broker(Protocol):
     async def close(self) -> None:
         """Stop delivering and release connections."""
 
-    async def publish(self, event: Event, *, idempotency_key: str | None = None) -> Event:
+    async def publish(
+        self,
+        event: Event,
+        *,
+        idempotency_key: str | None = None,
+        step: PublishStep | None = None,
+    ) -> Event:
         """Assign an id, store the event in history and fan it out; returns the stored event.
 
         With an ``idempotency_key`` seen within the window, returns the first event instead, as
-        a new object: the caller tells a replay by ``stored is not event``.
+        a new object: the caller tells a replay by ``stored is not event``. ``step`` runs with
+        the publish: its refusal raises before anything is stored, a replay is not taken in.
         """
 
     async def history(self, selector: Selector, after: str, *, limit: int | None = None) -> History:

@@ -20,7 +20,7 @@ from ..background import stop_task
 from ..channel_index import ChannelIndex
 from ..channels import Selector
 from ..event import Event
-from .base import EventHandler, GapHandler, History, format_id, parse_id
+from .base import EventHandler, GapHandler, History, PublishStep, format_id, parse_id
 
 
 @dataclass(slots=True)
@@ -82,7 +82,15 @@ class MemoryBroker:
         await stop_task(self._sweeper)
         self._on_event = None
 
-    async def publish(self, event: Event, *, idempotency_key: str | None = None) -> Event:
+    async def publish(
+        self,
+        event: Event,
+        *,
+        idempotency_key: str | None = None,
+        step: PublishStep | None = None,
+    ) -> Event:
+        if step is not None:
+            await step.before(event)
         if idempotency_key is not None:
             first = self._idempotent_hit(idempotency_key)
             if first is not None:
@@ -113,6 +121,8 @@ class MemoryBroker:
             self._idempotent[idempotency_key] = (time.monotonic(), event.seq, event.channel)
         if self._on_event is not None:
             self._on_event(event)
+        if step is not None:
+            await step.after(event)
         return event
 
     async def history(self, selector: Selector, after: str, *, limit: int | None = None) -> History:

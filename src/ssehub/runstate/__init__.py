@@ -20,6 +20,7 @@ from .rules import (
     is_stage_event,
     resolve_run,
     stage_payload,
+    stamp_run_id,
 )
 
 __all__ = [
@@ -39,4 +40,5 @@ __all__ = [
     "new_run_id",
     "resolve_run",
     "stage_payload",
+    "stamp_run_id",
 ]

@@ -122,6 +122,13 @@ class RunStore(Protocol):
     async def observe(self, event: Event) -> None:
         """Fold a published event into its run's state."""
 
+    async def before(self, event: Event) -> None:
+        """The broker's step before a stage message is stored (``PublishStep``): ``check``, the
+        run id added, the retention set (``complete_message``)."""
+
+    async def after(self, event: Event) -> None:
+        """The broker's step once a stage message is stored: ``observe``."""
+
     async def snapshots(self, selector: Selector) -> list[Event]:
         """One ``snapshot`` event per known run on ``selector``'s stage channels and project-wide
         patterns, by channel name."""

@@ -10,7 +10,15 @@ from ..background import stop_task
 from ..channels import Selector
 from ..event import Event
 from .base import MAX_ENDED_IDS, Publish, RunState, end_silent_run
-from .rules import RunTimes, StageMessage, opens_run, resolve_run, run_id_to_add, stage_channel
+from .rules import (
+    RunTimes,
+    StageMessage,
+    complete_message,
+    opens_run,
+    resolve_run,
+    run_id_to_add,
+    stage_channel,
+)
 
 MAX_RUNS = 10_000
 
@@ -44,6 +52,12 @@ class MemoryRunStore:
         else:
             rid = resolve_run(run.status, run.run_id, run.ended, message)
         return run_id_to_add(message, rid)
+
+    async def before(self, event: Event) -> None:
+        await complete_message(self, event)
+
+    async def after(self, event: Event) -> None:
+        await self.observe(event)
 
     async def observe(self, event: Event) -> None:
         message = StageMessage.read(event)

@@ -2,7 +2,9 @@
 
 A store keeps state; these functions decide. The Redis store runs its state transition in one
 Lua script, which receives what :class:`StageMessage` read here instead of reading the JSON
-again, so the two stores cannot read one message differently.
+again, so the two stores cannot read one message differently; inside the broker's publish
+script it also resolves the run in Lua (``RESOLVE``, ``resolve_run`` written again), which the
+RunStore contract tests run against these.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import orjson
 
 from .. import messages
 from ..event import Event
-from .base import RunClosed, new_run_id
+from .base import RunClosed, RunStore, new_run_id
 
 SUBMITTED = frozenset({"pending", "queued"})
 OPENING_STATUSES = SUBMITTED | {"started", "running", "processing"}
@@ -132,6 +134,34 @@ def resolve_run(status: str | None, current: str, ended: list[str], message: Sta
     if status in message.reopens:
         return rid or new_run_id()  # a retry reopens its own run; a bare start opens the next
     raise RunClosed(f"the run {current} already ended ({status}); start a new run first")
+
+
+async def complete_message(store: RunStore, event: Event) -> None:
+    """A store's step before a publish: RunClosed when ``event`` continues an ended run, else
+    its run id added (when it names none) and its retention set."""
+    run_id = await store.check(event)
+    if run_id is not None:
+        stamp_run_id(event, run_id)
+    store.set_retention(event)
+
+
+def stamp_run_id(event: Event, run_id: str) -> None:
+    """Add ``run_id`` to a stage message's JSON object when it has none."""
+    data = stage_payload(event)
+    if data is not None:
+        event.data = stamped_text(data, run_id)
+        event._frame = None
+
+
+def stamped_text(data: dict[str, Any], run_id: str) -> str:
+    """The JSON text of a stage message's object ``data`` with ``run_id`` as its run id."""
+    return orjson.dumps({**data, "run_id": run_id}).decode()
+
+
+def splice_run_id(head: str, tail: str, event: Event, run_id: str) -> None:
+    """Stamp ``run_id`` into ``event``, whose JSON text is ``head`` + the id + ``tail``."""
+    event.data = head + orjson.dumps(run_id).decode() + tail
+    event._frame = None
 
 
 def run_id_to_add(message: StageMessage, run_id: str) -> str | None:

@@ -9,20 +9,24 @@ import logging
 import time
 from typing import Any
 
+from redis.commands.core import AsyncScript as Script
 from redis.exceptions import NoScriptError
 
 from ...channels import Selector
 from ...errors import BrokerUnavailable
 from ...event import Event
 from ...redis_client import pooled_client
-from ..base import EventHandler, GapHandler, History, format_id
+from ..base import EventHandler, GapHandler, History, PublishStep, format_id
 from .history import HistoryReader
 from .ids import EventIds
 from .keys import FAULTS, Keys, unreachable
 from .reader import LiveReader
-from .scripts import PUBLISH
+from .scripts import PUBLISH, StepScript, publish_script
+from .step import LuaStep, script_step
 
 log = logging.getLogger("ssehub.redis")
+
+REPEATED, STALE, REFUSED = 1, 2, 3  # what PUBLISH answers besides 0 (stored)
 
 
 class RedisBroker:
@@ -40,6 +44,7 @@ class RedisBroker:
         max_connections: int = 64,
         max_resume_channels: int = 10_000,
     ) -> None:
+        self.url = url
         self.prefix = prefix
         self.keys = Keys(prefix)
         self._max_channels = max_channels
@@ -48,6 +53,7 @@ class RedisBroker:
         self._idempotency_window = idempotency_window
         self.redis = pooled_client(url, max_connections=max_connections, decode_responses=True)
         self._publish_script = self.redis.register_script(PUBLISH)
+        self._step_scripts: dict[StepScript, Script] = {}  # PUBLISH with each step run in it
         self.ids = EventIds(self.redis, self.keys)
         self.history_reader = HistoryReader(
             self.redis,
@@ -115,7 +121,20 @@ class RedisBroker:
         except FAULTS:
             return False
 
-    async def publish(self, event: Event, *, idempotency_key: str | None = None) -> Event:
+    async def publish(
+        self,
+        event: Event,
+        *,
+        idempotency_key: str | None = None,
+        step: PublishStep | None = None,
+    ) -> Event:
+        scripted = script_step(step, event, self)
+        if scripted is None and step is not None:
+            # A step without Lua for this Redis: its own round trips around the publish.
+            await step.before(event)
+        script, step_keys, step_args = (
+            (self._publish_script, (), ()) if scripted is None else self._step_parts(scripted)
+        )
         k = self.keys
         keys = [
             k.epoch,
@@ -128,6 +147,7 @@ class RedisBroker:
             k.newest,
             k.forgotten,
             k.incarnation,
+            *step_keys,
         ]
         stamp = repr(event.published_at)
         retry = "" if event.retry is None else str(event.retry)
@@ -145,16 +165,19 @@ class RedisBroker:
             event.data,
             k.live(event.channel),
             event.channel,
-            f"{stamp}\n{retry}\n{name}\n{event.data}",
+            f"{stamp}\n{retry}\n{name}\n",  # the Pub/Sub message, before the data
             repr(event.published_at + keep),
             "" if event.ttl is None else repr(event.ttl),
             self._max_channels,
             k.stream(""),
+            *step_args,
         ]
-        epoch, position, repeated = await self._run_publish(keys, args)
-        if repeated:
+        epoch, position, status, answer = await self._run_publish(script, keys, args)
+        if scripted is not None and status == REFUSED:
+            raise scripted.refusal(answer)
+        if status == REPEATED:
             seq, _, channel = position.partition(":")
-            return Event(
+            stored = Event(
                 channel=channel,
                 event=event.event,
                 data=event.data,
@@ -163,13 +186,31 @@ class RedisBroker:
                 retry=event.retry,
                 published_at=event.published_at,
             )
-        event.seq = int(position)
-        event.id = format_id(epoch, event.seq)
-        self.ids.note(epoch, event.seq)
-        return event
+        else:
+            stored = event
+            event.seq = int(position)
+            event.id = format_id(epoch, event.seq)
+            self.ids.note(epoch, event.seq)
+        if scripted is not None:
+            if scripted.answered is not None:
+                scripted.answered(stored, answer)
+        elif step is not None and stored is event:
+            await step.after(stored)
+        return stored
 
-    async def _run_publish(self, keys: list[str], args: list[Any]) -> tuple[str, str, int]:
-        """The PUBLISH script, checked in first whenever Redis may be a new incarnation.
+    def _step_parts(self, step: LuaStep) -> tuple[Script, list[str], list[Any]]:
+        """The PUBLISH script running ``step``'s Lua, with its keys and arguments."""
+        script = self._step_scripts.get(step.script)
+        if script is None:
+            script = self._step_scripts[step.script] = self.redis.register_script(
+                publish_script(step.script)
+            )
+        return script, step.keys, step.args
+
+    async def _run_publish(
+        self, script: Script, keys: list[str], args: list[Any]
+    ) -> tuple[str, str, int, str]:
+        """A PUBLISH script, checked in first whenever Redis may be a new incarnation.
 
         It is run by hash and never loaded before a check-in: after a restart Redis has no
         scripts, so the first publish of every process lands here and checks in.
@@ -177,20 +218,20 @@ class RedisBroker:
         for _ in range(3):
             args[0] = self.ids.run
             try:
-                epoch, position, status = await self.redis.evalsha(
-                    self._publish_script.sha, len(keys), *keys, *args
+                epoch, position, status, answer = await self.redis.evalsha(
+                    script.sha, len(keys), *keys, *args
                 )
             except NoScriptError:
                 await self.ids.check_in()
                 with contextlib.suppress(*FAULTS):
-                    await self.redis.script_load(PUBLISH)
+                    await self.redis.script_load(script.script)
                 continue
             except FAULTS as exc:
                 raise unreachable() from exc
-            if status == 2:  # Redis restarted (or is new) since this process checked in
+            if status == STALE:  # Redis restarted (or is new) since this process checked in
                 await self.ids.check_in()
                 continue
-            return epoch, position, status
+            return epoch, position, status, answer
         raise BrokerUnavailable("the Redis broker keeps changing; retry")
 
     # -- reading -------------------------------------------------------------------------------

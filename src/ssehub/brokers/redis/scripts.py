@@ -1,6 +1,8 @@
 """The Lua scripts of the Redis broker: each change of ids, streams and indexes is one atomic
 step. Key and argument layouts are those the broker passes (``Keys`` names the keys)."""
 
+from dataclasses import dataclass
+
 # Forget one channel whole (the total bound): its newest seq raises the "forgotten" watermark.
 FORGET = """
 local function forget(name)
@@ -16,17 +18,44 @@ local function forget(name)
 end
 """
 
+
+@dataclass(frozen=True, slots=True)
+class StepScript:
+    """Lua that PUBLISH runs with a publish, in the same atomic step (``publish_script``).
+
+    ``head`` defines what the other two use. ``before`` runs once the incarnation is checked
+    and before a replay is recognised: ``return {epoch, reason, 3}`` refuses the event, and it
+    may change ``data``. ``after`` runs once the event is stored as ``sid`` (never on a
+    replay). All three see their own keys and arguments as ``SK``/``SA`` (after the broker's)
+    and may set ``answer``, which is returned to the caller.
+    """
+
+    head: str
+    before: str
+    after: str
+
+
+NO_STEP = StepScript("", "", "")
+
+# Step keys and arguments follow the broker's 10 keys and 16 arguments.
+STEP_PARTS = """
+local SK, SA = {unpack(KEYS, 11)}, {unpack(ARGV, 17)}
+"""
+
 # Refuses (``{'', '', 2}``) unless the caller checked in with this Redis incarnation (CHECK_IN).
-PUBLISH = (
+PUBLISH_TEMPLATE = (
     FORGET
     + """
+-- step head
 local epoch = redis.call('GET', KEYS[1])
 if not epoch or redis.call('HGET', KEYS[10], 'run') ~= ARGV[1] then
-  return {'', '', 2}
+  return {'', '', 2, ''}
 end
+local data, answer = ARGV[9], ''
+-- step before
 if ARGV[2] ~= '' then
   local first = redis.call('GET', KEYS[5])
-  if first then return {epoch, first, 1} end
+  if first then return {epoch, first, 1, answer} end
 end
 local seq = redis.call('INCR', KEYS[2])
 local sid = string.format('%d', seq)
@@ -39,7 +68,7 @@ if maxlen > 0 then
     trimmed = tonumber(redis.call('HGET', KEYS[8], ARGV[11]) or redis.call('GET', KEYS[9]) or '0')
   end
   redis.call('HSET', KEYS[8], ARGV[11], sid)
-  local fields = {'x', ARGV[13], 't', ARGV[5], 'd', ARGV[9]}
+  local fields = {'x', ARGV[13], 't', ARGV[5], 'd', data}
   if ARGV[7] ~= '' then fields[#fields + 1] = 'e'; fields[#fields + 1] = ARGV[7] end
   if ARGV[8] ~= '' then fields[#fields + 1] = 'r'; fields[#fields + 1] = ARGV[8] end
   if ARGV[14] ~= '' then fields[#fields + 1] = 'l'; fields[#fields + 1] = ARGV[14] end
@@ -85,10 +114,24 @@ end
 if ARGV[2] ~= '' then
   redis.call('SET', KEYS[5], sid .. ':' .. ARGV[11], 'PX', ARGV[2])
 end
-redis.call('PUBLISH', ARGV[10], epoch .. '\\n' .. sid .. '\\n' .. ARGV[12])
-return {epoch, sid, 0}
+-- step after
+redis.call('PUBLISH', ARGV[10], epoch .. '\\n' .. sid .. '\\n' .. ARGV[12] .. data)
+return {epoch, sid, 0, answer}
 """
 )
+
+
+def publish_script(step: StepScript = NO_STEP) -> str:
+    """The PUBLISH script with ``step`` run inside it (none: the plain publish)."""
+    head = STEP_PARTS + step.head if step is not NO_STEP else ""
+    parts = {"head": head, "before": step.before, "after": step.after}
+    script = PUBLISH_TEMPLATE
+    for name, text in parts.items():
+        script = script.replace(f"-- step {name}\n", text + "\n" if text else "")
+    return script
+
+
+PUBLISH = publish_script()
 
 HEAD = """
 return {redis.call('GET', KEYS[1]) or '', redis.call('GET', KEYS[2]) or '0'}
