@@ -89,7 +89,7 @@ class Gate:
 
     async def check_rates(self, principal: Principal, ip: str, *costs: tuple[str, int]) -> None:
         """Take each ``(kind, cost)`` from its buckets in one step, all or none, or 429 naming
-        the first bucket short (a refused request is charged nowhere)."""
+        the bucket that lacks longest (a refused request is charged nowhere)."""
         scope = None if principal.admin else limit_scope(principal, ip)
         buckets: list[Bucket] = []
         for kind, cost in costs:
@@ -106,11 +106,13 @@ class Gate:
         if not buckets:
             return
         waits = await self.cluster.take_tokens(buckets)
-        for wait, (key, rate, burst, _) in zip(waits, buckets, strict=True):
-            if wait > 0:
-                kind, _, owner = key.partition(":")
-                caller = owner.startswith(CALLER) and principal.user_id is not None
-                raise too_many(kind, "user" if caller else "address", rate, burst, wait)
+        wait = max(waits)
+        if wait > 0:
+            # Retry-After: when every bucket has enough again, not just the first short one.
+            key, rate, burst, _ = buckets[waits.index(wait)]
+            kind, _, owner = key.partition(":")
+            caller = owner.startswith(CALLER) and principal.user_id is not None
+            raise too_many(kind, "user" if caller else "address", rate, burst, wait)
 
     def _limits_of(self, kind: str) -> tuple[float, int, float, int]:
         """Rate and burst per user, then per IP, of ``kind`` (settings are read once per kind)."""

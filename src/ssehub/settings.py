@@ -122,7 +122,8 @@ class Settings(BaseSettings):
         30,
         ge=1,
         description="With --workers N: a worker that answers no health check for this long is "
-        "killed and replaced (a busy worker is not hung).",
+        "killed and replaced (a busy worker is not hung); while one hangs, SIGTERM waits as "
+        "long, so keep it below the service manager's stop timeout.",
     )
 
     # -- auth (see auth.py) ---------------------------------------------------------------------

@@ -22,7 +22,7 @@ from ssehub.brokers.redis import RedisBroker
 from ssehub.channels import Selector
 from ssehub.event import Event, make_event
 from ssehub.hub import Hub
-from ssehub.runs import RunClosed
+from ssehub.runs import MemoryRunStore, RunClosed
 from ssehub.runstate.redis import RedisRunStore
 from ssehub.settings import Settings
 
@@ -130,6 +130,31 @@ async def test_a_message_held_until_its_run_ended_is_refused(hubs: Hubs) -> None
     assert (await kept(one))[-1].id == done.id
     run = await one.runs.get(CHANNEL) if one.runs else None
     assert run is not None and (run.status, run.full_text) == ("done", "a")
+
+
+async def refusals(hub: Hub) -> list[str]:
+    """Why ``hub`` refuses a message continuing a run that ended, then one that was replaced."""
+    reasons = []
+    await hub.publish(token("a", run_id="r1"))
+    await hub.publish(make_event(CHANNEL, "done", {"run_id": "r1"}))
+    for late in (token("b"), None, token("b", run_id="r1")):
+        if late is None:
+            await hub.publish(token("c", run_id="r2"))  # a new run replaces r1
+            continue
+        with pytest.raises(RunClosed) as refused:
+            await hub.publish(late)
+        reasons.append(str(refused.value))
+    return reasons
+
+
+async def test_a_refusal_says_why_as_the_memory_store_does(hubs: Hubs) -> None:
+    # Regression: the script's reason was read from the wrong place of its answer (empty 409).
+    expected = await refusals(Hub(MemoryBroker(), heartbeat_seconds=0, runs=MemoryRunStore()))
+    assert expected == [
+        "the run r1 already ended (done); start a new run first",
+        "run r1 already ended: a newer run replaced it",
+    ]
+    assert await refusals(hubs.hub()) == expected
 
 
 async def test_concurrent_publishes_on_two_hubs_agree_with_the_run(hubs: Hubs) -> None:

@@ -53,3 +53,21 @@ async def test_a_publish_refused_for_its_bytes_is_not_counted_as_a_publish() -> 
         await gate.check_rates(alice, "203.0.113.9", ("publish", 1), ("publish_bytes", 8))
     assert refused.value.status == 429 and "publish bytes" in str(refused.value)
     await gate.check_rates(alice, "203.0.113.9", ("publish", 1), ("publish_bytes", 2))
+
+
+async def test_retry_after_waits_for_the_bucket_that_lacks_longest() -> None:
+    """Before, the 429 named the first bucket short: a caller retrying after its Retry-After
+    was refused again by the other bucket."""
+    settings = Settings(
+        publish_rate_per_user=1.0,
+        publish_burst_per_user=1,
+        publish_bytes_rate_per_user=1.0,
+        publish_bytes_burst_per_user=100,
+    )
+    gate = Gate(settings, MemoryClusterState(), hub=None)  # type: ignore[arg-type]
+    alice = Principal(user_id="alice")
+    await gate.check_rates(alice, "203.0.113.10", ("publish", 1), ("publish_bytes", 100))
+    with pytest.raises(HubError) as refused:  # short of 1 publish (~1 s) and 50 bytes (~50 s)
+        await gate.check_rates(alice, "203.0.113.10", ("publish", 1), ("publish_bytes", 50))
+    assert "publish bytes requests from this user" in str(refused.value)
+    assert int(refused.value.headers["Retry-After"]) >= 49

@@ -174,7 +174,7 @@ class RedisBroker:
         ]
         epoch, position, status, answer = await self._run_publish(script, keys, args)
         if scripted is not None and status == REFUSED:
-            raise scripted.refusal(answer)
+            raise scripted.refusal(position)  # the reason stands where a stored id would
         if status == REPEATED:
             seq, _, channel = position.partition(":")
             stored = Event(
