@@ -119,7 +119,7 @@ class Settings(BaseSettings):
         3.0, ge=0, description="How long SIGTERM waits for streams to close before forcing it."
     )
     worker_healthcheck_seconds: int = Field(
-        30,
+        15,
         ge=1,
         description="With --workers N: a worker that answers no health check for this long is "
         "killed and replaced (a busy worker is not hung); while one hangs, SIGTERM waits as "

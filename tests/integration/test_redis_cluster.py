@@ -340,7 +340,7 @@ async def test_a_worker_that_misses_health_checks_for_a_while_is_not_killed(
     cluster: list[HubProcess], tmp_path: Path
 ) -> None:
     """uvicorn killed a worker that left its 5 s health check unanswered: a worker stalled by
-    load for a few seconds lost every stream it held. It now has 30 s (a setting)."""
+    load for a few seconds lost every stream it held. It now has 15 s (a setting)."""
     env = cluster[0].env  # type: ignore[attr-defined]
     served = start_hub_process(tmp_path, env, args=["--workers", "2"])
     try:
