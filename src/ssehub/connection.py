@@ -224,7 +224,9 @@ class Connection:
             else:
                 self.buffer = [buffer, event.frame]
         elif self.max_buffer > 0:
-            self.buffer = event.frame  # one frame is the buffer itself: no list per push
+            # One frame is the buffer itself: no list per push. The frame is encoded by the
+            # first subscriber's push; the slot read spares every other one the property call.
+            self.buffer = event._frame or event.frame
             self.oldest_at = event.published_at
         else:  # a buffer of no frames holds nothing, not even a burst
             self.close(SLOW_CONSUMER)

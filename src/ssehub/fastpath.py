@@ -95,9 +95,12 @@ class _Flusher:
                 continue
             conn = stream.conn
             try:
-                at = conn.oldest_at
-                frames = conn.take()
+                # Connection.take inline: a call per stream was a sixth of the flush's own work.
+                frames = conn.buffer
                 if frames:
+                    at = conn.oldest_at
+                    conn.buffer = NOTHING
+                    conn.oldest_at = 0.0
                     if frames is not last and frames != last:
                         chunk = b"".join(frames) if isinstance(frames, list) else frames
                         size = len(chunk)
