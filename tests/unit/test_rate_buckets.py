@@ -37,17 +37,24 @@ async def test_a_user_and_its_address_are_counted_apart() -> None:
         await gate.check_rate("publish", Principal(user_id="alice"), "203.0.113.8")
 
 
+alice = Principal(user_id="alice")
+
+
+def publish_gate(*, rate: float, burst: int, bytes_rate: float, bytes_burst: int) -> Gate:
+    """A gate limiting each user's publishes and publish bytes (per user only)."""
+    settings = Settings(
+        publish_rate_per_user=rate,
+        publish_burst_per_user=burst,
+        publish_bytes_rate_per_user=bytes_rate,
+        publish_bytes_burst_per_user=bytes_burst,
+    )
+    return Gate(settings, MemoryClusterState(), hub=None)  # type: ignore[arg-type]
+
+
 async def test_a_publish_refused_for_its_bytes_is_not_counted_as_a_publish() -> None:
     """Before, the publish bucket was charged before the bytes bucket refused: a refused
     publish used up the caller's publishes too."""
-    settings = Settings(
-        publish_rate_per_user=0.001,
-        publish_burst_per_user=2,
-        publish_bytes_rate_per_user=0.001,
-        publish_bytes_burst_per_user=10,
-    )
-    gate = Gate(settings, MemoryClusterState(), hub=None)  # type: ignore[arg-type]
-    alice = Principal(user_id="alice")
+    gate = publish_gate(rate=0.001, burst=2, bytes_rate=0.001, bytes_burst=10)
     await gate.check_rates(alice, "203.0.113.9", ("publish", 1), ("publish_bytes", 8))
     with pytest.raises(HubError) as refused:
         await gate.check_rates(alice, "203.0.113.9", ("publish", 1), ("publish_bytes", 8))
@@ -58,14 +65,7 @@ async def test_a_publish_refused_for_its_bytes_is_not_counted_as_a_publish() -> 
 async def test_retry_after_waits_for_the_bucket_that_lacks_longest() -> None:
     """Before, the 429 named the first bucket short: a caller retrying after its Retry-After
     was refused again by the other bucket."""
-    settings = Settings(
-        publish_rate_per_user=1.0,
-        publish_burst_per_user=1,
-        publish_bytes_rate_per_user=1.0,
-        publish_bytes_burst_per_user=100,
-    )
-    gate = Gate(settings, MemoryClusterState(), hub=None)  # type: ignore[arg-type]
-    alice = Principal(user_id="alice")
+    gate = publish_gate(rate=1.0, burst=1, bytes_rate=1.0, bytes_burst=100)
     await gate.check_rates(alice, "203.0.113.10", ("publish", 1), ("publish_bytes", 100))
     with pytest.raises(HubError) as refused:  # short of 1 publish (~1 s) and 50 bytes (~50 s)
         await gate.check_rates(alice, "203.0.113.10", ("publish", 1), ("publish_bytes", 50))
