@@ -63,6 +63,18 @@ HTTP_CODES = {
 }
 
 
+# FastAPI reads a body of another content type as form or bytes: `curl -d` sends a form.
+NOT_JSON_HINT = " (the body was not read as JSON: send it with Content-Type: application/json)"
+
+
+def json_content_type(value: str | None) -> bool:
+    """Whether FastAPI reads a body of this content type as JSON (also when there is none)."""
+    if not value:
+        return True
+    kind, _, subtype = value.partition(";")[0].strip().lower().partition("/")
+    return kind == "application" and (subtype == "json" or subtype.endswith("+json"))
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Map every error to the JSON error shape with the right status."""
 
@@ -70,11 +82,14 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, HubError)
         return hub_error_response(request.app.state.metrics, exc)
 
-    async def validation_error(_: Request, exc: Exception) -> JSONResponse:
+    async def validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
         first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(p) for p in first.get("loc", ()))
+        loc = tuple(first.get("loc", ()))
+        where = ".".join(str(p) for p in loc)
         message = str(first.get("msg", "invalid request")).removeprefix("Value error, ")
+        if loc == ("body",) and not json_content_type(request.headers.get("content-type")):
+            message += NOT_JSON_HINT
         return error_response(400, "bad_request", f"{where}: {message}")
 
     async def http_error(_: Request, exc: Exception) -> JSONResponse:

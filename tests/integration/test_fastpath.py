@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 
 import pytest
 
 from harness import open_stream, publish, running_hub, wait_until
+from ssehub.event import Event
 from ssehub.fastpath import DirectStream
 from ssehub.settings import Settings
 
@@ -137,3 +139,53 @@ async def test_a_failing_write_aborts_only_its_stream(hub, client) -> None:
         await second.wait_count(1)
         assert second.data == ["after"]
         assert not healthy.conn.closed
+
+
+def mixed_bursts() -> list[list[Event]]:
+    """Bursts of events to two channels (types, retries, multi-line and large data), each
+    published within one loop turn."""
+    kinds = [None, "x", "y"]
+    datas = ["v", "one\ntwo", "", "w" * 3000]
+    return [
+        [
+            Event(channel="ab"[(turn + i) % 2], event=kinds[i % 3], data=datas[(turn * i) % 4],
+                  retry=(None, 0, 5)[(turn + i) % 3])
+            for i in range(1 + turn % 7)
+        ]
+        for turn in range(12)
+    ]  # fmt: skip
+
+
+async def stream_bytes(client, fast: bool) -> list[bytes]:  # type: ignore[no-untyped-def]
+    """What three subscribers (two channels; one channel with a type filter; one channel)
+    read of the same bursts, with the per-hub parts of the frames masked."""
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None, fast_streams=fast, subscriber_buffer=8, heartbeat_seconds=0
+    )
+    paths = ["a?channel=b", "b?types=x,message", "a"]
+    async with running_hub(settings) as running, contextlib.AsyncExitStack() as stack:
+        readers = [
+            await stack.enter_async_context(
+                open_stream(client, f"{running.url}/api/v1/sse/stream/{path}")
+            )
+            for path in paths
+        ]
+        counts = [0, 0, 0]
+        for burst in mixed_bursts():
+            for event in burst:
+                await running.hub.publish(event)  # the memory broker: no turn passes
+                counts[0] += 1
+                counts[1] += event.channel == "b" and event.event in (None, "x")
+                counts[2] += event.channel == "a"
+        for reader, count in zip(readers, counts, strict=True):
+            await reader.wait_count(count)
+        assert not running.hub.stats.closed
+        masked = []
+        for reader in readers:
+            raw = re.sub(rb'"client_id":"[^"]*","timestamp":[0-9]+', b"C", bytes(reader.raw))
+            masked.append(re.sub(rb"(?m)^id: [0-9a-z]+-", b"id: E-", raw))
+        return masked
+
+
+async def test_bursts_read_the_same_bytes_as_on_the_asgi_path(client) -> None:
+    assert await stream_bytes(client, True) == await stream_bytes(client, False)
