@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from .errors import InvalidEvent
+from .errors import InvalidEvent, PayloadTooLarge
 
 _LINE_END = re.compile(r"\r\n|\r|\n")
 MAX_EVENT_NAME = 200
@@ -66,6 +66,18 @@ def data_to_text(data: Any) -> str:
         return json_text(data)
     except orjson.JSONEncodeError as exc:
         raise InvalidEvent(f"event data cannot be encoded: {exc}") from exc
+
+
+def require_data_size(event: Event, max_bytes: int) -> None:
+    """413 when ``event``'s data takes more than ``max_bytes`` in UTF-8; encoded to count only
+    when its length leaves that open (a character takes 1 to 4 bytes)."""
+    text = event.data
+    chars = len(text)
+    within = chars <= max_bytes
+    if within and not text.isascii() and chars * 4 > max_bytes:
+        within = len(text.encode()) <= max_bytes
+    if not within:
+        raise PayloadTooLarge(f"event data exceeds {max_bytes} bytes")
 
 
 def _require_utf8(name: str, value: str) -> None:

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ssehub.errors import InvalidEvent
-from ssehub.event import encode_comment, encode_fields, make_event
+from ssehub.errors import InvalidEvent, PayloadTooLarge
+from ssehub.event import encode_comment, encode_fields, make_event, require_data_size
 from ssehub.parser import SSEDecoder
 
 
@@ -113,3 +113,25 @@ def test_json_data_has_no_line_break_for_splitlines(value: object) -> None:
     data = make_event("c", "t", {"v": value}).data
     assert data.splitlines() == [data]
     assert orjson.loads(data) == {"v": value}
+
+
+@pytest.mark.parametrize(
+    ("data", "limit", "fits"),
+    [
+        ("a" * 8, 8, True),
+        ("a" * 9, 8, False),
+        ("é" * 2, 8, True),  # 4 bytes, decided by its length alone
+        ("é" * 4, 8, True),  # 8 bytes: counted
+        ("é" * 5, 8, False),  # 10 bytes
+        ("😀" * 2, 8, True),  # 8 bytes
+        ("😀" * 2 + "a", 8, False),
+        ("中" * 9, 8, False),  # more characters than bytes allowed
+    ],
+)
+def test_data_size_is_counted_in_utf8(data: str, limit: int, fits: bool) -> None:
+    event = make_event("c", None, data)
+    if fits:
+        require_data_size(event, limit)
+    else:
+        with pytest.raises(PayloadTooLarge):
+            require_data_size(event, limit)

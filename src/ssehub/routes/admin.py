@@ -17,8 +17,8 @@ from ..auth import Principal, require_admin
 from ..channels import BROADCAST, CONTROL, DISCONNECT_EVENT, client_channel
 from ..cluster import ClientRecord, ClusterState
 from ..connection import SLOW_CONSUMER
-from ..errors import NotFound, PayloadTooLarge
-from ..event import Event, make_event
+from ..errors import NotFound
+from ..event import Event, make_event, require_data_size
 from ..gate import Gate
 from ..hub import Hub
 from ..settings import Settings
@@ -65,8 +65,7 @@ class ClientInfo(BaseModel):
 def sized_event(settings: Settings, channel: str, body: Message) -> Event:
     """The event for ``body`` on ``channel``, or 413 when its data is too large."""
     event = make_event(channel, body.event, body.data)
-    if len(event.data.encode()) > settings.max_event_bytes:
-        raise PayloadTooLarge(f"event data exceeds {settings.max_event_bytes} bytes")
+    require_data_size(event, settings.max_event_bytes)
     return event
 
 

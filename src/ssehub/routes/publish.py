@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ..auth import Principal, require_publish, require_subscribe
 from ..channels import Selector, validate_channel
 from ..errors import BadRequest, PayloadTooLarge
-from ..event import Event, make_event
+from ..event import Event, make_event, require_data_size
 from ..gate import Gate, client_ip
 from ..hub import Hub
 from ..idempotency import scoped_key
@@ -106,11 +106,6 @@ IdempotencyKey = Annotated[
 ]
 
 
-def utf8_size(text: str) -> int:
-    """Bytes of ``text`` in UTF-8 (ASCII text, the usual case, is not encoded to count)."""
-    return len(text) if text.isascii() else len(text.encode())
-
-
 def build_event(principal: Principal, settings: Settings, channel: str, body: EventBody) -> Event:
     """Validate rights, size and fields, and return the event to publish."""
     validate_channel(channel)
@@ -118,8 +113,7 @@ def build_event(principal: Principal, settings: Settings, channel: str, body: Ev
     if body.retry is not None and body.retry > settings.max_retry_ms:
         raise BadRequest(f"retry must be at most {settings.max_retry_ms} ms")
     event = make_event(channel, body.event, body.data, retry=body.retry)
-    if utf8_size(event.data) > settings.max_event_bytes:
-        raise PayloadTooLarge(f"event data exceeds {settings.max_event_bytes} bytes")
+    require_data_size(event, settings.max_event_bytes)
     return event
 
 
