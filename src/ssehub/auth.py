@@ -66,13 +66,15 @@ KEPT_RIGHTS_PATTERNS = 8
 def rights_cover(patterns: tuple[str, ...], channel: str) -> bool:
     """True when a pattern of ``patterns`` covers ``channel``."""
     if len(patterns) > KEPT_RIGHTS_PATTERNS:
-        return any(covers(p, channel) for p in patterns)
-    return _kept_rights_cover(patterns, channel)
+        return _any_covers(patterns, channel)
+    return _kept_any_covers(patterns, channel)
 
 
-@lru_cache(maxsize=4096)
-def _kept_rights_cover(patterns: tuple[str, ...], channel: str) -> bool:
+def _any_covers(patterns: tuple[str, ...], channel: str) -> bool:
     return any(covers(p, channel) for p in patterns)
+
+
+_kept_any_covers = lru_cache(maxsize=4096)(_any_covers)
 
 
 def covers(granted: str, requested: str) -> bool:
