@@ -12,7 +12,7 @@ import json
 import re
 import signal
 import socket
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -399,18 +399,27 @@ async def test_on_redis_a_client_leaving_mid_publish_is_handled_alike(access: Ac
         assert await metric_lines(pair.fast) == await metric_lines(pair.plain)
 
 
-async def shutdown_while_redis_waits(hub: RunningHub, client: Any) -> list[bytes]:
-    """A publish held by a paused Redis when the hub begins its graceful shutdown."""
-    server, state = hub.server, hub.server.server_state
-    client.execute_command("CLIENT", "PAUSE", 10000, "WRITE")
+@contextlib.asynccontextmanager
+async def shutdown_with_a_held_publish(
+    hub: RunningHub, client: Any, pause_ms: int
+) -> AsyncIterator[Conn]:
+    """A publish held by Redis, its writes paused for ``pause_ms``, when the hub begins its
+    graceful shutdown: the publisher's connection; Redis goes on at the end."""
+    client.execute_command("CLIENT", "PAUSE", pause_ms, "WRITE")
     try:
         conn = await Conn.open(hub)
         await conn.send(publish_on("news:1", **RID))
-        await wait_until(lambda: state.tasks)
-        server.should_exit = True
-        await wait_until(lambda: not server.servers[0].is_serving())
+        await wait_until(lambda: hub.server.server_state.tasks)
+        hub.server.should_exit = True
+        yield conn
     finally:
         client.execute_command("CLIENT", "UNPAUSE")
+
+
+async def shutdown_while_redis_waits(hub: RunningHub, client: Any) -> list[bytes]:
+    """A publish held by a paused Redis when the hub begins its graceful shutdown."""
+    async with shutdown_with_a_held_publish(hub, client, 10000) as conn:
+        await wait_until(lambda: not hub.server.servers[0].is_serving())
     answers = []
     while answer := await conn.response():
         answers.append(shape(answer))
@@ -589,20 +598,12 @@ async def test_an_application_error_on_a_closing_connection_is_answered_alike(
 async def cancelled_by_shutdown(hub: RunningHub, client: Any) -> bytes:
     """A publish held by a paused Redis past the graceful shutdown's timeout, so uvicorn
     cancels it: the answer the client gets."""
-    server, state = hub.server, hub.server.server_state
-    server.config.timeout_graceful_shutdown = 0.2
-    client.execute_command("CLIENT", "PAUSE", 20000, "WRITE")
-    try:
-        conn = await Conn.open(hub)
-        await conn.send(publish_on("news:1", **RID))
-        await wait_until(lambda: state.tasks)
-        server.should_exit = True
-        await wait_until(lambda: not state.tasks)  # cancelled
+    hub.server.config.timeout_graceful_shutdown = 0.2
+    async with shutdown_with_a_held_publish(hub, client, 20000) as conn:
+        await wait_until(lambda: not hub.server.server_state.tasks)  # cancelled
         answer = shape(await conn.response())
         conn.close()
         return answer
-    finally:
-        client.execute_command("CLIENT", "UNPAUSE")
 
 
 async def test_a_publish_cancelled_by_the_shutdown_timeout_is_answered_alike(
