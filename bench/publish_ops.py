@@ -121,7 +121,6 @@ async def measure(target: str, args: argparse.Namespace) -> None:
         )
         lifespan = None
     else:
-        from ssehub import wirepublish
         from ssehub.fastpath import http_protocol
         from ssehub.logs import log_config
         from ssehub.settings import Settings
@@ -133,7 +132,7 @@ async def measure(target: str, args: argparse.Namespace) -> None:
         logging_config["handlers"]["default"]["stream"] = log_file
         logging.config.dictConfig(logging_config)
         if target == "wire-floor":
-            wirepublish.answer_publish = wire_floor.fixed_answer  # type: ignore[assignment]
+            wire_floor.skip_the_hub_s_work()
         config = uvicorn.Config(
             "ssehub.app:app_from_env",
             factory=True,

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
-from starlette.requests import HTTPConnection
+from starlette.requests import HTTPConnection, cookie_parser
 
 from .channels import matches, validate_channel
 from .errors import Forbidden, HubError, Unauthorized
@@ -127,6 +127,10 @@ class OpenAccess:
     async def authenticate(self, request: HTTPConnection) -> Principal:
         return self.PRINCIPAL
 
+    def principal_of(self, token: str | None) -> Principal:
+        """Whatever the token: the caller who may do everything."""
+        return self.PRINCIPAL
+
 
 def invalid_token(reason: str) -> Unauthorized:
     """401 for a token that was sent but cannot be accepted."""
@@ -134,15 +138,28 @@ def invalid_token(reason: str) -> Unauthorized:
     return Unauthorized(f"invalid token: {reason}", headers={"WWW-Authenticate": challenge})
 
 
+def bearer_token(header: str) -> str:
+    """The token of an ``Authorization: Bearer`` header, or Unauthorized for another scheme."""
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        raise invalid_token("use Authorization: Bearer <token>")
+    return value.strip()
+
+
 def request_token(request: HTTPConnection, cookie: str) -> str | None:
     """The token of a request: ``Authorization: Bearer``, ``?access_token=``, or the cookie."""
     header = request.headers.get("authorization")
     if header:
-        scheme, _, value = header.partition(" ")
-        if scheme.lower() != "bearer" or not value.strip():
-            raise invalid_token("use Authorization: Bearer <token>")
-        return value.strip()
+        return bearer_token(header)
     return request.query_params.get("access_token") or request.cookies.get(cookie) or None
+
+
+def head_token(authorization: str | None, cookies: str | None, cookie: str) -> str | None:
+    """The token of a request without a query string, from its first ``Authorization`` and
+    ``Cookie`` headers: what ``request_token`` finds, without a Request."""
+    if authorization:
+        return bearer_token(authorization)
+    return (cookie_parser(cookies).get(cookie) or None) if cookies else None
 
 
 def valid_subject(sub: str) -> bool:
@@ -239,10 +256,11 @@ class JWTAuthenticator:
         self.verified: VerifiedTokens[Principal] = VerifiedTokens()
 
     async def authenticate(self, request: HTTPConnection) -> Principal:
-        token = request_token(request, self.settings.token_cookie)
-        if token is None:
-            return self.anonymous
-        return self.verify(token)
+        return self.principal_of(request_token(request, self.settings.token_cookie))
+
+    def principal_of(self, token: str | None) -> Principal:
+        """The caller sending ``token`` (None: no token, the anonymous caller)."""
+        return self.anonymous if token is None else self.verify(token)
 
     def verify(self, token: str) -> Principal:
         """The Principal of a token, or Unauthorized (verified once, then kept until ``exp``)."""

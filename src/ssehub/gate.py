@@ -16,7 +16,7 @@ from starlette.requests import HTTPConnection
 from .auth import Principal
 from .background import stop_task
 from .channels import matches
-from .cluster import GLOBAL_SCOPE, Bucket, ClientRecord, ClusterState, user_scope
+from .cluster import GLOBAL_SCOPE, ClientRecord, ClusterState, user_scope
 from .connection import Connection
 from .errors import TooManyRequests, Unavailable
 from .event import make_event
@@ -28,6 +28,11 @@ log = logging.getLogger("ssehub.gate")
 KEEPALIVE_SECONDS = 10.0
 MAX_COUNTED_CHANNELS = 10_000
 CALLER = "caller:"  # a per-user bucket's key, after its kind
+MAX_RATE_PLANS = 4096  # callers whose bucket keys are kept (forgotten all at once past it)
+PUBLISH_RATES = ("publish", "publish_bytes")  # a publish's count, then its data's size
+
+# The buckets some rate kinds take from, each with the index of its kind's cost.
+RatePlan = tuple[tuple[str, float, int, int], ...]
 
 
 def client_ip(request: HTTPConnection) -> str:
@@ -73,6 +78,7 @@ class Gate:
         self.held: set[str] = set()  # slot holders other than streams (running chat answers)
         self._keepalive: asyncio.Task[None] | None = None
         self._limits: dict[str, tuple[float, int, float, int]] = {}
+        self._plans: dict[tuple[str | None, bool, str, tuple[str, ...]], RatePlan] = {}
 
     async def start(self) -> None:
         """Start refreshing this process's client records in the cluster."""
@@ -85,26 +91,19 @@ class Gate:
     async def check_rate(self, kind: str, principal: Principal, ip: str, *, cost: int = 1) -> None:
         """Take ``cost`` tokens from the ``kind`` buckets ("stream", "publish", "ticket"...) of
         the caller (see ``limit_scope``) and of its IP, or 429."""
-        await self.check_rates(principal, ip, (kind, cost))
+        await self.check_rates(principal, ip, (kind,), cost)
 
-    async def check_rates(self, principal: Principal, ip: str, *costs: tuple[str, int]) -> None:
-        """Take each ``(kind, cost)`` from its buckets in one step, all or none, or 429 naming
-        the bucket that lacks longest (a refused request is charged nowhere)."""
-        scope = None if principal.admin else limit_scope(principal, ip)
-        buckets: list[Bucket] = []
-        for kind, cost in costs:
-            limits = self._limits.get(kind)
-            if limits is None:
-                limits = self._limits[kind] = self._limits_of(kind)
-            user_rate, user_burst, ip_rate, ip_burst = limits
-            if user_rate > 0 and scope is not None:
-                # Its own bucket even when the caller is counted by address: sharing the IP
-                # bucket's key would let the faster rate refill the slower limit.
-                buckets.append((f"{kind}:{CALLER}{scope}", user_rate, user_burst, cost))
-            if ip_rate > 0 and ip:
-                buckets.append((f"{kind}:ip:{ip}", ip_rate, ip_burst, cost))
-        if not buckets:
+    async def check_rates(
+        self, principal: Principal, ip: str, kinds: tuple[str, ...], *costs: int
+    ) -> None:
+        """Take each kind's cost from its buckets in one step, all or none, or 429 naming the
+        bucket that lacks longest (a refused request is charged nowhere)."""
+        plan = self._plans.get((principal.user_id, principal.admin, ip, kinds))
+        if plan is None:
+            plan = self._plan(principal, ip, kinds)
+        if not plan:
             return
+        buckets = [(key, rate, burst, costs[at]) for key, rate, burst, at in plan]
         waits = await self.cluster.take_tokens(buckets)
         wait = max(waits)
         if wait > 0:
@@ -113,6 +112,27 @@ class Gate:
             kind, _, owner = key.partition(":")
             caller = owner.startswith(CALLER) and principal.user_id is not None
             raise too_many(kind, "user" if caller else "address", rate, burst, wait)
+
+    def _plan(self, principal: Principal, ip: str, kinds: tuple[str, ...]) -> RatePlan:
+        """The buckets ``kinds`` take from for this caller, each with its kind's index (kept:
+        their keys and limits are the same on every request of the caller)."""
+        scope = None if principal.admin else limit_scope(principal, ip)
+        plan = []
+        for at, kind in enumerate(kinds):
+            limits = self._limits.get(kind)
+            if limits is None:
+                limits = self._limits[kind] = self._limits_of(kind)
+            user_rate, user_burst, ip_rate, ip_burst = limits
+            if user_rate > 0 and scope is not None:
+                # Its own bucket even when the caller is counted by address: sharing the IP
+                # bucket's key would let the faster rate refill the slower limit.
+                plan.append((f"{kind}:{CALLER}{scope}", user_rate, user_burst, at))
+            if ip_rate > 0 and ip:
+                plan.append((f"{kind}:ip:{ip}", ip_rate, ip_burst, at))
+        if len(self._plans) >= MAX_RATE_PLANS:
+            self._plans.clear()
+        kept = self._plans[(principal.user_id, principal.admin, ip, kinds)] = tuple(plan)
+        return kept
 
     def _limits_of(self, kind: str) -> tuple[float, int, float, int]:
         """Rate and burst per user, then per IP, of ``kind`` (settings are read once per kind)."""

@@ -31,14 +31,24 @@ from uvicorn.config import Config
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE
 
-from .auth import JWTAuthenticator, OpenAccess
+from .auth import JWTAuthenticator, OpenAccess, head_token
 from .brokers.memory import MemoryBroker
 from .clusterstate import MemoryClusterState
+from .errors import HubError
 from .httpguard import GuardedProtocol
 from .hub import Hub
 from .logs import REQUEST_ID_HEADER_BYTES, log_access, request_id, request_id_for
 from .routes.publish import EventBody
-from .routes.publish_shortcut import PREFIX, answer_publish, plain_body, request_head
+from .routes.publish_shortcut import (
+    PREFIX,
+    Answer,
+    PublishHead,
+    answer_caller,
+    answer_publish,
+    plain_body,
+    refused,
+    request_head,
+)
 from .runstate import MemoryRunStore
 
 PREFIX_BYTES = PREFIX.encode()
@@ -73,14 +83,16 @@ class WireRequest:
     """A publish taken by the wire path: read, then answered."""
 
     __slots__ = (
-        "body", "channel", "keep_alive", "key", "path", "reading", "rid", "scope", "started"
+        "body", "channel", "head", "keep_alive", "path", "reading", "rid", "scope", "started"
     )  # fmt: skip
 
-    def __init__(self, scope: Any, path: str, key: str | None, rid: str, keep_alive: bool) -> None:
+    def __init__(
+        self, scope: Any, path: str, head: PublishHead, rid: str, keep_alive: bool
+    ) -> None:
         self.scope = scope  # its own: the connection's next request gets a new one
         self.path = path
         self.channel = path[len(PREFIX) :]
-        self.key = key
+        self.head = head
         self.rid = rid
         self.keep_alive = keep_alive
         self.started = time.monotonic()
@@ -93,7 +105,15 @@ class WirePublisher:
 
     def __init__(self, app: Starlette) -> None:
         self.app = app
-        settings = app.state.settings
+        state = app.state
+        # What answering reads of the app's state (``Publishing``), kept: it is set for good
+        # before the first request.
+        self.hub, self.gate, self.metrics = state.hub, state.gate, state.metrics
+        self.settings = settings = state.settings
+        # A built-in authenticator names the caller from the head's credentials; another one
+        # reads the request itself (the tickets' wrapper only looks at a query string).
+        inner = getattr(state.authenticator, "inner", state.authenticator)
+        self.tokens = inner if isinstance(inner, (JWTAuthenticator, OpenAccess)) else None
         # BodyLimitMiddleware's bound on a single publish (413 unread above it).
         self.max_body = min(settings.max_publish_bytes, settings.max_request_bytes)
         self.cors = bool(settings.cors_origins)  # CORS answers requests with an Origin itself
@@ -140,24 +160,19 @@ class WirePublisher:
         if not 0 < length <= self.max_body:
             return None
         scope: Any = proto.scope
-        head = request_head(scope)
-        if head is None or not head[0]:
+        head = request_head(proto.headers)
+        if head is None or not head.json:
             return None
         keep_alive = parser.should_keep_alive()
         path = url.decode("ascii")
-        return WireRequest(scope, path, head[1], request_id_for(rid or ""), keep_alive)
+        return WireRequest(scope, path, head, request_id_for(rid or ""), keep_alive)
 
     async def answer(self, proto: WireProtocol, request: WireRequest, body: EventBody) -> None:
         """Publish, write the answer, log the access line: as the middleware and route do."""
         token = request_id.set(request.rid)
         status = 0
         try:
-            scope = request.scope
-            scope.update(method="POST", path=request.path, query_string=b"", app=self.app)
-            scope["raw_path"] = request.path.encode()
-            status, headers, content = await answer_publish(
-                QuerylessRequest(scope), request.channel, body, request.key
-            )
+            status, headers, content = await self.respond(request, body)
             headers.append((REQUEST_ID_HEADER_BYTES, request.rid.encode()))
             headers.extend(self.cors_headers)
             proto.write_answer(request, status, headers, content)
@@ -171,6 +186,23 @@ class WirePublisher:
             duration_ms = round((time.monotonic() - request.started) * 1000, 1)
             log_access("POST", request.path, status, duration_ms)
             request_id.reset(token)
+
+    async def respond(self, request: WireRequest, body: EventBody) -> Answer:
+        """The route's answer: the caller named by the head's credentials, then the publish."""
+        head, tokens = request.head, self.tokens
+        if tokens is None:  # the authenticator reads the request
+            scope = request.scope
+            scope.update(method="POST", path=request.path, query_string=b"", app=self.app)
+            scope["raw_path"] = request.path.encode()
+            return await answer_publish(QuerylessRequest(scope), request.channel, body, head.key)
+        try:
+            token = head_token(head.authorization, head.cookies, self.settings.token_cookie)
+            principal = tokens.principal_of(token)
+        except HubError as exc:
+            return refused(self, exc)
+        client = request.scope["client"]
+        ip = client[0] if client else ""
+        return await answer_caller(self, principal, ip, request.channel, body, head.key)
 
 
 def in_process(app: Starlette) -> bool:

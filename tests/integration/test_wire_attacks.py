@@ -100,6 +100,14 @@ def head_with(extra: bytes, body: bytes = PLAIN, *, version: bytes = b"1.1") -> 
 
 
 CL = b"Content-Length: %d\r\n" % len(PLAIN)
+TOKEN = ALICE[7:].encode()
+
+
+def credentials(lines: bytes) -> bytes:
+    """A publish whose credentials are the raw header ``lines`` instead of alice's bearer."""
+    return head_with(CL).replace(b"Authorization: " + ALICE.encode(), lines)
+
+
 CHUNKED = b"%x\r\n%s\r\n0\r\n\r\n" % (len(PLAIN), PLAIN)
 # (name, writes, answers expected at most)
 SMUGGLING: list[tuple[str, list[bytes], int]] = [
@@ -147,7 +155,22 @@ SMUGGLING: list[tuple[str, list[bytes], int]] = [
     ("forwarded proto", [head_with(CL + b"X-Forwarded-Proto: https\r\n")], 2),
     ("forwarded rfc", [head_with(CL + b"Forwarded: for=10.0.0.1\r\n")], 2),
     ("x-real-ip", [head_with(CL + b"X-Real-IP: 10.0.0.1\r\n")], 2),
-    ("cookie token", [head_with(CL).replace(b"Authorization: " + ALICE.encode(), b"Cookie: ssehub_token=" + ALICE[7:].encode())], 2),  # noqa: E501
+]  # fmt: skip
+
+
+# Credentials in the head: the wire path names the caller from them without a Request.
+CREDENTIALS: list[tuple[str, list[bytes], int]] = [
+    ("cookie token", [credentials(b"Cookie: ssehub_token=" + TOKEN)], 2),
+    ("token in a second cookie header", [credentials(b"Cookie: a=1\r\nCookie: ssehub_token=" + TOKEN)], 2),  # noqa: E501
+    ("the later cookie wins", [credentials(b"Cookie: ssehub_token=nope\r\nCookie: ssehub_token=" + TOKEN)], 2),  # noqa: E501
+    ("the later cookie loses", [credentials(b"Cookie: ssehub_token=" + TOKEN + b"; ssehub_token=nope")], 2),  # noqa: E501
+    ("empty cookie token", [credentials(b"Cookie: ssehub_token=")], 2),
+    ("quoted cookie token", [credentials(b'Cookie: ssehub_token="' + TOKEN + b'"')], 2),
+    ("empty auth then cookie", [credentials(b"Authorization: \r\nCookie: ssehub_token=" + TOKEN)], 2),  # noqa: E501
+    ("auth beats cookie", [credentials(b"Authorization: Bearer nope\r\nCookie: ssehub_token=" + TOKEN)], 2),  # noqa: E501
+    ("lower-case scheme, spaces", [credentials(b"Authorization: bearer   " + TOKEN + b"  ")], 2),
+    ("scheme only", [credentials(b"Authorization: Bearer")], 2),
+    ("latin-1 token", [credentials(b"Authorization: Bearer caf\xe9")], 2),
 ]  # fmt: skip
 
 
@@ -208,7 +231,7 @@ BODIES: list[tuple[str, list[bytes], int]] = [
 
 @pytest.mark.parametrize(
     ("name", "writes", "answers"),
-    SMUGGLING + CHANNELS + BODIES,
+    SMUGGLING + CREDENTIALS + CHANNELS + BODIES,
     ids=lambda v: v if isinstance(v, str) else "",
 )
 async def test_odd_requests_are_answered_alike(
@@ -218,6 +241,8 @@ async def test_odd_requests_are_answered_alike(
         got = [await logged(access, transcript(hub, writes, answers)) for hub in pair.hubs]
         assert got[0] == got[1], name
         assert await metric_lines(pair.fast) == await metric_lines(pair.plain)
+        if (name, writes, answers) in CREDENTIALS:
+            assert "/api/v1/publish/news" not in pair.seen, "taken by the wire path"
 
 
 def publish_on(channel: str, **headers: str) -> bytes:

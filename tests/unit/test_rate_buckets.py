@@ -7,7 +7,7 @@ import pytest
 from ssehub.auth import Principal
 from ssehub.clusterstate import MemoryClusterState
 from ssehub.errors import HubError
-from ssehub.gate import Gate
+from ssehub.gate import PUBLISH_RATES, Gate
 from ssehub.settings import Settings
 
 
@@ -55,19 +55,19 @@ async def test_a_publish_refused_for_its_bytes_is_not_counted_as_a_publish() -> 
     """Before, the publish bucket was charged before the bytes bucket refused: a refused
     publish used up the caller's publishes too."""
     gate = publish_gate(rate=0.001, burst=2, bytes_rate=0.001, bytes_burst=10)
-    await gate.check_rates(alice, "203.0.113.9", ("publish", 1), ("publish_bytes", 8))
+    await gate.check_rates(alice, "203.0.113.9", PUBLISH_RATES, 1, 8)
     with pytest.raises(HubError) as refused:
-        await gate.check_rates(alice, "203.0.113.9", ("publish", 1), ("publish_bytes", 8))
+        await gate.check_rates(alice, "203.0.113.9", PUBLISH_RATES, 1, 8)
     assert refused.value.status == 429 and "publish bytes" in str(refused.value)
-    await gate.check_rates(alice, "203.0.113.9", ("publish", 1), ("publish_bytes", 2))
+    await gate.check_rates(alice, "203.0.113.9", PUBLISH_RATES, 1, 2)
 
 
 async def test_retry_after_waits_for_the_bucket_that_lacks_longest() -> None:
     """Before, the 429 named the first bucket short: a caller retrying after its Retry-After
     was refused again by the other bucket."""
     gate = publish_gate(rate=1.0, burst=1, bytes_rate=1.0, bytes_burst=100)
-    await gate.check_rates(alice, "203.0.113.10", ("publish", 1), ("publish_bytes", 100))
+    await gate.check_rates(alice, "203.0.113.10", PUBLISH_RATES, 1, 100)
     with pytest.raises(HubError) as refused:  # short of 1 publish (~1 s) and 50 bytes (~50 s)
-        await gate.check_rates(alice, "203.0.113.10", ("publish", 1), ("publish_bytes", 50))
+        await gate.check_rates(alice, "203.0.113.10", PUBLISH_RATES, 1, 50)
     assert "publish bytes requests from this user" in str(refused.value)
     assert int(refused.value.headers["Retry-After"]) >= 49

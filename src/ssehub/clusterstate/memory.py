@@ -26,7 +26,7 @@ class MemoryClusterState:
 
     def __init__(self) -> None:
         self._tickets: dict[str, tuple[float, dict[str, Any]]] = {}
-        self._buckets: dict[str, tuple[float, float, float]] = {}  # tokens, stamp, full at
+        self._buckets: dict[str, float] = {}  # rate bucket key -> when it is full again
         # One registry of holders (streams, chat answers): per holder one tuple of the scopes
         # it holds slots in and its client record's fields, channels and scopes as shared
         # tuples. A set per scope and a dict of records would each cost every stream more.
@@ -83,34 +83,38 @@ class MemoryClusterState:
             self._holders.pop(holder, None)
 
     async def take_tokens(self, buckets: Sequence[Bucket]) -> list[float]:
+        # Each bucket is kept as the time it is full again (a GCRA's theoretical arrival
+        # time): it then holds ``burst - (full_at - now) * rate`` tokens, debts included.
         now = time.monotonic()
-        levels, waits = [], []
+        kept = self._buckets
+        waits = []
+        short = False
         for key, rate, burst, cost in buckets:
-            state = self._buckets.get(key)
-            if state is None:
-                if len(self._buckets) >= MAX_BUCKETS:
-                    self._forget_buckets(now)
-                tokens = float(burst)
+            # Taking min(cost, burst) needs the bucket within that many tokens of full.
+            wait = kept.get(key, now) - now - (burst - min(cost, burst)) / rate
+            if wait > 0:
+                short = True
             else:
-                tokens = min(float(burst), state[0] + (now - state[1]) * rate)
-            levels.append(tokens)
-            need = min(cost, burst)
-            waits.append(0.0 if tokens >= need else (need - tokens) / rate)
-        taken = not any(waits)
-        for (key, rate, burst, cost), tokens in zip(buckets, levels, strict=True):
-            if taken:
-                tokens -= cost
-            self._buckets[key] = (tokens, now, now + (burst - tokens) / rate)
+                wait = 0.0
+            waits.append(wait)
+        if short:
+            return waits
+        if len(kept) > MAX_BUCKETS - len(buckets):
+            kept = self._forget_buckets(now)
+        for key, rate, _, cost in buckets:
+            full_at = kept.get(key, now)
+            kept[key] = (full_at if full_at > now else now) + cost / rate
         return waits
 
-    def _forget_buckets(self, now: float) -> None:
-        """Make room for a new bucket: drop the full ones (they limit nobody), else those that
+    def _forget_buckets(self, now: float) -> dict[str, float]:
+        """Make room for new buckets: drop the full ones (they limit nobody), else those that
         fill up soonest. Never all at once: that would lift everyone's limits, debts included."""
-        self._buckets = {k: v for k, v in self._buckets.items() if v[2] > now}
+        kept = {key: full_at for key, full_at in self._buckets.items() if full_at > now}
         room = MAX_BUCKETS // 2  # each pass frees half the bound: its cost spreads over as many
-        if len(self._buckets) > room:
-            kept = sorted(self._buckets.items(), key=lambda item: item[1][2])
-            self._buckets = dict(kept[-room:])
+        if len(kept) > room:
+            kept = dict(sorted(kept.items(), key=lambda item: item[1])[-room:])
+        self._buckets = kept
+        return kept
 
     async def register_client(self, record: ClientRecord) -> None:
         holder = record["client_id"]

@@ -203,7 +203,7 @@ async def execute_stage_stream(
         user_id=principal.user_id,
         info={"ip": ip, "user_agent": request.headers.get("user-agent", "")},
     )
-    await gate.check_rates(principal, ip, ("stage", 1), ("stream", 1))
+    await gate.check_rates(principal, ip, ("stage", "stream"), 1, 1)
     await gate.admit(conn, principal)
 
     async def closer() -> None:

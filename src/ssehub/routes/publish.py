@@ -13,7 +13,7 @@ from ..auth import Principal, require_publish, require_subscribe
 from ..channels import Selector, validate_channel
 from ..errors import BadRequest, PayloadTooLarge
 from ..event import Event, make_event, require_data_size
-from ..gate import Gate, client_ip
+from ..gate import PUBLISH_RATES, Gate, client_ip
 from ..hub import Hub
 from ..idempotency import scoped_key
 from ..settings import Settings
@@ -136,7 +136,7 @@ async def accept_publish(
     to ``channel`` for ``principal`` calling from ``ip`` (``key``: its ``Idempotency-Key``);
     the event as stored (409 after the event's run ended)."""
     event = build_event(principal, settings, channel, body)
-    await gate.check_rates(principal, ip, ("publish", 1), ("publish_bytes", len(event.data)))
+    await gate.check_rates(principal, ip, PUBLISH_RATES, 1, len(event.data))
     gate.count_publish(channel)
     return await hub.publish(event, key=scoped_key(principal, ip, channel, key))
 
@@ -178,7 +178,7 @@ async def publish_batch(
     ip = client_ip(request)
     # Each event counts against the publish rate, and its data against the byte rate.
     size = sum(len(e.data) for e in events)
-    await gate.check_rates(principal, ip, ("publish", len(events)), ("publish_bytes", size))
+    await gate.check_rates(principal, ip, PUBLISH_RATES, len(events), size)
     answers = []
     slice_end = time.monotonic() + BATCH_SLICE_SECONDS
     for index, event in enumerate(events):

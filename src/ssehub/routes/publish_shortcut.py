@@ -13,15 +13,20 @@ read, so every refusal keeps its exact status and message.
 from __future__ import annotations
 
 import re
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, NamedTuple, Protocol
 
 import orjson
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..auth import Principal
 from ..errors import HubError
-from ..gate import client_ip
+from ..gate import Gate, client_ip
+from ..hub import Hub
+from ..metrics import Metrics
 from ..refusals import hub_error_response
+from ..settings import Settings
 from .publish import EventBody, PlainBody, PublishBody, accept_publish, router
 
 PREFIX = f"{router.prefix}/publish/"
@@ -30,6 +35,8 @@ MAX_IDEMPOTENCY_KEY = 200  # the route's ``Idempotency-Key`` bound (longer: Fast
 JSON_TYPES = (b"application/json", b"application/json; charset=utf-8")
 # orjson reads integers past 64 bits as floats where the route's parser keeps them exact.
 LONG_NUMBER = re.compile(rb"[0-9]{19}")
+
+Answer = tuple[int, list[tuple[bytes, bytes]], bytes]  # status, headers, body
 
 
 def plain_body(raw: bytes) -> PlainBody | None:
@@ -55,12 +62,21 @@ def json_head(body: bytes) -> list[tuple[bytes, bytes]]:
     return [(b"content-length", b"%d" % len(body)), (b"content-type", b"application/json")]
 
 
-def request_head(scope: Scope) -> tuple[bool, str | None] | None:
-    """Whether the content type is JSON and the ``Idempotency-Key``; None when the head needs
-    FastAPI (several content types or keys, a key over the bound)."""
-    content_type: bytes | None = None
-    key: str | None = None
-    for name, value in scope["headers"]:
+class PublishHead(NamedTuple):
+    """What a publish's headers tell the shortcuts (credentials as the first ``Authorization``
+    and every ``Cookie`` header, joined, as Starlette reads them)."""
+
+    json: bool  # the body is JSON by its content type
+    key: str | None  # the Idempotency-Key
+    authorization: str | None
+    cookies: str | None
+
+
+def request_head(headers: Iterable[tuple[bytes, bytes]]) -> PublishHead | None:
+    """The head of a publish, or None when it needs FastAPI (several content types or keys,
+    a key over the bound)."""
+    content_type = key = authorization = cookies = None
+    for name, value in headers:
         if name == b"content-type":
             if content_type is not None:
                 return None
@@ -68,10 +84,18 @@ def request_head(scope: Scope) -> tuple[bool, str | None] | None:
         elif name == b"idempotency-key":
             if key is not None or len(value) > MAX_IDEMPOTENCY_KEY:
                 return None
-            key = value.decode("latin-1")
-    if key is not None and len(key) > MAX_IDEMPOTENCY_KEY:
-        return None
-    return content_type is not None and content_type.lower() in JSON_TYPES, key
+            key = value
+        elif name == b"authorization":
+            if authorization is None:
+                authorization = value
+        elif name == b"cookie":
+            cookies = value if cookies is None else cookies + b"; " + value
+    return PublishHead(
+        content_type is not None and content_type.lower() in JSON_TYPES,
+        None if key is None else key.decode("latin-1"),
+        None if authorization is None else authorization.decode("latin-1"),
+        None if cookies is None else cookies.decode("latin-1"),
+    )
 
 
 async def read_body(receive: Receive) -> tuple[bytes, list[Message]]:
@@ -112,8 +136,8 @@ class PublishShortcut:
             await self.app(scope, receive, send)
             return
         channel = path[len(PREFIX) :]
-        head = request_head(scope)
-        if not channel or "/" in channel or head is None or not head[0]:
+        head = request_head(scope["headers"])
+        if not channel or "/" in channel or head is None or not head.json:
             await self.app(scope, receive, send)
             return
         raw, messages = await read_body(receive)
@@ -122,7 +146,7 @@ class PublishShortcut:
             await self.app(scope, replaying(messages, receive), send)
             return
         status, headers, answer = await answer_publish(
-            Request(scope, receive), channel, body, head[1]
+            Request(scope, receive), channel, body, head.key
         )
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": answer})
@@ -130,23 +154,40 @@ class PublishShortcut:
 
 async def answer_publish(
     request: Request, channel: str, body: EventBody, key: str | None
-) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+) -> Answer:
     """Status, headers and body of the route's answer to a plain publish (refusals counted)."""
     state: Any = request.app.state
     try:
         principal = await state.authenticator.authenticate(request)
+    except HubError as exc:
+        return refused(state, exc)
+    return await answer_caller(state, principal, client_ip(request), channel, body, key)
+
+
+class Publishing(Protocol):
+    """What answering a publish reads: the app's state, or what the wire path kept of it."""
+
+    hub: Hub
+    gate: Gate
+    settings: Settings
+    metrics: Metrics
+
+
+async def answer_caller(
+    state: Publishing, principal: Principal, ip: str, channel: str, body: EventBody, key: str | None
+) -> Answer:
+    """``answer_publish`` for a caller already known, calling from ``ip``."""
+    try:
         stored = await accept_publish(
-            state.hub,
-            state.gate,
-            state.settings,
-            principal,
-            client_ip(request),
-            channel,
-            body,
-            key,
+            state.hub, state.gate, state.settings, principal, ip, channel, body, key
         )
     except HubError as exc:
-        response = hub_error_response(state.metrics, exc)
-        return exc.status, response.raw_headers, bytes(response.body)
+        return refused(state, exc)
     answer = orjson.dumps({"id": stored.id, "channel": stored.channel})
     return 200, json_head(answer), answer
+
+
+def refused(state: Publishing, exc: HubError) -> Answer:
+    """The answer to a refused publish (counted)."""
+    response = hub_error_response(state.metrics, exc)
+    return exc.status, response.raw_headers, bytes(response.body)
