@@ -88,16 +88,11 @@ class MemoryClusterState:
         now = time.monotonic()
         kept = self._buckets
         waits = []
-        short = False
         for key, rate, burst, cost in buckets:
             # Taking min(cost, burst) needs the bucket within that many tokens of full.
             wait = kept.get(key, now) - now - (burst - min(cost, burst)) / rate
-            if wait > 0:
-                short = True
-            else:
-                wait = 0.0
-            waits.append(wait)
-        if short:
+            waits.append(wait if wait > 0 else 0.0)
+        if any(waits):
             return waits
         if len(kept) > MAX_BUCKETS - len(buckets):
             kept = self._forget_buckets(now)
