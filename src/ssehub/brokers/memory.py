@@ -90,12 +90,18 @@ class MemoryBroker:
         step: PublishStep | None = None,
     ) -> Event:
         if step is not None:
-            await step.before(event)
+            try:
+                await step.before(event)
+            except Exception:
+                # A retry whose first attempt was stored is answered, never refused.
+                replay = None if idempotency_key is None else self._replay(event, idempotency_key)
+                if replay is None:
+                    raise
+                return replay
         if idempotency_key is not None:
-            first = self._idempotent_hit(idempotency_key)
-            if first is not None:
-                seq, channel = first
-                return replace(event, channel=channel, id=format_id(self.epoch, seq), seq=seq)
+            replay = self._replay(event, idempotency_key)
+            if replay is not None:
+                return replay
         self._seq += 1
         event.seq = self._seq
         event.id = format_id(self.epoch, self._seq)
@@ -238,11 +244,14 @@ class MemoryBroker:
         del self._logs[name]
         self._names.discard(name)
 
-    def _idempotent_hit(self, key: str) -> tuple[int, str] | None:
-        """(seq, channel) of the first publish with ``key`` within the window, or None."""
+    def _replay(self, event: Event, key: str) -> Event | None:
+        """``event`` as the first publish with ``key`` within the window stored it, or None."""
         self._expire_idempotency_keys()
         hit = self._idempotent.get(key)
-        return hit[1:] if hit else None
+        if hit is None:
+            return None
+        _, seq, channel = hit
+        return replace(event, channel=channel, id=format_id(self.epoch, seq), seq=seq)
 
     def _expire_idempotency_keys(self) -> None:
         """Forget the Idempotency-Keys older than the window (kept in arrival order)."""

@@ -156,7 +156,7 @@ RUN_STEP = StepScript(
     head=FOLD + RESOLVE + JSON_STRING,
     before="""
 local rid, refused = resolve(SK, SA)
-if not rid then return {epoch, refused, 3, ''} end
+if not rid then return refuse(refused) end
 if SA[16] ~= '' then data = SA[16] .. json_string(rid) .. SA[17] end
 answer = rid
 """,

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Any
+from typing import Any, cast
 
 from redis.commands.core import AsyncScript as Script
 from redis.exceptions import NoScriptError
@@ -131,7 +131,16 @@ class RedisBroker:
         scripted = script_step(step, event, self)
         if scripted is None and step is not None:
             # A step without Lua for this Redis: its own round trips around the publish.
-            await step.before(event)
+            try:
+                await step.before(event)
+            except Exception:
+                # A retry whose first attempt was stored is answered, never refused.
+                replay = (
+                    None if idempotency_key is None else await self._replay(event, idempotency_key)
+                )
+                if replay is None:
+                    raise
+                return replay
         script, step_keys, step_args = (
             (self._publish_script, (), ()) if scripted is None else self._step_parts(scripted)
         )
@@ -176,23 +185,14 @@ class RedisBroker:
         if scripted is not None and status == REFUSED:
             raise scripted.refusal(position)  # the reason stands where a stored id would
         if status == REPEATED:
-            seq, _, channel = position.partition(":")
-            stored = Event(
-                channel=channel,
-                event=event.event,
-                data=event.data,
-                id=format_id(epoch, int(seq)),
-                seq=int(seq),
-                retry=event.retry,
-                published_at=event.published_at,
-            )
+            stored = replayed(event, epoch, position)
         else:
             stored = event
             event.seq = int(position)
             event.id = format_id(epoch, event.seq)
             self.ids.note(epoch, event.seq)
         if scripted is not None:
-            if scripted.answered is not None:
+            if scripted.answered is not None and answer:  # none for a refusal's replay
                 scripted.answered(stored, answer)
         elif step is not None and stored is event:
             await step.after(stored)
@@ -206,6 +206,15 @@ class RedisBroker:
                 publish_script(step.script)
             )
         return script, step.keys, step.args
+
+    async def _replay(self, event: Event, key: str) -> Event | None:
+        """``event`` as the first publish with ``key`` stored it, or None (none is kept)."""
+        try:
+            found = await self.redis.mget(self.keys.epoch, self.keys.idempotency(key))
+        except FAULTS as exc:
+            raise unreachable() from exc
+        epoch, first = cast(list[str | None], found)  # the client decodes replies
+        return replayed(event, epoch, first) if epoch and first else None
 
     async def _run_publish(
         self, script: Script, keys: list[str], args: list[Any]
@@ -253,3 +262,18 @@ class RedisBroker:
 
     async def unlisten(self, name: str) -> None:
         await self.live.unlisten(name)
+
+
+def replayed(event: Event, epoch: str, position: str) -> Event:
+    """The answer to a retry of ``event``: its first publish, stored at ``position``
+    (``seq:channel``) in ``epoch``."""
+    seq, _, channel = position.partition(":")
+    return Event(
+        channel=channel,
+        event=event.event,
+        data=event.data,
+        id=format_id(epoch, int(seq)),
+        seq=int(seq),
+        retry=event.retry,
+        published_at=event.published_at,
+    )

@@ -24,10 +24,10 @@ class StepScript:
     """Lua that PUBLISH runs with a publish, in the same atomic step (``publish_script``).
 
     ``head`` defines what the other two use. ``before`` runs once the incarnation is checked
-    and before a replay is recognised: ``return {epoch, reason, 3}`` refuses the event, and it
-    may change ``data``. ``after`` runs once the event is stored as ``sid`` (never on a
-    replay). All three see their own keys and arguments as ``SK``/``SA`` (after the broker's)
-    and may set ``answer``, which is returned to the caller.
+    and before a replay is recognised: ``return refuse(reason)`` refuses the event (a replay
+    is answered instead), and it may change ``data``. ``after`` runs once the event is stored
+    as ``sid`` (never on a replay). All three see their own keys and arguments as ``SK``/``SA``
+    (after the broker's) and may set ``answer``, which is returned to the caller.
     """
 
     head: str
@@ -52,6 +52,15 @@ if not epoch or redis.call('HGET', KEYS[10], 'run') ~= ARGV[1] then
   return {'', '', 2, ''}
 end
 local data, answer = ARGV[9], ''
+-- A step refuses an event with ``return refuse(reason)``: a retry (its Idempotency-Key
+-- again) is answered as a replay instead, as its first attempt was stored.
+local function refuse(reason)
+  if ARGV[2] ~= '' then
+    local first = redis.call('GET', KEYS[5])
+    if first then return {epoch, first, 1, answer} end
+  end
+  return {epoch, reason, 3, answer}
+end
 -- step before
 if ARGV[2] ~= '' then
   local first = redis.call('GET', KEYS[5])

@@ -1,0 +1,68 @@
+"""A retried publish (its Idempotency-Key again) gets its first answer even once the run it
+belongs to has ended: its first attempt was stored, so refusing the retry told a publisher whose
+answer was lost that its ``done`` failed. A new message to an ended run is still refused."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from harness import running_hub
+from redis_support import RedisKeys
+from ssehub.brokers import MemoryBroker
+from ssehub.brokers.redis import RedisBroker
+from ssehub.event import make_event
+from ssehub.hub import Hub
+from ssehub.runs import MemoryRunStore, RunClosed
+from ssehub.runstate.redis import RedisRunStore
+from ssehub.settings import Settings
+
+CHANNEL = "ai_story:project:p1:stage:answer"
+
+
+@pytest.fixture(params=["memory", "redis", "redis, run store apart"])
+async def hub(request: pytest.FixtureRequest, redis_keys: RedisKeys) -> AsyncIterator[Hub]:
+    """A hub with a run store: in memory; on Redis with the run step inside the publish
+    script; on Redis with the run store under another prefix (its step around the publish)."""
+    url, prefix = redis_keys.url, redis_keys.prefix
+    if request.param == "memory":
+        made = Hub(MemoryBroker(), heartbeat_seconds=0, runs=MemoryRunStore())
+    else:
+        runs_prefix = prefix if request.param == "redis" else prefix + "runs:"
+        runs = RedisRunStore(url, prefix=runs_prefix)
+        made = Hub(RedisBroker(url, prefix=prefix), heartbeat_seconds=0, runs=runs)
+    try:
+        yield made
+    finally:
+        assert made.runs is not None
+        await made.runs.close()
+        await made.broker.close()
+
+
+async def test_a_retried_done_gets_its_first_id(hub: Hub) -> None:
+    token = await hub.publish(make_event(CHANNEL, "token", {"content": "a"}), key="k1")
+    done = await hub.publish(make_event(CHANNEL, "done", {}), key="k2")
+    again = await hub.publish(make_event(CHANNEL, "done", {}), key="k2")
+    assert (again.id, again.channel) == (done.id, done.channel)
+    late = await hub.publish(make_event(CHANNEL, "token", {"content": "a"}), key="k1")
+    assert late.id == token.id  # a retried token of the ended run: its first id too
+    with pytest.raises(RunClosed):  # a new message to the ended run
+        await hub.publish(make_event(CHANNEL, "token", {"content": "b"}), key="k3")
+
+
+async def test_over_http_a_retried_done_is_answered_200(client: httpx.AsyncClient) -> None:
+    url = f"/api/v1/publish/{CHANNEL}"
+    async with running_hub(Settings(_env_file=None)) as running:  # type: ignore[call-arg]
+
+        async def send(event: str, key: str) -> httpx.Response:
+            body = {"event": event, "data": {}}
+            return await client.post(running.url + url, json=body, headers={"Idempotency-Key": key})
+
+        await send("token", "t1")
+        first, retried = await send("done", "d1"), await send("done", "d1")
+        late = await send("token", "t2")
+    assert first.status_code == retried.status_code == 200
+    assert retried.json() == first.json()
+    assert late.status_code == 409
