@@ -149,7 +149,7 @@ class HttpTransport:
     def _outcome(
         self, status: int | None, body: bytes, error: Exception | None, attempt: int
     ) -> bool:
-        """True when the attempt is final (success or a non-retryable failure, raised);
+        """True when the attempt succeeded; False to retry it; else the failure is raised;
         ``status`` is None when the attempt failed with ``error`` before an answer."""
         if status is not None and status < 300:
             return True
@@ -166,8 +166,8 @@ class HttpTransport:
         except Exception:
             code, message = "error", body.decode(errors="replace")[:200]
         if status == 409:
-            if attempt > 0:
-                return True  # an earlier attempt landed and ended the run
+            # Never a retry of an attempt that landed: the hub answers that one as it did
+            # first. So the message was not stored, and its run has ended.
             raise RunClosed(message)
         failure = PublishFailed(message, code=code)
         failure.status = status
@@ -180,8 +180,8 @@ class HttpTransport:
         self, channel: str, body: dict[str, Any], *, idempotency_key: str | None = None
     ) -> httpx.Response | None:
         """Publish ``body``; 503s and lost connections are retried under one Idempotency-Key
-        (a 503 means "outcome unknown": the first attempt may still land). The final answer,
-        or None when a retry met a 409 after an earlier attempt ended the run."""
+        (a 503 means "outcome unknown": the first attempt may still land, and a retry then
+        gets its answer). The final answer (None: only for a failure already raised)."""
         if self._client is None:
             self._client = httpx.Client(headers=self.headers, timeout=self.timeout)
         headers = self._request_headers(idempotency_key)
@@ -195,7 +195,7 @@ class HttpTransport:
             status = response.status_code if response is not None else None
             answer = response.content if response is not None else b""
             if self._outcome(status, answer, error, attempt):
-                return response if response is not None and response.status_code < 300 else None
+                return response  # a success: every failure was raised
             time.sleep(self._delay(attempt, response))
         return None  # unreachable: the last attempt is final
 
