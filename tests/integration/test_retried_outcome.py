@@ -13,6 +13,7 @@ from harness import running_hub
 from redis_support import RedisKeys
 from ssehub.brokers import MemoryBroker
 from ssehub.brokers.redis import RedisBroker
+from ssehub.channels import Selector
 from ssehub.event import make_event
 from ssehub.hub import Hub
 from ssehub.runs import MemoryRunStore, RunClosed
@@ -66,3 +67,49 @@ async def test_over_http_a_retried_done_is_answered_200(client: httpx.AsyncClien
     assert first.status_code == retried.status_code == 200
     assert retried.json() == first.json()
     assert late.status_code == 409
+
+
+async def stored_ids(hub: Hub) -> list[str]:
+    return [event.id for event in await hub.recent(Selector.of([CHANNEL]), limit=100)]
+
+
+async def test_a_refused_first_attempt_is_refused_again_and_never_stored(hub: Hub) -> None:
+    await hub.publish(make_event(CHANNEL, "done", {}), key="d1")
+    kept = await stored_ids(hub)
+    for _ in range(2):
+        with pytest.raises(RunClosed):
+            await hub.publish(make_event(CHANNEL, "token", {"content": "late"}), key="t9")
+    assert await stored_ids(hub) == kept
+
+
+async def test_a_retry_after_the_next_run_opened_is_answered_and_leaves_that_run_alone(
+    hub: Hub,
+) -> None:
+    done = await hub.publish(make_event(CHANNEL, "done", {}), key="d1")
+    opened = await hub.publish(make_event(CHANNEL, "stage_update", {"status": "pending"}), key="s1")
+    assert hub.runs is not None
+    second = await hub.runs.get(CHANNEL)
+    assert second is not None and second.status == "running"
+    kept = await stored_ids(hub)
+    again = await hub.publish(make_event(CHANNEL, "done", {}), key="d1")
+    assert (again.id, again.channel) == (done.id, done.channel)
+    assert await stored_ids(hub) == kept  # no second copy
+    run = await hub.runs.get(CHANNEL)
+    assert run is not None and (run.status, run.run_id) == ("running", second.run_id)
+    token = await hub.publish(make_event(CHANNEL, "token", {"content": "b"}), key="t2")
+    assert token.id not in (done.id, opened.id)
+
+
+async def test_a_retry_of_the_opening_message_of_an_ended_run_opens_nothing(hub: Hub) -> None:
+    await hub.publish(make_event(CHANNEL, "done", {}), key="d1")
+    opened = await hub.publish(make_event(CHANNEL, "stage_update", {"status": "pending"}), key="s1")
+    await hub.publish(make_event(CHANNEL, "done", {}), key="d2")
+    assert hub.runs is not None
+    ended = await hub.runs.get(CHANNEL)
+    assert ended is not None and ended.status == "done"
+    kept = await stored_ids(hub)
+    again = await hub.publish(make_event(CHANNEL, "stage_update", {"status": "pending"}), key="s1")
+    assert again.id == opened.id
+    assert await stored_ids(hub) == kept
+    run = await hub.runs.get(CHANNEL)
+    assert run is not None and (run.status, run.run_id) == ("done", ended.run_id)
