@@ -50,6 +50,7 @@ from .routes.publish_shortcut import (
     request_head,
 )
 from .runstate import MemoryRunStore
+from .tickets import WithTickets
 
 PREFIX_BYTES = PREFIX.encode()
 # Heads the application treats specially: a chunked body, 100-continue, an upgrade, proxies.
@@ -209,10 +210,13 @@ class WirePublisher:
 
 
 def head_authenticator(authenticator: Any) -> JWTAuthenticator | OpenAccess | None:
-    """The built-in authenticator behind ``authenticator`` (the tickets' wrapper) when it names
-    the caller from the head's credentials alone, else None: another one, or a subclass with its
-    own ``authenticate`` (it may read more of the request), gets the request."""
-    inner = getattr(authenticator, "inner", authenticator)
+    """The built-in authenticator ``authenticator`` is, or wraps as the tickets' wrapper, when
+    it names the caller from the head's credentials alone, else None: another one, another
+    wrapper, or a subclass with its own ``authenticate`` (it may read more of the request), gets
+    the request."""
+    inner = authenticator
+    if type(authenticator) is WithTickets:  # streams' tickets only: the caller is its inner's
+        inner = authenticator.inner
     for kind in (JWTAuthenticator, OpenAccess):
         if isinstance(inner, kind) and type(inner).authenticate is kind.authenticate:
             return inner

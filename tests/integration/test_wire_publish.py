@@ -553,3 +553,28 @@ async def test_a_subclass_of_a_built_in_authenticator_reads_the_request() -> Non
     async with hub_pair(authenticator=TenantAuthenticator(hub_settings(False))) as pair:
         answers = await answers_alike(pair, payloads)
     assert [a.split(b" ", 2)[1] for a in answers] == [b"401", b"200"]
+
+
+class TenantWrapper:
+    """An application's wrapper of the hub's authenticator (an ``inner`` too, like the tickets'
+    wrapper) that also wants an ``X-Tenant`` header."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    async def authenticate(self, request: HTTPConnection) -> Principal:
+        if request.headers.get("x-tenant") != "acme":
+            raise Unauthorized("send X-Tenant")
+        return await self.inner.authenticate(request)  # type: ignore[no-any-return]
+
+
+async def test_a_wrapper_of_the_authenticator_set_on_the_app_reads_the_request() -> None:
+    payloads = [request(), request(headers={"X-Tenant": "acme"})]
+    seen: list[str] = []
+    apps = [create_app(hub_settings(fast)) for fast in (True, False)]
+    for app in apps:
+        app.state.authenticator = TenantWrapper(app.state.authenticator.inner)
+    apps[0].add_middleware(Seen, paths=seen)
+    async with serve_app(apps[0]) as fast, serve_app(apps[1]) as plain:
+        answers = await answers_alike(Pair(fast, plain, seen), payloads)
+    assert [a.split(b" ", 2)[1] for a in answers] == [b"401", b"200"]
