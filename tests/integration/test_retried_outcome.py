@@ -4,6 +4,7 @@ answer was lost that its ``done`` failed. A new message to an ended run is still
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import httpx
@@ -113,3 +114,36 @@ async def test_a_retry_of_the_opening_message_of_an_ended_run_opens_nothing(hub:
     assert await stored_ids(hub) == kept
     run = await hub.runs.get(CHANNEL)
     assert run is not None and (run.status, run.run_id) == ("done", ended.run_id)
+
+
+@pytest.mark.parametrize("apart", [False, True], ids=["run step in the script", "run store apart"])
+async def test_two_hubs_racing_a_retry_and_the_next_run_store_nothing_twice(
+    redis_keys: RedisKeys, apart: bool
+) -> None:
+    """One hub retries a stored ``done`` while another opens the next run, at once, many
+    times: every retry gets its first id, no ``done`` is stored twice, each next run stays
+    open."""
+    url, prefix = redis_keys.url, redis_keys.prefix
+    hubs = []
+    for _ in range(2):
+        runs = RedisRunStore(url, prefix=prefix + "runs:" if apart else prefix)
+        hubs.append(Hub(RedisBroker(url, prefix=prefix), heartbeat_seconds=0, runs=runs))
+    one, two = hubs
+    try:
+        for round_ in range(20):
+            done = await one.publish(make_event(CHANNEL, "done", {}), key=f"d{round_}")
+            before = await stored_ids(one)
+            again, opened = await asyncio.gather(
+                one.publish(make_event(CHANNEL, "done", {}), key=f"d{round_}"),
+                two.publish(make_event(CHANNEL, "stage_update", {"status": "pending"})),
+            )
+            assert (again.id, again.channel) == (done.id, done.channel)
+            assert await stored_ids(two) == [*before, opened.id]
+            assert one.runs is not None
+            run = await one.runs.get(CHANNEL)
+            assert run is not None and run.status == "running", round_
+    finally:
+        for made in hubs:
+            assert made.runs is not None
+            await made.runs.close()
+            await made.broker.close()
