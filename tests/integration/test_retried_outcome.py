@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from harness import running_hub
+from harness import running_hub, wait_until
 from redis_support import RedisKeys
 from ssehub.brokers import MemoryBroker
 from ssehub.brokers.redis import RedisBroker
@@ -19,6 +19,7 @@ from ssehub.event import make_event
 from ssehub.hub import Hub
 from ssehub.runs import MemoryRunStore, RunClosed
 from ssehub.runstate.redis import RedisRunStore
+from ssehub.runstate.rules import RunTimes
 from ssehub.settings import Settings
 
 CHANNEL = "ai_story:project:p1:stage:answer"
@@ -147,3 +148,40 @@ async def test_two_hubs_racing_a_retry_and_the_next_run_store_nothing_twice(
             assert made.runs is not None
             await made.runs.close()
             await made.broker.close()
+
+
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+async def test_a_retry_after_the_watchdog_ended_the_run_gets_its_first_id(
+    redis_keys: RedisKeys, backend: str
+) -> None:
+    """A token stored just before its publisher went silent: once the watchdog ended the run,
+    its retry gets its first id and a new token is refused."""
+    times = RunTimes(publisher_timeout=0.2)
+    if backend == "memory":
+        made = Hub(MemoryBroker(), heartbeat_seconds=0, runs=MemoryRunStore(times))
+    else:
+        url, prefix = redis_keys.url, redis_keys.prefix
+        runs = RedisRunStore(url, prefix=prefix, times=times)
+        made = Hub(RedisBroker(url, prefix=prefix), heartbeat_seconds=0, runs=runs)
+    assert made.runs is not None
+    runs_ = made.runs
+    await made.start()
+    await runs_.start(made.publish)
+    try:
+        token = await made.publish(make_event(CHANNEL, "token", {"content": "a"}), key="t1")
+
+        async def ended() -> bool:
+            run = await runs_.get(CHANNEL)
+            return run is not None and run.status == "error"
+
+        await wait_until(ended)
+        kept = await stored_ids(made)
+        again = await made.publish(make_event(CHANNEL, "token", {"content": "a"}), key="t1")
+        assert again.id == token.id
+        with pytest.raises(RunClosed):
+            await made.publish(make_event(CHANNEL, "token", {"content": "b"}), key="t2")
+        assert await stored_ids(made) == kept
+    finally:
+        await runs_.close()
+        await made.close()
+        await made.broker.close()
