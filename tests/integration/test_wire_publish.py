@@ -578,3 +578,20 @@ async def test_a_wrapper_of_the_authenticator_set_on_the_app_reads_the_request()
     async with serve_app(apps[0]) as fast, serve_app(apps[1]) as plain:
         answers = await answers_alike(Pair(fast, plain, seen), payloads)
     assert [a.split(b" ", 2)[1] for a in answers] == [b"401", b"200"]
+
+
+async def test_the_settings_cookie_and_anonymous_rights_answer_alike() -> None:
+    """``token_cookie`` names the cookie read; ``anonymous_publish`` lets a caller without a
+    token publish (counted by address), not one with a bad token."""
+    payloads = [
+        *ODD_CREDENTIALS,
+        request("open:1", headers={"Authorization": ""}),
+        request("open:1", headers={"Authorization": "", "Cookie": "mine=nope"}),
+        request("open:1", headers={"Authorization": "", "Cookie": "ssehub_token=nope"}),
+        request("open:1", headers={"Authorization": "", "Cookie": "mine="}),
+    ]
+    settings = {"token_cookie": "mine", "anonymous_publish": ["open:*"]}
+    async with hub_pair(**settings) as pair:
+        answers = await answers_alike(pair, payloads)
+    statuses = [a.split(b" ", 2)[1] for a in answers]
+    assert statuses == [b"401", b"401", b"200", b"401", b"200", b"401", b"200", b"200"]
