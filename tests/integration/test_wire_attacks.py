@@ -186,6 +186,7 @@ CREDENTIALS: list[tuple[str, list[bytes], int]] = [
     ("token with a comma", [credentials(b"Authorization: Bearer " + TOKEN + b", Basic eA==")], 2),
     ("very long token", [credentials(b"Authorization: Bearer " + b"a" * 20000)], 2),
     ("expired token", [credentials(b"Authorization: Bearer " + EXPIRED)], 2),
+    ("empty auth then a bearer", [credentials(b"Authorization: \r\nAuthorization: Bearer " + TOKEN)], 2),  # noqa: E501
     ("auth of spaces then cookie", [credentials(b"Authorization:    \r\nCookie: ssehub_token=" + TOKEN)], 2),  # noqa: E501
 ]  # fmt: skip
 

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import time
 import urllib.parse
 from collections.abc import AsyncIterator
 from typing import Any
@@ -595,3 +596,16 @@ async def test_the_settings_cookie_and_anonymous_rights_answer_alike() -> None:
         answers = await answers_alike(pair, payloads)
     statuses = [a.split(b" ", 2)[1] for a in answers]
     assert statuses == [b"401", b"401", b"200", b"401", b"200", b"401", b"200", b"200"]
+
+
+async def test_a_cached_token_that_expires_is_refused_alike() -> None:
+    """A token verified (and kept) while valid is refused once past its ``exp`` and leeway."""
+    exp = int(time.time()) + 2
+    token = hs256("alice", publish=["news"], exp=exp)
+    payload = request(headers={"Authorization": f"Bearer {token}"})
+    async with hub_pair(jwt_leeway_seconds=0) as pair:
+        first = await answers_alike(pair, [payload])
+        await wait_until(lambda: time.time() >= exp, timeout=5)
+        later = await answers_alike(pair, [payload])
+    assert first[0].startswith(b"HTTP/1.1 200 ")
+    assert later[0].startswith(b"HTTP/1.1 401 ") and b"expired" in later[0]
