@@ -50,6 +50,7 @@ from .routes.publish_shortcut import (
     request_head,
 )
 from .runstate import MemoryRunStore
+from .tickets import WithTickets
 
 PREFIX_BYTES = PREFIX.encode()
 # Heads the application treats specially: a chunked body, 100-continue, an upgrade, proxies.
@@ -64,8 +65,8 @@ CANCELLED = (
 SERVER_ERROR = b"Internal Server Error"
 CLOSE = b"connection: close\r\n"
 
-# The backends and authenticators whose awaits never suspend.
-IN_PROCESS = (MemoryBroker, MemoryClusterState, MemoryRunStore, JWTAuthenticator, OpenAccess)
+# The backends whose awaits never suspend.
+IN_PROCESS = (MemoryBroker, MemoryClusterState, MemoryRunStore)
 
 Headers = list[tuple[bytes, bytes]]
 NO_QUERY = QueryParams("")
@@ -112,8 +113,10 @@ class WirePublisher:
         self.settings = settings = state.settings
         # A built-in authenticator names the caller from the head's credentials; another one
         # reads the request itself (the tickets' wrapper only looks at a query string).
-        inner = getattr(state.authenticator, "inner", state.authenticator)
-        self.tokens = inner if isinstance(inner, (JWTAuthenticator, OpenAccess)) else None
+        self.tokens = tokens = head_authenticator(state.authenticator)
+        # The cookie a JWT authenticator reads, by its own settings (an application's may not
+        # be the app's); None for OpenAccess, which reads no credentials at all.
+        self.cookie = tokens.settings.token_cookie if isinstance(tokens, JWTAuthenticator) else None
         # BodyLimitMiddleware's bound on a single publish (413 unread above it).
         self.max_body = min(settings.max_publish_bytes, settings.max_request_bytes)
         self.cors = bool(settings.cors_origins)  # CORS answers requests with an Origin itself
@@ -196,7 +199,8 @@ class WirePublisher:
             scope["raw_path"] = request.path.encode()
             return await answer_publish(QuerylessRequest(scope), request.channel, body, head.key)
         try:
-            token = head_token(head.authorization, head.cookies, self.settings.token_cookie)
+            cookie = self.cookie
+            token = None if cookie is None else head_token(head.authorization, head.cookies, cookie)
             principal = tokens.principal_of(token)
         except HubError as exc:
             return refused(self, exc)
@@ -205,12 +209,27 @@ class WirePublisher:
         return await answer_caller(self, principal, ip, request.channel, body, head.key)
 
 
+def head_authenticator(authenticator: Any) -> JWTAuthenticator | OpenAccess | None:
+    """The built-in authenticator ``authenticator`` is, or wraps as the tickets' wrapper, when
+    it names the caller from the head's credentials alone, else None: another one, another
+    wrapper, or a subclass with its own ``authenticate`` (it may read more of the request), gets
+    the request."""
+    inner = authenticator
+    if type(authenticator) is WithTickets:  # streams' tickets only: the caller is its inner's
+        inner = authenticator.inner
+    for kind in (JWTAuthenticator, OpenAccess):
+        if isinstance(inner, kind) and type(inner).authenticate is kind.authenticate:
+            return inner
+    return None
+
+
 def in_process(app: Starlette) -> bool:
     """Whether a publish on ``app`` awaits only in-process work (memory backends, a built-in
     authenticator), which never suspends and needs no task (no ``asyncio.timeout``)."""
     state = app.state
-    authenticator = getattr(state.authenticator, "inner", state.authenticator)
-    parts = (state.hub.broker, state.cluster, state.hub.runs, authenticator)
+    if head_authenticator(state.authenticator) is None:
+        return False
+    parts = (state.hub.broker, state.cluster, state.hub.runs)
     return all(part is None or isinstance(part, IN_PROCESS) for part in parts)
 
 

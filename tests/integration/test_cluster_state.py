@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -208,3 +209,31 @@ async def test_slots_of_a_killed_process_free_as_soon_as_its_heartbeat_stops(
     finally:
         await alive.close()
         await killed.close()
+
+
+async def test_memory_and_redis_buckets_answer_a_random_sequence_alike(
+    redis_keys: RedisKeys,
+) -> None:
+    """The memory buckets (one 'full again at' time each) and the Redis ones (tokens and a
+    stamp) take and refuse the same requests of a random sequence, with the same waits: several
+    buckets at once, costs of 0 and above the burst (debts). Rates are slow enough that the
+    test's own time refills far less than a token."""
+    rng = random.Random(20261202)
+    limits = {f"k{i}": (rng.choice([0.001, 0.002, 0.0005]), rng.randint(1, 60)) for i in range(8)}
+    memory = MemoryClusterState()
+    shared = RedisClusterState(redis_keys.url, prefix=redis_keys.prefix)
+    await shared.start()
+    started, taken = time.monotonic(), 0
+    try:
+        for step in range(400):
+            keys = rng.sample(sorted(limits), rng.randint(1, 3))
+            buckets = [(k, *limits[k], rng.choice([0, 1, 1, 1, 2, limits[k][1] + 2])) for k in keys]
+            got = [await state.take_tokens(buckets) for state in (memory, shared)]
+            taken += not any(got[0])
+            elapsed = time.monotonic() - started
+            assert [w > 0 for w in got[0]] == [w > 0 for w in got[1]], (step, buckets, got)
+            for mine, theirs in zip(*got, strict=True):
+                assert abs(mine - theirs) <= elapsed + 1e-6, (step, buckets, got)
+        assert taken > 20
+    finally:
+        await shared.close()

@@ -101,6 +101,7 @@ def head_with(extra: bytes, body: bytes = PLAIN, *, version: bytes = b"1.1") -> 
 
 CL = b"Content-Length: %d\r\n" % len(PLAIN)
 TOKEN = ALICE[7:].encode()
+EXPIRED = hs256("alice", publish=["news"], exp=1).encode()
 
 
 def credentials(lines: bytes) -> bytes:
@@ -171,6 +172,22 @@ CREDENTIALS: list[tuple[str, list[bytes], int]] = [
     ("lower-case scheme, spaces", [credentials(b"Authorization: bearer   " + TOKEN + b"  ")], 2),
     ("scheme only", [credentials(b"Authorization: Bearer")], 2),
     ("latin-1 token", [credentials(b"Authorization: Bearer caf\xe9")], 2),
+    ("utf-8 cookie", [credentials("Cookie: é=1; ssehub_token=".encode() + TOKEN)], 2),
+    ("cookie without =", [credentials(b"Cookie: ssehub_token; x")], 2),
+    ("cookie spaces round =", [credentials(b"Cookie: ssehub_token = " + TOKEN + b" ")], 2),
+    ("cookie name with space", [credentials(b"Cookie: ssehub token=" + TOKEN)], 2),
+    ("cookie odd separators", [credentials(b"Cookie: ;;a=1,ssehub_token=x;; ssehub_token=" + TOKEN + b";")], 2),  # noqa: E501
+    ("empty cookie header then token", [credentials(b"Cookie: \r\nCookie: ssehub_token=" + TOKEN)], 2),  # noqa: E501
+    ("cookie then empty cookie header", [credentials(b"Cookie: ssehub_token=" + TOKEN + b"\r\nCookie: ")], 2),  # noqa: E501
+    ("quoted cookie with escapes", [credentials(b'Cookie: ssehub_token="\\101' + TOKEN + b'"')], 2),
+    ("tab after scheme", [credentials(b"Authorization: Bearer\t" + TOKEN)], 2),
+    ("trailing tab", [credentials(b"Authorization: Bearer " + TOKEN + b"\t")], 2),
+    ("upper-case scheme", [credentials(b"Authorization: BEARER " + TOKEN)], 2),
+    ("token with a comma", [credentials(b"Authorization: Bearer " + TOKEN + b", Basic eA==")], 2),
+    ("very long token", [credentials(b"Authorization: Bearer " + b"a" * 20000)], 2),
+    ("expired token", [credentials(b"Authorization: Bearer " + EXPIRED)], 2),
+    ("empty auth then a bearer", [credentials(b"Authorization: \r\nAuthorization: Bearer " + TOKEN)], 2),  # noqa: E501
+    ("auth of spaces then cookie", [credentials(b"Authorization:    \r\nCookie: ssehub_token=" + TOKEN)], 2),  # noqa: E501
 ]  # fmt: skip
 
 

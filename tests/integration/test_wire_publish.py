@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import time
 import urllib.parse
 from collections.abc import AsyncIterator
 from typing import Any
@@ -22,7 +23,7 @@ from starlette.requests import HTTPConnection
 from harness import RunningHub, serve_app, wait_until
 from redis_support import RedisKeys
 from ssehub.app import create_app
-from ssehub.auth import Principal
+from ssehub.auth import JWTAuthenticator, OpenAccess, Principal
 from ssehub.errors import Unauthorized
 from ssehub.logs import RequestIdFilter
 from ssehub.routes import publish_shortcut
@@ -505,3 +506,106 @@ async def test_an_application_error_is_answered_as_by_the_application(
     assert answers[0].startswith(b"HTTP/1.1 500 ")
     assert access.lines == [("POST", "/api/v1/publish/news", 0, "req-1")] * 2
     assert not pair.seen
+
+
+# The head's credentials as each built-in authenticator reads them, whoever built it.
+ODD_CREDENTIALS = [
+    request(headers={"Authorization": "Basic eA=="}),
+    request(headers={"Authorization": "Bearer"}),
+    request(headers={"Authorization": "", "Cookie": "mine=" + ALICE[7:]}),
+    request(headers={"Authorization": "", "Cookie": "ssehub_token=" + ALICE[7:]}),
+]
+
+
+async def answers_alike(pair: Pair, payloads: list[bytes]) -> list[bytes]:
+    answers = [await exchange(hub, *payloads) for hub in pair.hubs]
+    assert answers[0] == answers[1]
+    assert not pair.seen
+    return answers[0]
+
+
+async def test_open_access_ignores_the_authorization_header() -> None:
+    """OpenAccess names no caller from a token: an odd Authorization header is no 401."""
+    async with hub_pair(authenticator=OpenAccess()) as pair:
+        answers = await answers_alike(pair, ODD_CREDENTIALS)
+    assert [a.split(b" ", 2)[1] for a in answers] == [b"200"] * 4
+
+
+async def test_an_application_s_jwt_authenticator_reads_its_own_cookie() -> None:
+    """A JWTAuthenticator given to create_app reads the cookie its own settings name."""
+    mine = JWTAuthenticator(hub_settings(False, token_cookie="mine"))
+    async with hub_pair(authenticator=mine) as pair:
+        answers = await answers_alike(pair, ODD_CREDENTIALS)
+    assert [a.split(b" ", 2)[1] for a in answers] == [b"401", b"401", b"200", b"401"]
+
+
+class TenantAuthenticator(JWTAuthenticator):
+    """An application's JWT authenticator that also wants an ``X-Tenant`` header."""
+
+    async def authenticate(self, request: HTTPConnection) -> Principal:
+        if request.headers.get("x-tenant") != "acme":
+            raise Unauthorized("send X-Tenant")
+        return await super().authenticate(request)
+
+
+async def test_a_subclass_of_a_built_in_authenticator_reads_the_request() -> None:
+    """A subclass may read more of the request than the token: it gets the request."""
+    payloads = [request(), request(headers={"X-Tenant": "acme"})]
+    async with hub_pair(authenticator=TenantAuthenticator(hub_settings(False))) as pair:
+        answers = await answers_alike(pair, payloads)
+    assert [a.split(b" ", 2)[1] for a in answers] == [b"401", b"200"]
+
+
+class TenantWrapper:
+    """An application's wrapper of the hub's authenticator (an ``inner`` too, like the tickets'
+    wrapper) that also wants an ``X-Tenant`` header."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    async def authenticate(self, request: HTTPConnection) -> Principal:
+        if request.headers.get("x-tenant") != "acme":
+            raise Unauthorized("send X-Tenant")
+        return await self.inner.authenticate(request)  # type: ignore[no-any-return]
+
+
+async def test_a_wrapper_of_the_authenticator_set_on_the_app_reads_the_request() -> None:
+    payloads = [request(), request(headers={"X-Tenant": "acme"})]
+    seen: list[str] = []
+    apps = [create_app(hub_settings(fast)) for fast in (True, False)]
+    for app in apps:
+        app.state.authenticator = TenantWrapper(app.state.authenticator.inner)
+    apps[0].add_middleware(Seen, paths=seen)
+    async with serve_app(apps[0]) as fast, serve_app(apps[1]) as plain:
+        answers = await answers_alike(Pair(fast, plain, seen), payloads)
+    assert [a.split(b" ", 2)[1] for a in answers] == [b"401", b"200"]
+
+
+async def test_the_settings_cookie_and_anonymous_rights_answer_alike() -> None:
+    """``token_cookie`` names the cookie read; ``anonymous_publish`` lets a caller without a
+    token publish (counted by address), not one with a bad token."""
+    payloads = [
+        *ODD_CREDENTIALS,
+        request("open:1", headers={"Authorization": ""}),
+        request("open:1", headers={"Authorization": "", "Cookie": "mine=nope"}),
+        request("open:1", headers={"Authorization": "", "Cookie": "ssehub_token=nope"}),
+        request("open:1", headers={"Authorization": "", "Cookie": "mine="}),
+    ]
+    settings = {"token_cookie": "mine", "anonymous_publish": ["open:*"]}
+    async with hub_pair(**settings) as pair:
+        answers = await answers_alike(pair, payloads)
+    statuses = [a.split(b" ", 2)[1] for a in answers]
+    assert statuses == [b"401", b"401", b"200", b"401", b"200", b"401", b"200", b"200"]
+
+
+async def test_a_cached_token_that_expires_is_refused_alike() -> None:
+    """A token verified (and kept) while valid is refused once past its ``exp`` and leeway."""
+    exp = int(time.time()) + 2
+    token = hs256("alice", publish=["news"], exp=exp)
+    payload = request(headers={"Authorization": f"Bearer {token}"})
+    async with hub_pair(jwt_leeway_seconds=0) as pair:
+        first = await answers_alike(pair, [payload])
+        await wait_until(lambda: time.time() >= exp, timeout=5)
+        later = await answers_alike(pair, [payload])
+    assert first[0].startswith(b"HTTP/1.1 200 ")
+    assert later[0].startswith(b"HTTP/1.1 401 ") and b"expired" in later[0]
