@@ -13,8 +13,9 @@ from .gate import limit_scope
 
 
 def scoped_key(principal: Principal, ip: str, channel: str, key: str | None) -> str | None:
-    """The broker's key for ``key`` sent by ``principal`` (from ``ip``) to ``channel``."""
-    if key is None:
+    """The broker's key for ``key`` sent by ``principal`` (from ``ip``) to ``channel``; an
+    empty key is none (as in a batch): it would make every later publish a replay of the first."""
+    if not key:
         return None
     owner = limit_scope(principal, ip) or "admin"
     scope = f"{owner}\n{channel}\n{key}".encode()

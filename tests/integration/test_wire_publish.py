@@ -238,6 +238,17 @@ async def test_every_request_gets_the_applications_answer(access: Access) -> Non
         assert any(line.startswith("ssehub_auth_failures") for line in counters[0])
 
 
+async def test_an_empty_idempotency_key_is_no_key() -> None:
+    """An empty ``Idempotency-Key`` (a template's unset variable) names no publish: before,
+    every publish after the first one with it was taken for a retry and silently dropped."""
+    empty = request(headers={"Idempotency-Key": ""}).replace(b"Host", b"Idempotency-Key: \r\nHost")
+    async with hub_pair() as pair:
+        for hub in pair.hubs:
+            answers = await exchange(hub, empty, empty, raw=True)
+            ids = [EVENT_ID.search(answer) for answer in answers]
+            assert all(ids) and ids[0].group() != ids[1].group(), answers  # type: ignore[union-attr]
+
+
 class HeaderAuthenticator:
     """An application's own authenticator: the caller is the ``X-User`` header's user."""
 
