@@ -17,7 +17,7 @@ import httpx
 import pytest
 from playwright.async_api import Page
 
-from harness import running_hub, start_hub_process
+from harness import running_hub, start_hub_process, wait_until
 from protocol_support import build_page, serve_page
 from redis_support import delete_prefix, shared_redis_url, unique_prefix
 from ssehub.llm.demo import LABEL
@@ -122,7 +122,8 @@ async def test_stop_reaches_the_model_also_on_a_resumed_stream(
         await page.evaluate("void chat.stop()")
         first = await stored_answer(hub.url, chat_id, status="cancelled")
         assert LABEL.startswith(first["content"].strip()[:10])
-        assert not hub.app.state.chat.turns  # the model call ended
+        # The model call ends: its turn goes once the stored answer is final, not before.
+        await wait_until(lambda: not hub.app.state.chat.turns)
         await wait_ready(page)  # the SDK's own stop is done too: it would abort the next send
 
         await page.evaluate("void chat.send('stop me after a reload')")
@@ -133,7 +134,7 @@ async def test_stop_reaches_the_model_also_on_a_resumed_stream(
         await page.evaluate("void chat.stop()")
         second = await stored_answer(hub.url, chat_id, status="cancelled")
         assert "instead." not in second["content"]
-        assert not hub.app.state.chat.turns
+        await wait_until(lambda: not hub.app.state.chat.turns)
         async with httpx.AsyncClient() as client:
             idle = await client.get(f"{hub.url}{API}/{chat_id}/stream")
         assert idle.status_code == 204
