@@ -74,7 +74,10 @@ async def test_admin_panel_shows_stats_and_broadcast_reaches_the_inbox(page: Pag
         await page.wait_for_function(
             "Number(document.getElementById('stat-active').textContent) >= 2", timeout=5000
         )
-        assert await page.locator("#clients tbody tr").count() >= 2
+        # The table follows from the poll's second request (clients, after stats): wait for it.
+        await page.wait_for_function(
+            "document.querySelectorAll('#clients tbody tr').length >= 2", timeout=5000
+        )
         await page.fill("#bc-event", "announcement")
         await page.fill("#bc-data", '{"text": "hello everyone"}')
         await page.click("#broadcast-form button[type=submit]")
