@@ -52,20 +52,20 @@ if not epoch or redis.call('HGET', KEYS[10], 'run') ~= ARGV[1] then
   return {'', '', 2, ''}
 end
 local data, answer = ARGV[9], ''
--- A step refuses an event with ``return refuse(reason)``: a retry (its Idempotency-Key
--- again) is answered as a replay instead, as its first attempt was stored.
-local function refuse(reason)
+-- The answer to a retry (its Idempotency-Key again) whose first attempt was stored, or nil.
+local function replay()
   if ARGV[2] ~= '' then
     local first = redis.call('GET', KEYS[5])
     if first then return {epoch, first, 1, answer} end
   end
-  return {epoch, reason, 3, answer}
+end
+-- A step refuses an event with ``return refuse(reason)``: a retry is answered instead.
+local function refuse(reason)
+  return replay() or {epoch, reason, 3, answer}
 end
 -- step before
-if ARGV[2] ~= '' then
-  local first = redis.call('GET', KEYS[5])
-  if first then return {epoch, first, 1, answer} end
-end
+local repeated = replay()
+if repeated then return repeated end
 local seq = redis.call('INCR', KEYS[2])
 local sid = string.format('%d', seq)
 local maxlen = tonumber(ARGV[3])
